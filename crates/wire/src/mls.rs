@@ -1,0 +1,205 @@
+//! RFC 9420 structs carried inside MIMI messages.
+//!
+//! They are decoded by OpenMLS, never by hand, and kept as the exact bytes
+//! received (so re-encoding is byte-identical and signatures over them stay
+//! valid) next to the OpenMLS value (so the hub does not parse twice).
+
+use std::fmt;
+use std::marker::PhantomData;
+
+use openmls::messages::group_info::GroupInfo as OpenMlsGroupInfo;
+use openmls::prelude::{
+    Extensions, KeyPackageIn, MlsMessageIn, RatchetTreeIn, UpdateProposalIn, WireFormat,
+};
+use tls_codec::DeserializeBytes;
+
+use crate::codec::{Reader, Wire, hex_string, parse_hex};
+use crate::error::{DecodeError, EncodeError};
+
+/// Which RFC 9420 struct a field holds, and which forms of it are allowed.
+pub trait MlsKind: 'static {
+    /// The name `docs/protocol.md` uses for the field's type.
+    const WHAT: &'static str;
+    /// The OpenMLS type that decodes it.
+    type Parsed: DeserializeBytes + Clone + fmt::Debug + Send + Sync;
+    /// Checks the decoded value against the field's constraint.
+    fn check(_parsed: &Self::Parsed) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// An RFC 9420 struct: its exact bytes and the OpenMLS value.
+pub struct Mls<K: MlsKind> {
+    bytes: Vec<u8>,
+    parsed: K::Parsed,
+    kind: PhantomData<K>,
+}
+
+impl<K: MlsKind> Mls<K> {
+    /// Parses a complete encoding.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
+        Self::decode_exact(bytes, &crate::Limits::default())
+    }
+
+    /// The exact bytes as received.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// The OpenMLS value.
+    pub fn parsed(&self) -> &K::Parsed {
+        &self.parsed
+    }
+
+    pub fn into_parts(self) -> (Vec<u8>, K::Parsed) {
+        (self.bytes, self.parsed)
+    }
+}
+
+impl<K: MlsKind> Clone for Mls<K> {
+    fn clone(&self) -> Self {
+        Mls {
+            bytes: self.bytes.clone(),
+            parsed: self.parsed.clone(),
+            kind: PhantomData,
+        }
+    }
+}
+
+impl<K: MlsKind> PartialEq for Mls<K> {
+    fn eq(&self, other: &Self) -> bool {
+        self.bytes == other.bytes
+    }
+}
+
+impl<K: MlsKind> Eq for Mls<K> {}
+
+impl<K: MlsKind> fmt::Debug for Mls<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}({} bytes)", K::WHAT, self.bytes.len())
+    }
+}
+
+impl<K: MlsKind> Wire for Mls<K> {
+    const NAME: &'static str = K::WHAT;
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let at = r.offset();
+        let (parsed, bytes) = r.mls::<K::Parsed>(K::WHAT)?;
+        K::check(&parsed).map_err(|reason| DecodeError::invalid(at, K::WHAT, reason))?;
+        Ok(Mls {
+            bytes: bytes.to_vec(),
+            parsed,
+            kind: PhantomData,
+        })
+    }
+    fn encode(&self, w: &mut Vec<u8>) -> Result<(), EncodeError> {
+        w.extend_from_slice(&self.bytes);
+        Ok(())
+    }
+    fn encoded_len(&self) -> usize {
+        self.bytes.len()
+    }
+}
+
+impl<K: MlsKind> serde::Serialize for Mls<K> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex_string(&self.bytes))
+    }
+}
+
+impl<'de, K: MlsKind> serde::Deserialize<'de> for Mls<K> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <String as serde::Deserialize>::deserialize(d)?;
+        let bytes = parse_hex(&s).map_err(serde::de::Error::custom)?;
+        Self::from_bytes(&bytes).map_err(serde::de::Error::custom)
+    }
+}
+
+fn wire_format_in(msg: &MlsMessageIn, allowed: &[WireFormat]) -> Result<(), String> {
+    let wf = msg.wire_format();
+    if allowed.contains(&wf) {
+        Ok(())
+    } else {
+        Err(format!(
+            "wire_format {wf:?} not allowed here (allowed: {allowed:?})"
+        ))
+    }
+}
+
+/// The field kinds of `docs/protocol.md` 1.2.
+pub mod kind {
+    use super::*;
+
+    macro_rules! message_kind {
+        ($(#[$m:meta])* $name:ident, $what:literal, [$($wf:ident),+]) => {
+            $(#[$m])*
+            pub struct $name;
+            impl MlsKind for $name {
+                const WHAT: &'static str = $what;
+                type Parsed = MlsMessageIn;
+                fn check(parsed: &MlsMessageIn) -> Result<(), String> {
+                    wire_format_in(parsed, &[$(WireFormat::$wf),+])
+                }
+            }
+        };
+    }
+
+    message_kind!(
+        /// `MLSMessage /* public */`
+        Public, "MLSMessage(public)", [PublicMessage]);
+    message_kind!(
+        /// `MLSMessage /* private */`
+        Private, "MLSMessage(private)", [PrivateMessage]);
+    message_kind!(
+        /// `MLSMessage /* protocol */`
+        Protocol, "MLSMessage(protocol)", [PublicMessage, PrivateMessage]);
+    message_kind!(
+        /// `MLSMessage /* welcome */`
+        Welcome, "MLSMessage(welcome)", [Welcome]);
+    message_kind!(
+        /// `MLSMessage /* group_info */`
+        GroupInfo, "MLSMessage(group_info)", [GroupInfo]);
+    message_kind!(
+        /// `MLSMessage /* deliverable */`
+        Deliverable, "MLSMessage(deliverable)", [PublicMessage, PrivateMessage, Welcome]);
+
+    /// A bare RFC 9420 `KeyPackage`.
+    pub struct KeyPackage;
+    impl MlsKind for KeyPackage {
+        const WHAT: &'static str = "KeyPackage";
+        type Parsed = KeyPackageIn;
+    }
+
+    /// A bare RFC 9420 `LeafNode`. OpenMLS exposes its decoder through the
+    /// Update proposal, whose encoding is exactly one `LeafNode`.
+    pub struct LeafNode;
+    impl MlsKind for LeafNode {
+        const WHAT: &'static str = "LeafNode";
+        type Parsed = UpdateProposalIn;
+    }
+
+    /// `optional<Node> ratchet_tree<V>`.
+    pub struct RatchetTree;
+    impl MlsKind for RatchetTree {
+        const WHAT: &'static str = "RatchetTree";
+        type Parsed = RatchetTreeIn;
+    }
+
+    /// `Extension extensions<V>` of a GroupInfo.
+    pub struct GroupInfoExtensions;
+    impl MlsKind for GroupInfoExtensions {
+        const WHAT: &'static str = "Extension<V>";
+        type Parsed = Extensions<OpenMlsGroupInfo>;
+    }
+}
+
+pub type PublicMessage = Mls<kind::Public>;
+pub type PrivateMessage = Mls<kind::Private>;
+pub type ProtocolMessage = Mls<kind::Protocol>;
+pub type WelcomeMessage = Mls<kind::Welcome>;
+pub type GroupInfoMessage = Mls<kind::GroupInfo>;
+pub type DeliverableMessage = Mls<kind::Deliverable>;
+pub type KeyPackage = Mls<kind::KeyPackage>;
+pub type LeafNode = Mls<kind::LeafNode>;
+pub type RatchetTree = Mls<kind::RatchetTree>;
+pub type GroupInfoExtensions = Mls<kind::GroupInfoExtensions>;

@@ -1,0 +1,68 @@
+//! Queueing messages: `/deliver_message` and `/connection_request`
+//! (`docs/protocol.md` section 7).
+
+use crate::codec::{wire_enum, wire_struct};
+use crate::dserror::DSError;
+use crate::ident::{ClientId, GroupIdField, MessageId, ProviderDomain, UserId};
+use crate::mls::{DeliverableMessage, WelcomeMessage};
+
+wire_struct! {
+    /// A group message for some of the receiver's clients.
+    pub struct DeliverMessage {
+        pub group_id: GroupIdField,
+        pub epoch: u64,
+        pub recipients: Vec<ClientId> [max_recipients],
+        pub message: DeliverableMessage,
+    }
+}
+
+wire_struct! {
+    /// A Welcome into a connection group, for one user of the receiver.
+    pub struct ConnectionRequest {
+        pub sender_user: UserId,
+        pub recipient_user: UserId,
+        pub group_id: GroupIdField,
+        pub epoch: u64,
+        pub welcome: WelcomeMessage,
+    }
+}
+
+wire_enum! {
+    /// `select` on `QueueingServiceRequestType`.
+    pub enum QueueingServicePayload: u8 as "request_type" {
+        DeliverMessage(DeliverMessage) = 0 as "deliver_message",
+        ConnectionRequest(ConnectionRequest) = 1 as "connection_request",
+    }
+}
+
+wire_struct! {
+    pub struct QueueingServiceRequest {
+        pub version: u16,
+        pub sender: ProviderDomain,
+        pub recipient: ProviderDomain,
+        pub message_id: MessageId,
+        pub payload: QueueingServicePayload,
+    }
+}
+
+wire_struct! {
+    pub struct QueueingServiceOk {
+        pub unknown_recipients: Vec<ClientId> [max_recipients],
+    }
+}
+
+wire_enum! {
+    /// `select` on `ResponseType` for a queueing response.
+    pub enum QueueingServiceResult: u8 as "response_type" {
+        Ok(QueueingServiceOk) = 0 as "ok",
+        Error(DSError) = 1 as "error",
+    }
+}
+
+wire_struct! {
+    pub struct QueueingServiceResponse {
+        pub version: u16,
+        pub message_id: MessageId,
+        pub result: QueueingServiceResult,
+    }
+}
