@@ -27,6 +27,10 @@ pub use ident::*;
 pub use key_packages::*;
 pub use keys::*;
 pub use limits::{DEFAULT_BODY_LIMIT, Limits};
+pub use mls::{
+    DeliverableMessage, GroupInfoExtensions, GroupInfoMessage, KeyPackage, LeafNode, Mls, MlsKind,
+    PrivateMessage, ProtocolMessage, PublicMessage, RatchetTree, WelcomeMessage,
+};
 pub use provider_sig::*;
 pub use queueing::*;
 pub use registry::{Endpoint, TYPES, TypeEntry, find_type};

@@ -1,0 +1,511 @@
+//! `mimid-client`: a MIMI client on OpenMLS that produces and consumes
+//! mimid's wire messages (`docs/protocol.md`).
+//!
+//! It is what the tests, the benchmarks and the demo drive the servers with,
+//! and the start of an SDK for a provider's own clients. It follows the
+//! profile's client rules: ciphersuite 0x0001, handshake messages as
+//! PublicMessages, BasicCredentials whose identity is the ClientID, leaf
+//! capabilities listing the MIMI extensions.
+
+use std::collections::HashMap;
+
+use mimid_wire::{
+    self as wire, ClientId, DSAuthData, DSRequest, DSRequestBody, GroupId, GroupIdField, GroupKind,
+    MimiDsGroup, PROTOCOL_VERSION, Wire,
+};
+use openmls::prelude::{tls_codec::Serialize as _, *};
+use openmls_basic_credential::SignatureKeyPair;
+use openmls_rust_crypto::OpenMlsRustCrypto;
+use openmls_traits::signatures::Signer;
+
+/// The profile's mandatory ciphersuite.
+pub const CIPHERSUITE: Ciphersuite = Ciphersuite::MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("MLS: {0}")]
+    Mls(String),
+    #[error("encoding: {0}")]
+    Encode(#[from] wire::EncodeError),
+    #[error("decoding: {0}")]
+    Decode(#[from] wire::DecodeError),
+    #[error("unknown group")]
+    UnknownGroup,
+}
+
+fn mls<E: std::fmt::Debug>(e: E) -> ClientError {
+    ClientError::Mls(format!("{e:?}"))
+}
+
+/// What a commit produced: the DS request to send and the new epoch's data.
+pub struct CommitOutput {
+    pub request: DSRequest,
+}
+
+/// One MIMI client (one device of one user).
+pub struct MimiClient {
+    id: ClientId,
+    provider: OpenMlsRustCrypto,
+    signer: SignatureKeyPair,
+    credential: CredentialWithKey,
+    groups: HashMap<Vec<u8>, MlsGroup>,
+}
+
+impl MimiClient {
+    pub fn new(id: ClientId) -> Result<Self, ClientError> {
+        let provider = OpenMlsRustCrypto::default();
+        let signer = SignatureKeyPair::new(CIPHERSUITE.signature_algorithm()).map_err(mls)?;
+        signer.store(provider.storage()).map_err(mls)?;
+        let credential = CredentialWithKey {
+            credential: BasicCredential::new(id.as_str().as_bytes().to_vec()).into(),
+            signature_key: signer.public().into(),
+        };
+        Ok(MimiClient {
+            id,
+            provider,
+            signer,
+            credential,
+            groups: HashMap::new(),
+        })
+    }
+
+    pub fn id(&self) -> &ClientId {
+        &self.id
+    }
+
+    /// Leaf capabilities: the defaults plus the MIMI extension types and
+    /// `last_resort` (RFC 9420 requires KeyPackage extensions to be listed).
+    pub fn capabilities() -> Capabilities {
+        Capabilities::builder()
+            .extensions(vec![
+                ExtensionType::Unknown(wire::MIMI_DS_GROUP_EXTENSION),
+                ExtensionType::Unknown(wire::CONNECTION_KEY_PACKAGE_EXTENSION),
+                ExtensionType::LastResort,
+            ])
+            .build()
+    }
+
+    /// A KeyPackage; `connection` adds the connection marker extension,
+    /// `last_resort` the last-resort extension.
+    pub fn key_package(
+        &self,
+        connection: bool,
+        last_resort: bool,
+    ) -> Result<wire::KeyPackage, ClientError> {
+        let mut builder = KeyPackage::builder().leaf_node_capabilities(Self::capabilities());
+        if connection {
+            let ext = Extension::Unknown(
+                wire::CONNECTION_KEY_PACKAGE_EXTENSION,
+                UnknownExtension(Vec::new()),
+            );
+            builder = builder.key_package_extensions(Extensions::single(ext).map_err(mls)?);
+        }
+        if last_resort {
+            builder = builder.mark_as_last_resort();
+        }
+        let bundle = builder
+            .build(
+                CIPHERSUITE,
+                &self.provider,
+                &self.signer,
+                self.credential.clone(),
+            )
+            .map_err(mls)?;
+        let bytes = bundle.key_package().tls_serialize_detached().map_err(mls)?;
+        Ok(wire::KeyPackage::from_bytes(&bytes)?)
+    }
+
+    fn group(&mut self, group_id: &GroupId) -> Result<&mut MlsGroup, ClientError> {
+        self.groups
+            .get_mut(&group_id.to_mls_bytes())
+            .ok_or(ClientError::UnknownGroup)
+    }
+
+    /// The MLS group, for inspection.
+    pub fn mls_group(&self, group_id: &GroupId) -> Option<&MlsGroup> {
+        self.groups.get(&group_id.to_mls_bytes())
+    }
+
+    /// Signs a DS request body with this client's leaf key.
+    pub fn sign_request(
+        &self,
+        body: DSRequestBody,
+        sender_index: u32,
+    ) -> Result<DSRequest, ClientError> {
+        let tbs = wire::client_signature_tbs(PROTOCOL_VERSION, &body, sender_index)?;
+        let content = SignContent::new(wire::CLIENT_SIGNATURE_LABEL, tbs.into())
+            .tls_serialize_detached()
+            .map_err(mls)?;
+        let signature = self.signer.sign(&content).map_err(mls)?;
+        Ok(DSRequest {
+            version: PROTOCOL_VERSION,
+            request_body: body,
+            authentication_data: DSAuthData::ClientSignature(wire::ClientSignature {
+                sender_index,
+                signature: wire::ShortBytes(signature),
+            }),
+        })
+    }
+
+    /// Creates a group with a hub-issued id and returns `ds_create_group`.
+    pub fn create_group(
+        &mut self,
+        group_id: &GroupId,
+        kind: GroupKind,
+    ) -> Result<DSRequest, ClientError> {
+        let ext_data = MimiDsGroup {
+            version: PROTOCOL_VERSION,
+            kind,
+        }
+        .to_bytes()?;
+        let extensions = Extensions::single(Extension::Unknown(
+            wire::MIMI_DS_GROUP_EXTENSION,
+            UnknownExtension(ext_data),
+        ))
+        .map_err(mls)?;
+        let group = MlsGroup::builder()
+            .with_group_id(openmls::group::GroupId::from_slice(
+                &group_id.to_mls_bytes(),
+            ))
+            .ciphersuite(CIPHERSUITE)
+            .with_wire_format_policy(MIXED_PLAINTEXT_WIRE_FORMAT_POLICY)
+            .use_ratchet_tree_extension(false)
+            .with_capabilities(Self::capabilities())
+            .with_group_context_extensions(extensions)
+            .build(&self.provider, &self.signer, self.credential.clone())
+            .map_err(mls)?;
+        let leaf = group
+            .own_leaf_node()
+            .ok_or_else(|| ClientError::Mls("no own leaf".into()))?;
+        let leaf_node = wire::LeafNode::from_bytes(&leaf.tls_serialize_detached().map_err(mls)?)?;
+        let group_info = group
+            .export_group_info(self.provider.crypto(), &self.signer, false)
+            .map_err(mls)?
+            .tls_serialize_detached()
+            .map_err(mls)?;
+        let body = DSRequestBody::CreateGroup(wire::CreateGroupRequest {
+            group_id: GroupIdField(group_id.clone()),
+            leaf_node,
+            group_info: wire::GroupInfoMessage::from_bytes(&group_info)?,
+        });
+        self.groups.insert(group_id.to_mls_bytes(), group);
+        self.sign_request(body, 0)
+    }
+
+    /// Stages a commit adding `key_packages` (without a forced path) and
+    /// returns `ds_add_users` (or `ds_add_clients` when `clients` is set).
+    /// The commit stays pending until [`MimiClient::merge_pending_commit`].
+    pub fn add(
+        &mut self,
+        group_id: &GroupId,
+        key_packages: &[wire::KeyPackage],
+        clients: bool,
+    ) -> Result<DSRequest, ClientError> {
+        let provider = &self.provider;
+        let kps = key_packages
+            .iter()
+            .map(|kp| {
+                kp.parsed()
+                    .clone()
+                    .validate(provider.crypto(), ProtocolVersion::Mls10)
+                    .map_err(mls)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let signer = &self.signer;
+        let group = self
+            .groups
+            .get_mut(&group_id.to_mls_bytes())
+            .ok_or(ClientError::UnknownGroup)?;
+        let bundle = group
+            .commit_builder()
+            .propose_adds(kps)
+            .force_self_update(false)
+            .load_psks(provider.storage())
+            .map_err(mls)?
+            .create_group_info(true)
+            .build(provider.rand(), provider.crypto(), signer, |_| true)
+            .map_err(mls)?
+            .stage_commit(provider)
+            .map_err(mls)?;
+        let sender = group.own_leaf_index().u32();
+        let (group_update, welcome) = group_update_from(&bundle)?;
+        let welcome_messages = welcome.into_iter().collect();
+        let body = if clients {
+            DSRequestBody::AddClients(wire::AddClientsRequest {
+                group_update,
+                welcome_messages,
+            })
+        } else {
+            DSRequestBody::AddUsers(wire::AddUsersRequest {
+                group_update,
+                welcome_messages,
+            })
+        };
+        self.sign_request(body, sender)
+    }
+
+    /// Stages a commit with a fresh path and returns `ds_update_client`.
+    pub fn update(&mut self, group_id: &GroupId) -> Result<DSRequest, ClientError> {
+        let provider = &self.provider;
+        let signer = &self.signer;
+        let group = self
+            .groups
+            .get_mut(&group_id.to_mls_bytes())
+            .ok_or(ClientError::UnknownGroup)?;
+        let bundle = group
+            .commit_builder()
+            .force_self_update(true)
+            .load_psks(provider.storage())
+            .map_err(mls)?
+            .create_group_info(true)
+            .build(provider.rand(), provider.crypto(), signer, |_| true)
+            .map_err(mls)?
+            .stage_commit(provider)
+            .map_err(mls)?;
+        let sender = group.own_leaf_index().u32();
+        let (group_update, _) = group_update_from(&bundle)?;
+        self.sign_request(
+            DSRequestBody::UpdateClient(wire::UpdateClientRequest { group_update }),
+            sender,
+        )
+    }
+
+    /// Stages a commit removing the leaves `removed` and returns its
+    /// `MLSGroupUpdate`, to be wrapped as `ds_remove_users`,
+    /// `ds_remove_clients` or `ds_delete_group`.
+    pub fn remove(
+        &mut self,
+        group_id: &GroupId,
+        removed: &[u32],
+    ) -> Result<(wire::MLSGroupUpdate, u32), ClientError> {
+        let provider = &self.provider;
+        let signer = &self.signer;
+        let group = self
+            .groups
+            .get_mut(&group_id.to_mls_bytes())
+            .ok_or(ClientError::UnknownGroup)?;
+        let bundle = group
+            .commit_builder()
+            .propose_removals(removed.iter().map(|&i| LeafNodeIndex::new(i)))
+            .load_psks(provider.storage())
+            .map_err(mls)?
+            .create_group_info(true)
+            .build(provider.rand(), provider.crypto(), signer, |_| true)
+            .map_err(mls)?
+            .stage_commit(provider)
+            .map_err(mls)?;
+        let sender = group.own_leaf_index().u32();
+        let (group_update, _) = group_update_from(&bundle)?;
+        Ok((group_update, sender))
+    }
+
+    /// The signed GroupInfo of the current epoch (without the tree).
+    pub fn group_info(
+        &mut self,
+        group_id: &GroupId,
+    ) -> Result<wire::GroupInfoMessage, ClientError> {
+        let provider = &self.provider;
+        let signer = &self.signer;
+        let group = self
+            .groups
+            .get(&group_id.to_mls_bytes())
+            .ok_or(ClientError::UnknownGroup)?;
+        let gi = group
+            .export_group_info(provider.crypto(), signer, false)
+            .map_err(mls)?;
+        Ok(wire::GroupInfoMessage::from_bytes(
+            &gi.tls_serialize_detached().map_err(mls)?,
+        )?)
+    }
+
+    /// This client's leaf index in a group.
+    pub fn leaf_index(&self, group_id: &GroupId) -> Option<u32> {
+        self.mls_group(group_id).map(|g| g.own_leaf_index().u32())
+    }
+
+    /// A Remove proposal of this client's own leaf: `ds_self_remove_client`.
+    pub fn self_remove(&mut self, group_id: &GroupId) -> Result<DSRequest, ClientError> {
+        let provider = &self.provider;
+        let signer = &self.signer;
+        let group = self
+            .groups
+            .get_mut(&group_id.to_mls_bytes())
+            .ok_or(ClientError::UnknownGroup)?;
+        let proposal = group.leave_group(provider, signer).map_err(mls)?;
+        let sender = group.own_leaf_index().u32();
+        let proposal =
+            wire::PublicMessage::from_bytes(&proposal.tls_serialize_detached().map_err(mls)?)?;
+        self.sign_request(
+            DSRequestBody::SelfRemoveClient(wire::SelfRemoveClientRequest { proposal }),
+            sender,
+        )
+    }
+
+    /// Encrypts an application message: `ds_send_message`.
+    pub fn send_message(
+        &mut self,
+        group_id: &GroupId,
+        plaintext: &[u8],
+    ) -> Result<DSRequest, ClientError> {
+        let provider = &self.provider;
+        let signer = &self.signer;
+        let group = self
+            .groups
+            .get_mut(&group_id.to_mls_bytes())
+            .ok_or(ClientError::UnknownGroup)?;
+        let message = group
+            .create_message(provider, signer, plaintext)
+            .map_err(mls)?;
+        let sender = group.own_leaf_index().u32();
+        let application_message =
+            wire::PrivateMessage::from_bytes(&message.tls_serialize_detached().map_err(mls)?)?;
+        self.sign_request(
+            DSRequestBody::SendMessage(wire::SendMessageRequest {
+                application_message,
+            }),
+            sender,
+        )
+    }
+
+    /// Applies this client's own staged commit after the hub accepted it.
+    pub fn merge_pending_commit(&mut self, group_id: &GroupId) -> Result<(), ClientError> {
+        let provider = &self.provider;
+        let group = self
+            .groups
+            .get_mut(&group_id.to_mls_bytes())
+            .ok_or(ClientError::UnknownGroup)?;
+        group.merge_pending_commit(provider).map_err(mls)
+    }
+
+    /// Drops this client's own staged commit after the hub refused it.
+    pub fn clear_pending_commit(&mut self, group_id: &GroupId) -> Result<(), ClientError> {
+        let provider = &self.provider;
+        let group = self
+            .groups
+            .get_mut(&group_id.to_mls_bytes())
+            .ok_or(ClientError::UnknownGroup)?;
+        group.clear_pending_commit(provider.storage()).map_err(mls)
+    }
+
+    /// The current public ratchet tree of a group.
+    pub fn ratchet_tree(&mut self, group_id: &GroupId) -> Result<wire::RatchetTree, ClientError> {
+        let tree = self.group(group_id)?.export_ratchet_tree();
+        Ok(wire::RatchetTree::from_bytes(
+            &tree.tls_serialize_detached().map_err(mls)?,
+        )?)
+    }
+
+    /// Joins from a Welcome and the tree of the epoch it was added in.
+    pub fn join(
+        &mut self,
+        welcome: &wire::WelcomeMessage,
+        tree: &wire::RatchetTree,
+    ) -> Result<GroupId, ClientError> {
+        let welcome = match welcome.parsed().clone().extract() {
+            MlsMessageBodyIn::Welcome(w) => w,
+            _ => return Err(ClientError::Mls("not a Welcome".into())),
+        };
+        let config = MlsGroupJoinConfig::builder()
+            .wire_format_policy(MIXED_PLAINTEXT_WIRE_FORMAT_POLICY)
+            .use_ratchet_tree_extension(false)
+            .build();
+        let group = StagedWelcome::new_from_welcome(
+            &self.provider,
+            &config,
+            welcome,
+            Some(tree.parsed().clone()),
+        )
+        .map_err(mls)?
+        .into_group(&self.provider)
+        .map_err(mls)?;
+        let group_id = GroupId::from_mls_bytes(group.group_id().as_slice())?;
+        self.groups.insert(group_id.to_mls_bytes(), group);
+        Ok(group_id)
+    }
+
+    /// Processes a message delivered to this client. Commits from others are
+    /// merged at once (the hub already ordered them); application messages
+    /// return their plaintext.
+    pub fn process(
+        &mut self,
+        message: &wire::DeliverableMessage,
+    ) -> Result<Option<Vec<u8>>, ClientError> {
+        let protocol = message
+            .parsed()
+            .clone()
+            .try_into_protocol_message()
+            .map_err(mls)?;
+        let group_id = GroupId::from_mls_bytes(protocol.group_id().as_slice())?;
+        let provider = &self.provider;
+        let group = self
+            .groups
+            .get_mut(&group_id.to_mls_bytes())
+            .ok_or(ClientError::UnknownGroup)?;
+        let processed = group.process_message(provider, protocol).map_err(mls)?;
+        match processed.into_content() {
+            ProcessedMessageContent::ApplicationMessage(app) => Ok(Some(app.into_bytes())),
+            ProcessedMessageContent::StagedCommitMessage(staged) => {
+                group.merge_staged_commit(provider, *staged).map_err(mls)?;
+                Ok(None)
+            }
+            ProcessedMessageContent::ProposalMessage(p) => {
+                group
+                    .store_pending_proposal(provider.storage(), *p)
+                    .map_err(mls)?;
+                Ok(None)
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Epoch and tree hash, to compare with the hub's view.
+    pub fn epoch_and_tree_hash(&self, group_id: &GroupId) -> Option<(u64, Vec<u8>)> {
+        self.mls_group(group_id).map(|g| {
+            (
+                g.epoch().as_u64(),
+                g.public_group().group_context().tree_hash().to_vec(),
+            )
+        })
+    }
+}
+
+/// Splits a staged commit bundle into `MLSGroupUpdate` and its Welcome.
+fn group_update_from(
+    bundle: &CommitMessageBundle,
+) -> Result<(wire::MLSGroupUpdate, Option<wire::WelcomeMessage>), ClientError> {
+    let commit =
+        wire::PublicMessage::from_bytes(&bundle.commit().tls_serialize_detached().map_err(mls)?)?;
+    let group_info = bundle
+        .group_info()
+        .ok_or_else(|| ClientError::Mls("commit built without GroupInfo".into()))?;
+    let extensions = wire::GroupInfoExtensions::from_bytes(
+        &group_info
+            .extensions()
+            .tls_serialize_detached()
+            .map_err(mls)?,
+    )?;
+    let partial_group_info = wire::PartialGroupInfo {
+        group_info_extensions: extensions,
+        // `Signature` encodes as `opaque signature<V>`, exactly our `Bytes`.
+        signature: wire::Bytes::decode_exact(
+            &group_info
+                .signature()
+                .tls_serialize_detached()
+                .map_err(mls)?,
+            &wire::Limits::default(),
+        )?,
+    };
+    let welcome = match bundle.to_welcome_msg() {
+        Some(w) => Some(wire::WelcomeMessage::from_bytes(
+            &w.tls_serialize_detached().map_err(mls)?,
+        )?),
+        None => None,
+    };
+    Ok((
+        wire::MLSGroupUpdate {
+            commit,
+            partial_group_info,
+        },
+        welcome,
+    ))
+}

@@ -1,0 +1,181 @@
+//! Golden vectors (`crates/wire/vectors/golden.json`, `docs/protocol.md`
+//! section 11): every vector decodes to its value and its value encodes to
+//! its bytes, and every struct the document defines has a vector.
+
+use std::collections::BTreeSet;
+
+use mimid_wire::{Limits, TYPES, find_type, parse_hex};
+
+const GOLDEN: &str = include_str!("../vectors/golden.json");
+const MLS: &str = include_str!("../vectors/mls.json");
+const PROTOCOL: &str = include_str!("../../../docs/protocol.md");
+
+fn vectors() -> Vec<serde_json::Value> {
+    serde_json::from_str(GOLDEN).expect("golden.json is JSON")
+}
+
+fn field<'a>(v: &'a serde_json::Value, name: &str) -> &'a str {
+    v[name]
+        .as_str()
+        .unwrap_or_else(|| panic!("vector without {name}: {v}"))
+}
+
+#[test]
+fn every_vector_decodes_to_its_value() {
+    let limits = Limits::default();
+    for v in vectors() {
+        let name = field(&v, "struct");
+        let entry = find_type(name).unwrap_or_else(|| panic!("no Rust type for {name}"));
+        let bytes = parse_hex(field(&v, "hex")).expect("hex");
+        let decoded = (entry.decode_json)(&bytes, &limits)
+            .unwrap_or_else(|e| panic!("{name}/{}: {e}", field(&v, "name")));
+        assert_eq!(decoded, v["value"], "{name}/{}", field(&v, "name"));
+    }
+}
+
+#[test]
+fn every_value_encodes_to_its_bytes() {
+    for v in vectors() {
+        let name = field(&v, "struct");
+        let entry = find_type(name).unwrap_or_else(|| panic!("no Rust type for {name}"));
+        let encoded = (entry.encode_json)(v["value"].clone())
+            .unwrap_or_else(|e| panic!("{name}/{}: {e}", field(&v, "name")));
+        assert_eq!(
+            mimid_wire::hex_string(&encoded),
+            field(&v, "hex"),
+            "{name}/{}",
+            field(&v, "name")
+        );
+    }
+}
+
+#[test]
+fn truncated_and_extended_vectors_fail_with_an_offset() {
+    let limits = Limits::default();
+    for v in vectors() {
+        let name = field(&v, "struct");
+        let Some(entry) = find_type(name) else {
+            continue;
+        };
+        let bytes = parse_hex(field(&v, "hex")).expect("hex");
+        let short = &bytes[..bytes.len() - 1];
+        let err = (entry.decode_json)(short, &limits).expect_err("truncated vector decoded");
+        assert!(
+            err.offset <= short.len(),
+            "{name}: offset {} past the end",
+            err.offset
+        );
+        let mut long = bytes.clone();
+        long.push(0);
+        let err = (entry.decode_json)(&long, &limits).expect_err("extended vector decoded");
+        assert_eq!(err.offset, bytes.len(), "{name}: {err}");
+        assert!(err.path().starts_with(name), "{name}: {err}");
+    }
+}
+
+/// Names of the structs and opaque typedefs declared in the document's code
+/// blocks (enums are covered through the structs that hold them).
+fn documented_structs() -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    let mut in_code = false;
+    let mut opener = "";
+    for line in PROTOCOL.lines() {
+        if line.starts_with("```") {
+            in_code = !in_code;
+            continue;
+        }
+        if !in_code {
+            continue;
+        }
+        let trimmed = line.trim_end();
+        if trimmed.starts_with("struct {") {
+            opener = "struct";
+        } else if trimmed.starts_with("enum {") {
+            opener = "enum";
+        }
+        let decl = |rest: &str| {
+            rest.split(|c: char| !c.is_alphanumeric())
+                .next()
+                .map(str::to_owned)
+        };
+        if let Some(pos) = trimmed.rfind("} ") {
+            if trimmed.ends_with(';') || trimmed.contains(";") {
+                if let Some(name) = decl(&trimmed[pos + 2..]) {
+                    if opener == "struct" && !name.is_empty() && trimmed.starts_with(['}', 's']) {
+                        names.insert(name);
+                    }
+                }
+            }
+        } else if let Some(rest) = trimmed.strip_prefix("opaque ") {
+            if let Some(name) = decl(rest) {
+                names.insert(name);
+            }
+        }
+    }
+    names
+}
+
+#[test]
+fn every_documented_struct_has_a_type_and_a_vector() {
+    let documented = documented_structs();
+    // A sanity check on the parser itself: these are certainly declared.
+    for must in [
+        "DSRequest",
+        "DSResponse",
+        "QueueingServiceRequest",
+        "DSError",
+        "ClientID",
+        "MessageId",
+    ] {
+        assert!(
+            documented.contains(must),
+            "parser missed {must}: {documented:?}"
+        );
+    }
+    let with_vectors: BTreeSet<String> = vectors()
+        .iter()
+        .map(|v| field(v, "struct").to_owned())
+        .collect();
+    let types: BTreeSet<&str> = TYPES.iter().map(|t| t.name).collect();
+    let missing_type: Vec<_> = documented
+        .iter()
+        .filter(|n| !types.contains(n.as_str()))
+        .collect();
+    let missing_vector: Vec<_> = documented
+        .iter()
+        .filter(|n| !with_vectors.contains(*n))
+        .collect();
+    assert!(
+        missing_type.is_empty(),
+        "documented without a Rust type: {missing_type:?}"
+    );
+    assert!(
+        missing_vector.is_empty(),
+        "documented without a golden vector: {missing_vector:?}"
+    );
+    let undocumented: Vec<_> = types.iter().filter(|t| !documented.contains(**t)).collect();
+    assert!(
+        undocumented.is_empty(),
+        "Rust wire types missing from docs/protocol.md: {undocumented:?}"
+    );
+}
+
+#[test]
+fn mls_fixtures_decode_as_their_kinds() {
+    use mimid_wire::*;
+    let objects: std::collections::BTreeMap<String, String> =
+        serde_json::from_str(MLS).expect("mls.json");
+    let get = |k: &str| parse_hex(&objects[k]).expect("hex");
+    LeafNode::from_bytes(&get("leaf_node")).expect("leaf node");
+    GroupInfoMessage::from_bytes(&get("group_info_epoch0")).expect("group info");
+    KeyPackage::from_bytes(&get("key_package")).expect("key package");
+    PublicMessage::from_bytes(&get("commit_add")).expect("commit");
+    WelcomeMessage::from_bytes(&get("welcome")).expect("welcome");
+    RatchetTree::from_bytes(&get("ratchet_tree")).expect("tree");
+    PrivateMessage::from_bytes(&get("application_message")).expect("application");
+    GroupInfoExtensions::from_bytes(&get("group_info_extensions")).expect("extensions");
+    // A field refuses the wrong kind of MLSMessage, naming it.
+    let err = PublicMessage::from_bytes(&get("application_message"))
+        .expect_err("private accepted as public");
+    assert!(err.to_string().contains("wire_format"), "{err}");
+}
