@@ -1,1 +1,114 @@
-fn main() {}
+//! `mimid`: a MIMI transport server (profile 1, `docs/protocol.md`).
+//!
+//! For now the binary has one tool, `mimid inspect`, which decodes a
+//! captured request or response body.
+
+mod inspect;
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+
+use crate::inspect::{Input, InspectError, Selector, Side};
+
+#[derive(Parser)]
+#[command(name = "mimid", version, about = "MIMI transport server (profile 1)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Decode a captured request or response body and print it.
+    ///
+    /// With neither --type nor --endpoint, every known type is tried and
+    /// each one that decodes the whole body is shown. Exit code 2 when the
+    /// body does not decode, 1 for input or usage errors.
+    Inspect(InspectArgs),
+}
+
+#[derive(Args)]
+struct InspectArgs {
+    /// Decode as the request type of this endpoint path (e.g.
+    /// /verification_key); without --response, the response type is tried
+    /// when the request type does not fit.
+    #[arg(long, value_name = "PATH", conflicts_with = "type_name")]
+    endpoint: Option<String>,
+    /// Decode as this type, named as in docs/protocol.md (e.g. DSResponse).
+    #[arg(long = "type", value_name = "NAME")]
+    type_name: Option<String>,
+    /// With --endpoint: decode as the endpoint's response type.
+    #[arg(long, requires = "endpoint")]
+    response: bool,
+    /// Print pretty JSON (full values) instead of the tree.
+    #[arg(long)]
+    json: bool,
+    /// The input is hex text (whitespace ignored), not raw bytes.
+    #[arg(long)]
+    hex: bool,
+    /// The body: a file, or - for standard input.
+    #[arg(value_name = "FILE|-")]
+    input: PathBuf,
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // Help and version go to stdout with success; usage errors exit 1.
+            let code = if e.use_stderr() { 1 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            let code = e
+                .downcast_ref::<InspectError>()
+                .map_or(1, InspectError::exit_code);
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Inspect(args) => run_inspect(&args),
+    }
+}
+
+fn run_inspect(args: &InspectArgs) -> anyhow::Result<()> {
+    let selector = match (&args.type_name, &args.endpoint) {
+        (Some(name), _) => Selector::Type(name),
+        (None, Some(path)) => Selector::Endpoint {
+            path,
+            side: args.response.then_some(Side::Response),
+        },
+        (None, None) => Selector::Any,
+    };
+    let body = inspect::read_input(&Input::from_arg(&args.input), args.hex)?;
+    let report = inspect::inspect(&body, selector, &mimid_wire::Limits::default())?;
+    let text = if args.json {
+        if let Some(note) = report.note() {
+            eprintln!("note: {note}");
+        }
+        report.to_json()?
+    } else {
+        report.to_text()
+    };
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        // A closed pipe (`mimid inspect ... | head`) is not an error.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other.context("cannot write to standard output"),
+    }
+}

@@ -355,7 +355,7 @@ pub fn hex_string(bytes: &[u8]) -> String {
 }
 
 pub fn parse_hex(s: &str) -> Result<Vec<u8>, String> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return Err("odd number of hex digits".into());
     }
     (0..s.len())

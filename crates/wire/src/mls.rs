@@ -31,7 +31,9 @@ pub trait MlsKind: 'static {
 /// An RFC 9420 struct: its exact bytes and the OpenMLS value.
 pub struct Mls<K: MlsKind> {
     bytes: Vec<u8>,
-    parsed: K::Parsed,
+    // Boxed: OpenMLS values are large, and enums holding several would
+    // otherwise carry the largest inline.
+    parsed: Box<K::Parsed>,
     kind: PhantomData<K>,
 }
 
@@ -52,7 +54,7 @@ impl<K: MlsKind> Mls<K> {
     }
 
     pub fn into_parts(self) -> (Vec<u8>, K::Parsed) {
-        (self.bytes, self.parsed)
+        (self.bytes, *self.parsed)
     }
 }
 
@@ -88,7 +90,7 @@ impl<K: MlsKind> Wire for Mls<K> {
         K::check(&parsed).map_err(|reason| DecodeError::invalid(at, K::WHAT, reason))?;
         Ok(Mls {
             bytes: bytes.to_vec(),
-            parsed,
+            parsed: Box::new(parsed),
             kind: PhantomData,
         })
     }

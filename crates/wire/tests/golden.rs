@@ -99,17 +99,17 @@ fn documented_structs() -> BTreeSet<String> {
                 .map(str::to_owned)
         };
         if let Some(pos) = trimmed.rfind("} ") {
-            if trimmed.ends_with(';') || trimmed.contains(";") {
-                if let Some(name) = decl(&trimmed[pos + 2..]) {
-                    if opener == "struct" && !name.is_empty() && trimmed.starts_with(['}', 's']) {
-                        names.insert(name);
-                    }
-                }
-            }
-        } else if let Some(rest) = trimmed.strip_prefix("opaque ") {
-            if let Some(name) = decl(rest) {
+            // `} Name;` closing a struct, or a one-line `struct { ... } Name;`.
+            if let Some(name) = decl(&trimmed[pos + 2..])
+                && opener == "struct"
+                && !name.is_empty()
+                && trimmed.contains(';')
+                && trimmed.starts_with(['}', 's'])
+            {
                 names.insert(name);
             }
+        } else if let Some(name) = trimmed.strip_prefix("opaque ").and_then(decl) {
+            names.insert(name);
         }
     }
     names
