@@ -121,6 +121,40 @@ impl MimiClient {
             .ok_or(ClientError::UnknownGroup)
     }
 
+    /// The group with the provider and signer, borrowed side by side.
+    fn parts(
+        &mut self,
+        group_id: &GroupId,
+    ) -> Result<(&mut MlsGroup, &OpenMlsRustCrypto, &SignatureKeyPair), ClientError> {
+        let group = self
+            .groups
+            .get_mut(&group_id.to_mls_bytes())
+            .ok_or(ClientError::UnknownGroup)?;
+        Ok((group, &self.provider, &self.signer))
+    }
+
+    /// Builds and stages a commit with a new GroupInfo; `configure` chooses
+    /// its proposals. Returns the `MLSGroupUpdate`, the Welcome if any, and
+    /// the committer's leaf index.
+    fn stage_commit(
+        &mut self,
+        group_id: &GroupId,
+        configure: impl for<'b> FnOnce(CommitBuilder<'b, Initial>) -> CommitBuilder<'b, Initial>,
+    ) -> Result<(wire::MLSGroupUpdate, Option<wire::WelcomeMessage>, u32), ClientError> {
+        let (group, provider, signer) = self.parts(group_id)?;
+        let bundle = configure(group.commit_builder())
+            .load_psks(provider.storage())
+            .map_err(mls)?
+            .create_group_info(true)
+            .build(provider.rand(), provider.crypto(), signer, |_| true)
+            .map_err(mls)?
+            .stage_commit(provider)
+            .map_err(mls)?;
+        let sender = group.own_leaf_index().u32();
+        let (update, welcome) = group_update_from(&bundle)?;
+        Ok((update, welcome, sender))
+    }
+
     /// The MLS group, for inspection.
     pub fn mls_group(&self, group_id: &GroupId) -> Option<&MlsGroup> {
         self.groups.get(&group_id.to_mls_bytes())
@@ -201,34 +235,17 @@ impl MimiClient {
         key_packages: &[wire::KeyPackage],
         clients: bool,
     ) -> Result<DSRequest, ClientError> {
-        let provider = &self.provider;
         let kps = key_packages
             .iter()
             .map(|kp| {
                 kp.parsed()
                     .clone()
-                    .validate(provider.crypto(), ProtocolVersion::Mls10)
+                    .validate(self.provider.crypto(), ProtocolVersion::Mls10)
                     .map_err(mls)
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let signer = &self.signer;
-        let group = self
-            .groups
-            .get_mut(&group_id.to_mls_bytes())
-            .ok_or(ClientError::UnknownGroup)?;
-        let bundle = group
-            .commit_builder()
-            .propose_adds(kps)
-            .force_self_update(false)
-            .load_psks(provider.storage())
-            .map_err(mls)?
-            .create_group_info(true)
-            .build(provider.rand(), provider.crypto(), signer, |_| true)
-            .map_err(mls)?
-            .stage_commit(provider)
-            .map_err(mls)?;
-        let sender = group.own_leaf_index().u32();
-        let (group_update, welcome) = group_update_from(&bundle)?;
+        let (group_update, welcome, sender) =
+            self.stage_commit(group_id, |b| b.propose_adds(kps).force_self_update(false))?;
         let welcome_messages = welcome.into_iter().collect();
         let body = if clients {
             DSRequestBody::AddClients(wire::AddClientsRequest {
@@ -246,24 +263,8 @@ impl MimiClient {
 
     /// Stages a commit with a fresh path and returns `ds_update_client`.
     pub fn update(&mut self, group_id: &GroupId) -> Result<DSRequest, ClientError> {
-        let provider = &self.provider;
-        let signer = &self.signer;
-        let group = self
-            .groups
-            .get_mut(&group_id.to_mls_bytes())
-            .ok_or(ClientError::UnknownGroup)?;
-        let bundle = group
-            .commit_builder()
-            .force_self_update(true)
-            .load_psks(provider.storage())
-            .map_err(mls)?
-            .create_group_info(true)
-            .build(provider.rand(), provider.crypto(), signer, |_| true)
-            .map_err(mls)?
-            .stage_commit(provider)
-            .map_err(mls)?;
-        let sender = group.own_leaf_index().u32();
-        let (group_update, _) = group_update_from(&bundle)?;
+        let (group_update, _, sender) =
+            self.stage_commit(group_id, |b| b.force_self_update(true))?;
         self.sign_request(
             DSRequestBody::UpdateClient(wire::UpdateClientRequest { group_update }),
             sender,
@@ -278,24 +279,9 @@ impl MimiClient {
         group_id: &GroupId,
         removed: &[u32],
     ) -> Result<(wire::MLSGroupUpdate, u32), ClientError> {
-        let provider = &self.provider;
-        let signer = &self.signer;
-        let group = self
-            .groups
-            .get_mut(&group_id.to_mls_bytes())
-            .ok_or(ClientError::UnknownGroup)?;
-        let bundle = group
-            .commit_builder()
-            .propose_removals(removed.iter().map(|&i| LeafNodeIndex::new(i)))
-            .load_psks(provider.storage())
-            .map_err(mls)?
-            .create_group_info(true)
-            .build(provider.rand(), provider.crypto(), signer, |_| true)
-            .map_err(mls)?
-            .stage_commit(provider)
-            .map_err(mls)?;
-        let sender = group.own_leaf_index().u32();
-        let (group_update, _) = group_update_from(&bundle)?;
+        let removed: Vec<_> = removed.iter().map(|&i| LeafNodeIndex::new(i)).collect();
+        let (group_update, _, sender) =
+            self.stage_commit(group_id, |b| b.propose_removals(removed))?;
         Ok((group_update, sender))
     }
 
@@ -325,12 +311,7 @@ impl MimiClient {
 
     /// A Remove proposal of this client's own leaf: `ds_self_remove_client`.
     pub fn self_remove(&mut self, group_id: &GroupId) -> Result<DSRequest, ClientError> {
-        let provider = &self.provider;
-        let signer = &self.signer;
-        let group = self
-            .groups
-            .get_mut(&group_id.to_mls_bytes())
-            .ok_or(ClientError::UnknownGroup)?;
+        let (group, provider, signer) = self.parts(group_id)?;
         let proposal = group.leave_group(provider, signer).map_err(mls)?;
         let sender = group.own_leaf_index().u32();
         let proposal =
@@ -347,12 +328,7 @@ impl MimiClient {
         group_id: &GroupId,
         plaintext: &[u8],
     ) -> Result<DSRequest, ClientError> {
-        let provider = &self.provider;
-        let signer = &self.signer;
-        let group = self
-            .groups
-            .get_mut(&group_id.to_mls_bytes())
-            .ok_or(ClientError::UnknownGroup)?;
+        let (group, provider, signer) = self.parts(group_id)?;
         let message = group
             .create_message(provider, signer, plaintext)
             .map_err(mls)?;
@@ -369,21 +345,13 @@ impl MimiClient {
 
     /// Applies this client's own staged commit after the hub accepted it.
     pub fn merge_pending_commit(&mut self, group_id: &GroupId) -> Result<(), ClientError> {
-        let provider = &self.provider;
-        let group = self
-            .groups
-            .get_mut(&group_id.to_mls_bytes())
-            .ok_or(ClientError::UnknownGroup)?;
+        let (group, provider, _) = self.parts(group_id)?;
         group.merge_pending_commit(provider).map_err(mls)
     }
 
     /// Drops this client's own staged commit after the hub refused it.
     pub fn clear_pending_commit(&mut self, group_id: &GroupId) -> Result<(), ClientError> {
-        let provider = &self.provider;
-        let group = self
-            .groups
-            .get_mut(&group_id.to_mls_bytes())
-            .ok_or(ClientError::UnknownGroup)?;
+        let (group, provider, _) = self.parts(group_id)?;
         group.clear_pending_commit(provider.storage()).map_err(mls)
     }
 
@@ -436,11 +404,7 @@ impl MimiClient {
             .try_into_protocol_message()
             .map_err(mls)?;
         let group_id = GroupId::from_mls_bytes(protocol.group_id().as_slice())?;
-        let provider = &self.provider;
-        let group = self
-            .groups
-            .get_mut(&group_id.to_mls_bytes())
-            .ok_or(ClientError::UnknownGroup)?;
+        let (group, provider, _) = self.parts(&group_id)?;
         let processed = group.process_message(provider, protocol).map_err(mls)?;
         match processed.into_content() {
             ProcessedMessageContent::ApplicationMessage(app) => Ok(Some(app.into_bytes())),
