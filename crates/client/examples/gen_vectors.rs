@@ -307,16 +307,14 @@ fn main() {
             _ => unreachable!(),
         }
     }
-    let welcome_info = WelcomeInformationRequest {
-        group_id: gid.clone(),
-        epoch: 1,
+    let welcome_request = bob
+        .welcome_information_request(&group_id, 1, &bob_kp)
+        .unwrap();
+    let DSRequestBody::WelcomeInformation(welcome_info) = &welcome_request.request_body else {
+        panic!("welcome info")
     };
-    out.add("epoch_1", &welcome_info);
-    out.add(
-        "welcome_information",
-        &bob.sign_request(DSRequestBody::WelcomeInformation(welcome_info), 1)
-            .unwrap(),
-    );
+    out.add("epoch_1", welcome_info);
+    out.add("welcome_information", &welcome_request);
     let ext_info = ExternalCommitInformationRequest {
         group_id: gid.clone(),
         requester: cid("mimi://b.example/d/bob/laptop"),

@@ -322,6 +322,97 @@ impl MimiClient {
         )
     }
 
+    /// A Remove proposal of any leaf, framed as `ds_self_remove_client`
+    /// (the hub must refuse it unless `leaf` is this client's own).
+    pub fn propose_remove(
+        &mut self,
+        group_id: &GroupId,
+        leaf: u32,
+    ) -> Result<DSRequest, ClientError> {
+        let (group, provider, signer) = self.parts(group_id)?;
+        let (proposal, _) = group
+            .propose_remove_member(provider, signer, LeafNodeIndex::new(leaf))
+            .map_err(mls)?;
+        let sender = group.own_leaf_index().u32();
+        let proposal =
+            wire::PublicMessage::from_bytes(&proposal.tls_serialize_detached().map_err(mls)?)?;
+        self.sign_request(
+            DSRequestBody::SelfRemoveClient(wire::SelfRemoveClientRequest { proposal }),
+            sender,
+        )
+    }
+
+    /// Joins a group by external commit from `/external_commit_information`
+    /// data (a new device of a user already in the group). The new group
+    /// state is kept at once (a refusal by the hub means starting over).
+    pub fn external_join(
+        &mut self,
+        info: &wire::ExternalCommitInfo,
+    ) -> Result<DSRequest, ClientError> {
+        let MlsMessageBodyIn::GroupInfo(group_info) = info.group_info.parsed().clone().extract()
+        else {
+            return Err(ClientError::Mls("not a GroupInfo".into()));
+        };
+        let config = MlsGroupJoinConfig::builder()
+            .wire_format_policy(MIXED_PLAINTEXT_WIRE_FORMAT_POLICY)
+            .use_ratchet_tree_extension(false)
+            .build();
+        let params = LeafNodeParameters::builder()
+            .with_capabilities(Self::capabilities())
+            .build();
+        let builder = MlsGroup::external_commit_builder()
+            .with_ratchet_tree(info.ratchet_tree.parsed().clone())
+            .with_config(config)
+            .build_group(&self.provider, group_info, self.credential.clone())
+            .map_err(mls)?
+            .leaf_node_parameters(params);
+        let (group, bundle) = builder
+            .load_psks(self.provider.storage())
+            .map_err(mls)?
+            .create_group_info(true)
+            .build(
+                self.provider.rand(),
+                self.provider.crypto(),
+                &self.signer,
+                |_| true,
+            )
+            .map_err(mls)?
+            .finalize(&self.provider)
+            .map_err(mls)?;
+        let (group_update, _) = group_update_from(&bundle)?;
+        let group_id = GroupId::from_mls_bytes(group.group_id().as_slice())?;
+        let sender = group.own_leaf_index().u32();
+        self.groups.insert(group_id.to_mls_bytes(), group);
+        self.sign_request(
+            DSRequestBody::ExternalJoin(wire::ExternalJoinRequest { group_update }),
+            sender,
+        )
+    }
+
+    /// `ds_welcome_information` for the epoch this client was added in,
+    /// naming the KeyPackage it was added with.
+    pub fn welcome_information_request(
+        &self,
+        group_id: &GroupId,
+        epoch: u64,
+        key_package: &wire::KeyPackage,
+    ) -> Result<DSRequest, ClientError> {
+        let reference = key_package
+            .parsed()
+            .clone()
+            .validate(self.provider.crypto(), ProtocolVersion::Mls10)
+            .map_err(mls)?
+            .hash_ref(self.provider.crypto())
+            .map_err(mls)?;
+        let body = DSRequestBody::WelcomeInformation(wire::WelcomeInformationRequest {
+            group_id: GroupIdField(group_id.clone()),
+            epoch,
+            key_package_ref: wire::Bytes(reference.as_slice().to_vec()),
+        });
+        // The joiner has no leaf index yet (docs/protocol.md 6.1).
+        self.sign_request(body, u32::MAX)
+    }
+
     /// Encrypts an application message: `ds_send_message`.
     pub fn send_message(
         &mut self,

@@ -86,10 +86,13 @@ wire_struct! {
 }
 
 wire_struct! {
-    /// Profile addition: asks for the tree of the epoch a joiner was added in.
+    /// Profile addition: asks for the tree of the epoch a joiner was added
+    /// in. The joiner names itself by its KeyPackageRef: before it has the
+    /// tree it cannot know its leaf index.
     pub struct WelcomeInformationRequest {
         pub group_id: GroupIdField,
         pub epoch: u64,
+        pub key_package_ref: Bytes,
     }
 }
 

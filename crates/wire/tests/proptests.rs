@@ -335,8 +335,12 @@ fn ds_request_body() -> impl Strategy<Value = DSRequestBody> {
         group_update().prop_map(|commit| DSRequestBody::ReInitializeGroup(
             ReInitializeGroupRequest { commit }
         )),
-        (group_id_field(), any::<u64>()).prop_map(|(group_id, epoch)| {
-            DSRequestBody::WelcomeInformation(WelcomeInformationRequest { group_id, epoch })
+        (group_id_field(), any::<u64>(), bytes()).prop_map(|(group_id, epoch, key_package_ref)| {
+            DSRequestBody::WelcomeInformation(WelcomeInformationRequest {
+                group_id,
+                epoch,
+                key_package_ref,
+            })
         }),
         (group_id_field(), client_id()).prop_map(|(group_id, requester)| {
             DSRequestBody::ExternalCommitInformation(ExternalCommitInformationRequest {

@@ -1,0 +1,89 @@
+//! The hub's typed errors and their mapping to `DSError` codes: the one
+//! place where a failure becomes a wire error (and so an HTTP status).
+
+use mimid_wire::{DSError, ErrorCode};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HubError {
+    #[error("unsupported protocol version {0}")]
+    UnsupportedVersion(u16),
+    #[error("{0} is not served on this endpoint")]
+    WrongEndpoint(&'static str),
+    #[error("{0}")]
+    UnsupportedOperation(String),
+    #[error("{0}")]
+    WrongRecipient(String),
+    #[error("unknown group")]
+    UnknownGroup,
+    #[error("group id is already in use")]
+    GroupExists,
+    #[error("client signature: {0}")]
+    ClientSignature(String),
+    #[error("{0}")]
+    NotAMember(String),
+    #[error("{0}")]
+    NotAllowed(String),
+    #[error("wrong epoch: the current epoch is {current}")]
+    WrongEpoch { current: u64 },
+    #[error("invalid MLS message: {0}")]
+    InvalidMls(String),
+    #[error("invalid GroupInfo: {0}")]
+    InvalidGroupInfo(String),
+    #[error("{0}")]
+    MissingWelcome(String),
+    #[error("{0}")]
+    MissingPendingProposals(String),
+    #[error("no welcome information for epoch {0}")]
+    NoWelcomeInformation(u64),
+    #[error("malformed: {0}")]
+    Malformed(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl HubError {
+    /// The registry code of this error (`docs/protocol.md` section 10).
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            HubError::UnsupportedVersion(_) => ErrorCode::UnsupportedVersion,
+            HubError::WrongEndpoint(_) => ErrorCode::WrongEndpoint,
+            HubError::UnsupportedOperation(_) => ErrorCode::UnsupportedOperation,
+            HubError::WrongRecipient(_) => ErrorCode::WrongRecipient,
+            HubError::UnknownGroup => ErrorCode::UnknownGroup,
+            HubError::GroupExists => ErrorCode::GroupExists,
+            HubError::ClientSignature(_) => ErrorCode::ClientSignatureInvalid,
+            HubError::NotAMember(_) => ErrorCode::NotAMember,
+            HubError::NotAllowed(_) => ErrorCode::OperationNotAllowed,
+            HubError::WrongEpoch { .. } => ErrorCode::WrongEpoch,
+            HubError::InvalidMls(_) => ErrorCode::InvalidMlsMessage,
+            HubError::InvalidGroupInfo(_) => ErrorCode::InvalidGroupInfo,
+            HubError::MissingWelcome(_) => ErrorCode::MissingWelcome,
+            HubError::MissingPendingProposals(_) => ErrorCode::MissingPendingProposals,
+            HubError::NoWelcomeInformation(_) => ErrorCode::NoWelcomeInformation,
+            HubError::Malformed(_) => ErrorCode::MalformedMessage,
+            HubError::Internal(_) => ErrorCode::InternalError,
+        }
+    }
+
+    /// The wire error, with its typed detail where the registry has one.
+    pub fn to_ds_error(&self) -> DSError {
+        match self {
+            HubError::WrongEpoch { current } => DSError::wrong_epoch(*current),
+            HubError::UnsupportedVersion(_) => {
+                DSError::unsupported_version(vec![mimid_wire::PROTOCOL_VERSION])
+            }
+            // Internal details stay in the logs, not on the wire.
+            HubError::Internal(_) => DSError::text(ErrorCode::InternalError, ""),
+            other => DSError::text(other.code(), other.to_string()),
+        }
+    }
+}
+
+/// Maps any OpenMLS processing error to an invalid-message error.
+pub(crate) fn invalid<E: std::fmt::Debug>(e: E) -> HubError {
+    HubError::InvalidMls(format!("{e:?}"))
+}
+
+pub(crate) fn internal<E: std::fmt::Debug>(e: E) -> HubError {
+    HubError::Internal(format!("{e:?}"))
+}

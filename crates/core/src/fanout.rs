@@ -1,0 +1,57 @@
+//! Who receives what: recipients grouped by provider (`docs/protocol.md` 6.4).
+
+use std::collections::BTreeMap;
+
+use mimid_wire::{ClientId, GroupId, ProviderDomain};
+
+use crate::hub::{Delivery, DeliveryKind};
+use crate::state::HubGroup;
+
+/// Groups clients by provider, keeping their order.
+pub(crate) fn by_provider(
+    clients: impl IntoIterator<Item = ClientId>,
+) -> BTreeMap<ProviderDomain, Vec<ClientId>> {
+    let mut out: BTreeMap<ProviderDomain, Vec<ClientId>> = BTreeMap::new();
+    for client in clients {
+        out.entry(client.domain()).or_default().push(client);
+    }
+    out
+}
+
+/// One delivery per provider of every current member but `sender`,
+/// computed before the message is applied (so removed members still get the
+/// commit that removes them).
+pub(crate) fn to_members_except(
+    group: &HubGroup,
+    sender: Option<u32>,
+    group_id: &GroupId,
+    epoch: u64,
+    message: usize,
+) -> Vec<Delivery> {
+    let recipients = group
+        .members()
+        .iter()
+        .filter(|m| Some(m.leaf_index) != sender)
+        .map(|m| m.client.clone());
+    deliveries(recipients, DeliveryKind::Message, group_id, epoch, message)
+}
+
+pub(crate) fn deliveries(
+    recipients: impl IntoIterator<Item = ClientId>,
+    kind: DeliveryKind,
+    group_id: &GroupId,
+    epoch: u64,
+    message: usize,
+) -> Vec<Delivery> {
+    by_provider(recipients)
+        .into_iter()
+        .map(|(destination, recipients)| Delivery {
+            destination,
+            kind,
+            group_id: group_id.clone(),
+            epoch,
+            recipients,
+            message,
+        })
+        .collect()
+}

@@ -1,0 +1,22 @@
+//! `mimid-core`: the hub of MIMI transport profile 1, sans-IO.
+//!
+//! [`Hub::handle`] is a deterministic function of the stored group, the
+//! decoded request, the time and fresh randomness; it returns the response,
+//! the new state and the delivery jobs, which the caller commits atomically
+//! (`mimid-store`) before it answers. Validation uses OpenMLS' public
+//! (non-member) group view.
+
+mod auth;
+mod commit;
+pub mod error;
+mod fanout;
+pub mod hub;
+mod ops;
+pub mod state;
+
+pub use error::HubError;
+pub use hub::{
+    Context, Delivery, DeliveryKind, DsEndpoint, Hub, HubConfig, Origin, Outcome, Slot, Target,
+    Write,
+};
+pub use state::{AddedClient, HubGroup, JoinerSnapshot, MemberInfo};

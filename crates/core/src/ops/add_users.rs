@@ -1,0 +1,68 @@
+//! `ds_add_users`: add users new to the group, with Welcomes.
+
+use mimid_wire::{GroupKind, MLSGroupUpdate, WelcomeMessage};
+use openmls::prelude::Proposal;
+
+use super::{Req, added_clients, committer_unchanged, no_duplicate_clients, only_by_value};
+use crate::commit;
+use crate::error::HubError;
+use crate::hub::{Outcome, Write};
+use crate::state::HubGroup;
+
+pub(crate) fn handle(
+    req: &Req,
+    group: &mut HubGroup,
+    update: &MLSGroupUpdate,
+    welcomes: &[WelcomeMessage],
+) -> Result<Outcome, HubError> {
+    // The user a connection group invites, noted for external-commit info.
+    let invited = std::cell::RefCell::new(None);
+    let mut outcome = commit::run(req, group, update, welcomes, false, &|group, staged| {
+        only_by_value(staged, "Add proposals", |p| matches!(p, Proposal::Add(_)))?;
+        committer_unchanged(group, staged)?;
+        let added = added_clients(staged)?;
+        let Some(first) = added.first() else {
+            return Err(HubError::NotAllowed(
+                "add_users must add at least one client".into(),
+            ));
+        };
+        no_duplicate_clients(group, &added)?;
+        if let Some(c) = added.iter().find(|c| group.has_user(&c.user())) {
+            return Err(HubError::NotAllowed(format!(
+                "{} is already in the group: use add_clients",
+                c.user()
+            )));
+        }
+        let connection = group.meta().kind() == GroupKind::Connection;
+        for add in staged.staged.add_proposals() {
+            let marked = add
+                .add_proposal()
+                .key_package()
+                .extensions()
+                .unknown(mimid_wire::CONNECTION_KEY_PACKAGE_EXTENSION)
+                .is_some();
+            if marked != connection {
+                return Err(HubError::NotAllowed(if connection {
+                    "a connection group takes connection KeyPackages only".into()
+                } else {
+                    "connection KeyPackages are only for connection groups".into()
+                }));
+            }
+        }
+        if connection {
+            if group.meta().invited_user.is_some() || added.iter().any(|c| c.user() != first.user())
+            {
+                return Err(HubError::NotAllowed(
+                    "a connection group connects exactly two users".into(),
+                ));
+            }
+            *invited.borrow_mut() = Some(first.user().to_string());
+        }
+        Ok(())
+    })?;
+    if let Some(user) = invited.into_inner() {
+        group.meta.invited_user = Some(user);
+        outcome.write = Write::Put(group.to_bytes()?);
+    }
+    Ok(outcome)
+}

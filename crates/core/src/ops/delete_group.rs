@@ -1,0 +1,35 @@
+//! `ds_delete_group`: a commit removing everyone but the committer; the
+//! hub drops the group once the commit is stored for delivery.
+
+use mimid_wire::MLSGroupUpdate;
+use openmls::prelude::Proposal;
+
+use super::{Req, only_by_value, removed_clients};
+use crate::commit;
+use crate::error::HubError;
+use crate::hub::{Outcome, Write};
+use crate::state::HubGroup;
+
+pub(crate) fn handle(
+    req: &Req,
+    group: &mut HubGroup,
+    update: &MLSGroupUpdate,
+) -> Result<Outcome, HubError> {
+    let mut outcome = commit::run(req, group, update, &[], false, &|group, staged| {
+        only_by_value(staged, "Remove proposals", |p| {
+            matches!(p, Proposal::Remove(_))
+        })?;
+        let removed = removed_clients(group, staged)?;
+        if removed.len() + 1 != group.members().len()
+            || removed.iter().any(|(i, _)| *i == staged.committer)
+        {
+            return Err(HubError::NotAllowed(
+                "delete_group must remove every member but the committer".into(),
+            ));
+        }
+        Ok(())
+    })?;
+    outcome.write = Write::Delete;
+    outcome.snapshot = None;
+    Ok(outcome)
+}

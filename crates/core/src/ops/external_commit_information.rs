@@ -1,0 +1,46 @@
+//! `ds_external_commit_information`: the current GroupInfo and tree, for a
+//! client of a user already in the group (or the invited user of a
+//! connection group), vouched for by its provider.
+
+use mimid_wire::{DSResponseBody, ExternalCommitInfo, ExternalCommitInformationRequest};
+use openmls::prelude::tls_codec::Serialize as _;
+
+use super::Req;
+use crate::error::{HubError, internal};
+use crate::hub::{Origin, Outcome};
+use crate::state::HubGroup;
+
+pub(crate) fn handle(
+    req: &Req,
+    group: &HubGroup,
+    body: &ExternalCommitInformationRequest,
+) -> Result<Outcome, HubError> {
+    let requester = &body.requester;
+    if let Origin::Provider(p) = &req.ctx.origin
+        && &requester.domain() != p
+    {
+        return Err(HubError::NotAllowed(format!(
+            "{p} may not ask for {requester}"
+        )));
+    }
+    let user = requester.user();
+    if !group.has_user(&user) && group.meta().invited_user.as_deref() != Some(user.as_str()) {
+        return Err(HubError::NotAllowed(format!(
+            "{user} has no client in the group"
+        )));
+    }
+    let group_info =
+        mimid_wire::GroupInfoMessage::from_bytes(&group.meta().group_info).map_err(internal)?;
+    let tree = group
+        .public
+        .export_ratchet_tree()
+        .tls_serialize_detached()
+        .map_err(internal)?;
+    let ratchet_tree = mimid_wire::RatchetTree::from_bytes(&tree).map_err(internal)?;
+    Ok(Outcome::reply(DSResponseBody::ExternalCommitInfo(
+        ExternalCommitInfo {
+            group_info,
+            ratchet_tree,
+        },
+    )))
+}

@@ -1,0 +1,66 @@
+//! `ds_self_remove_client`: a member's Remove proposal of its own leaf,
+//! kept pending until the next commit includes it by reference.
+
+use mimid_wire::{DSResponseBody, SelfRemoveClientRequest};
+use openmls::prelude::{
+    ContentType, MlsMessageBodyIn, ProcessedMessageContent, Proposal, ProtocolMessage,
+};
+
+use super::Req;
+use crate::auth;
+use crate::error::{HubError, internal, invalid};
+use crate::fanout;
+use crate::hub::{Outcome, Write};
+use crate::state::HubGroup;
+
+pub(crate) fn handle(
+    req: &Req,
+    group: &mut HubGroup,
+    body: &SelfRemoveClientRequest,
+) -> Result<Outcome, HubError> {
+    let sender = auth::verify_member(&req.hub.crypto, group, req.request, &req.ctx.origin)?;
+    let current = group.epoch();
+    let MlsMessageBodyIn::PublicMessage(message) = body.proposal.parsed().clone().extract() else {
+        return Err(HubError::InvalidMls(
+            "handshake messages must be PublicMessages".into(),
+        ));
+    };
+    if message.content_type() != ContentType::Proposal {
+        return Err(HubError::InvalidMls("not a proposal".into()));
+    }
+    if message.epoch().as_u64() != current {
+        return Err(HubError::WrongEpoch { current });
+    }
+    let processed = group
+        .public
+        .process_message(&req.hub.crypto, ProtocolMessage::from(message))
+        .map_err(invalid)?;
+    let ProcessedMessageContent::ProposalMessage(queued) = processed.into_content() else {
+        return Err(HubError::InvalidMls("not a proposal".into()));
+    };
+    let own = match (queued.proposal(), queued.sender()) {
+        (Proposal::Remove(r), openmls::prelude::Sender::Member(s)) => {
+            r.removed().u32() == sender && s.u32() == sender
+        }
+        _ => false,
+    };
+    if !own {
+        return Err(HubError::NotAllowed(
+            "a self-remove removes only its sender".into(),
+        ));
+    }
+    let epoch = group.epoch();
+    let deliveries = fanout::to_members_except(group, Some(sender), req.group_id, epoch, 0);
+    group
+        .public
+        .add_proposal(&group.storage, *queued)
+        .map_err(internal)?;
+    Ok(Outcome {
+        response: DSResponseBody::Ok,
+        write: Write::Put(group.to_bytes()?),
+        snapshot: None,
+        prune_snapshots_before: None,
+        messages: vec![body.proposal.as_bytes().to_vec()],
+        deliveries,
+    })
+}

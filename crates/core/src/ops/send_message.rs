@@ -1,0 +1,48 @@
+//! `ds_send_message`: an application message (PrivateMessage) for every
+//! other member. The hub reads only group id, epoch and content type; the
+//! sender is the leaf that signed the request.
+
+use mimid_wire::{DSResponseBody, SendMessageRequest};
+use openmls::prelude::{ContentType, MlsMessageBodyIn, ProtocolMessage};
+
+use super::Req;
+use crate::auth;
+use crate::error::HubError;
+use crate::fanout;
+use crate::hub::{Outcome, Write};
+use crate::state::HubGroup;
+
+pub(crate) fn handle(
+    req: &Req,
+    group: &mut HubGroup,
+    body: &SendMessageRequest,
+) -> Result<Outcome, HubError> {
+    let sender = auth::verify_member(&req.hub.crypto, group, req.request, &req.ctx.origin)?;
+    let MlsMessageBodyIn::PrivateMessage(message) =
+        body.application_message.parsed().clone().extract()
+    else {
+        return Err(HubError::InvalidMls(
+            "an application message must be a PrivateMessage".into(),
+        ));
+    };
+    let message = ProtocolMessage::from(message);
+    if message.content_type() != ContentType::Application {
+        return Err(HubError::InvalidMls(
+            "handshake messages must be PublicMessages".into(),
+        ));
+    }
+    let current = group.epoch();
+    let epoch = message.epoch().as_u64();
+    let oldest = current.saturating_sub(req.hub.config.app_message_past_epochs);
+    if epoch > current || epoch < oldest {
+        return Err(HubError::WrongEpoch { current });
+    }
+    Ok(Outcome {
+        response: DSResponseBody::Ok,
+        write: Write::None,
+        snapshot: None,
+        prune_snapshots_before: None,
+        messages: vec![body.application_message.as_bytes().to_vec()],
+        deliveries: fanout::to_members_except(group, Some(sender), req.group_id, epoch, 0),
+    })
+}

@@ -1,0 +1,568 @@
+//! The hub driven by real OpenMLS clients on three providers (a.example is
+//! the hub; b.example and c.example are guests), through the wire format
+//! and a persisted state (`harness.rs`).
+
+mod harness;
+
+use harness::*;
+use mimid_client::MimiClient;
+use mimid_core::{DeliveryKind, DsEndpoint, HubError, Origin, Write};
+use mimid_wire::*;
+
+const ALICE: &str = "mimi://a.example/d/alice/laptop";
+const BOB: &str = "mimi://b.example/d/bob/phone";
+const CAROL: &str = "mimi://c.example/d/carol/tablet";
+
+struct World {
+    hub: TestHub,
+    group_id: GroupId,
+    alice: MimiClient,
+    bob: MimiClient,
+    carol: MimiClient,
+}
+
+impl World {
+    /// Alice creates a group on her hub and adds Bob and Carol, who join
+    /// with the tree from `/welcome_information`.
+    fn new() -> Self {
+        let mut hub = TestHub::new("a.example");
+        let mut alice = client(ALICE);
+        let bob = client(BOB);
+        let carol = client(CAROL);
+        let ask = DSRequest {
+            version: 1,
+            request_body: DSRequestBody::RequestGroupId,
+            authentication_data: DSAuthData::Anonymous,
+        };
+        let outcome = hub.op(&ask, Origin::Local).expect("group id");
+        let DSResponseBody::GroupId(GroupIdField(group_id)) = outcome.response else {
+            panic!("no group id")
+        };
+        assert_eq!(group_id.hub_domain.as_str(), "a.example");
+        hub.op(
+            &alice.create_group(&group_id, GroupKind::Regular).unwrap(),
+            Origin::Local,
+        )
+        .expect("create");
+        assert_eq!(hub.epoch(), 0);
+
+        let bob_kp = bob.key_package(false, false).unwrap();
+        let carol_kp = carol.key_package(false, false).unwrap();
+        let add = alice
+            .add(&group_id, &[bob_kp.clone(), carol_kp.clone()], false)
+            .unwrap();
+        let outcome = hub.op(&add, Origin::Local).expect("add_users");
+        alice.merge_pending_commit(&group_id).unwrap();
+        // Alice was alone: the commit goes to nobody, a Welcome to each guest.
+        let d = deliveries(&outcome);
+        assert_eq!(d.len(), 2, "{d:?}");
+        assert!(
+            d.iter()
+                .all(|(_, kind, _, _)| *kind == DeliveryKind::Welcome)
+        );
+        let snapshot = outcome.snapshot.as_ref().expect("joiner snapshot");
+        assert_eq!(snapshot.epoch, 1);
+        assert_eq!(snapshot.added.len(), 2);
+
+        let mut world = World {
+            hub,
+            group_id,
+            alice,
+            bob,
+            carol,
+        };
+        for (who, kp, domain) in [(BOB, bob_kp, "b.example"), (CAROL, carol_kp, "c.example")] {
+            let welcome = welcome_for(&outcome, who).expect("welcome");
+            let joiner = if who == BOB {
+                &mut world.bob
+            } else {
+                &mut world.carol
+            };
+            let request = joiner
+                .welcome_information_request(&world.group_id, 1, &kp)
+                .unwrap();
+            let info = world
+                .hub
+                .call(DsEndpoint::WelcomeInformation, &request, provider(domain))
+                .expect("welcome info");
+            let DSResponseBody::WelcomeInfo(tree) = info.response else {
+                panic!("no tree")
+            };
+            assert_eq!(joiner.join(&welcome, &tree).unwrap(), world.group_id);
+        }
+        world.assert_in_sync(&[ALICE, BOB, CAROL]);
+        world
+    }
+
+    fn client(&mut self, id: &str) -> &mut MimiClient {
+        match id {
+            ALICE => &mut self.alice,
+            BOB => &mut self.bob,
+            CAROL => &mut self.carol,
+            _ => panic!("unknown client {id}"),
+        }
+    }
+
+    /// Every named client has the hub's epoch and tree hash.
+    fn assert_in_sync(&mut self, who: &[&str]) {
+        let group = self.hub.group();
+        let expected = (group.epoch(), group.tree_hash().to_vec());
+        let group_id = self.group_id.clone();
+        for id in who {
+            assert_eq!(
+                self.client(id).epoch_and_tree_hash(&group_id),
+                Some(expected.clone()),
+                "{id} out of sync"
+            );
+        }
+    }
+
+    /// Hands an accepted outcome's deliveries to the named clients.
+    fn deliver(&mut self, outcome: &mimid_core::Outcome, to: &[&str]) -> Vec<Option<Vec<u8>>> {
+        to.iter()
+            .map(|id| {
+                let message =
+                    delivered_to(outcome, id).unwrap_or_else(|| panic!("nothing for {id}"));
+                self.client(id).process(&message).expect("process")
+            })
+            .collect()
+    }
+
+    /// Asserts that `request` is refused with `expected` and changes nothing.
+    fn refused(
+        &mut self,
+        request: &DSRequest,
+        origin: Origin,
+        expected: impl Fn(&HubError) -> bool,
+    ) -> HubError {
+        let before = (self.hub.state.clone(), self.hub.snapshots.len());
+        let err = self
+            .hub
+            .op(request, origin)
+            .expect_err("request was accepted");
+        assert!(expected(&err), "unexpected error: {err:?}");
+        assert_eq!(
+            (self.hub.state.clone(), self.hub.snapshots.len()),
+            before,
+            "a refused request changed the state"
+        );
+        err
+    }
+}
+
+#[test]
+fn application_messages_fan_out_by_provider() {
+    let mut w = World::new();
+    let outcome = w
+        .hub
+        .op(
+            &w.alice.send_message(&w.group_id, b"hello").unwrap(),
+            Origin::Local,
+        )
+        .unwrap();
+    assert_eq!(outcome.write, Write::None);
+    assert_eq!(outcome.messages.len(), 1, "a message is stored once");
+    let d = deliveries(&outcome);
+    assert_eq!(
+        d.iter()
+            .map(|(dest, _, r, _)| (dest.as_str(), r.clone()))
+            .collect::<Vec<_>>(),
+        vec![
+            ("b.example", vec![BOB.to_string()]),
+            ("c.example", vec![CAROL.to_string()])
+        ]
+    );
+    assert_eq!(
+        w.deliver(&outcome, &[BOB, CAROL]),
+        vec![Some(b"hello".to_vec()), Some(b"hello".to_vec())]
+    );
+
+    // A guest's client, relayed by its provider: Alice's provider gets it too.
+    let outcome = w
+        .hub
+        .op(
+            &w.bob.send_message(&w.group_id, b"hi").unwrap(),
+            provider("b.example"),
+        )
+        .unwrap();
+    let dests: Vec<_> = deliveries(&outcome)
+        .into_iter()
+        .map(|(dest, ..)| dest)
+        .collect();
+    assert_eq!(dests, vec!["a.example", "c.example"]);
+}
+
+#[test]
+fn every_operation_in_one_conversation() {
+    let mut w = World::new();
+    let g = w.group_id.clone();
+
+    // update_client by a guest's client.
+    let outcome = w
+        .hub
+        .op(&w.bob.update(&g).unwrap(), provider("b.example"))
+        .expect("update");
+    w.bob.merge_pending_commit(&g).unwrap();
+    w.deliver(&outcome, &[ALICE, CAROL]);
+    w.assert_in_sync(&[ALICE, BOB, CAROL]);
+
+    // add_clients: Bob adds his laptop.
+    let mut bob_laptop = client("mimi://b.example/d/bob/laptop");
+    let kp = bob_laptop.key_package(false, false).unwrap();
+    let outcome = w
+        .hub
+        .op(
+            &w.bob.add(&g, std::slice::from_ref(&kp), true).unwrap(),
+            provider("b.example"),
+        )
+        .expect("add_clients");
+    w.bob.merge_pending_commit(&g).unwrap();
+    w.deliver(&outcome, &[ALICE, CAROL]);
+    let epoch = w.hub.epoch();
+    let welcome = welcome_for(&outcome, "mimi://b.example/d/bob/laptop").expect("welcome");
+    let info = w
+        .hub
+        .call(
+            DsEndpoint::WelcomeInformation,
+            &bob_laptop
+                .welcome_information_request(&g, epoch, &kp)
+                .unwrap(),
+            provider("b.example"),
+        )
+        .expect("welcome info");
+    let DSResponseBody::WelcomeInfo(tree) = info.response else {
+        panic!()
+    };
+    bob_laptop.join(&welcome, &tree).unwrap();
+    w.assert_in_sync(&[ALICE, BOB, CAROL]);
+
+    // external_join: Carol's new phone joins by external commit.
+    let mut carol_phone = client("mimi://c.example/d/carol/phone");
+    let ask = DSRequest {
+        version: 1,
+        request_body: DSRequestBody::ExternalCommitInformation(ExternalCommitInformationRequest {
+            group_id: GroupIdField(g.clone()),
+            requester: carol_phone.id().clone(),
+        }),
+        authentication_data: DSAuthData::Anonymous,
+    };
+    let info = w
+        .hub
+        .call(
+            DsEndpoint::ExternalCommitInformation,
+            &ask,
+            provider("c.example"),
+        )
+        .expect("ext info");
+    let DSResponseBody::ExternalCommitInfo(info) = info.response else {
+        panic!()
+    };
+    let join = carol_phone.external_join(&info).unwrap();
+    let outcome = w
+        .hub
+        .op(&join, provider("c.example"))
+        .expect("external join");
+    w.deliver(&outcome, &[ALICE, BOB, CAROL]);
+    bob_laptop
+        .process(&delivered_to(&outcome, "mimi://b.example/d/bob/laptop").unwrap())
+        .unwrap();
+    w.assert_in_sync(&[ALICE, BOB, CAROL]);
+    assert_eq!(
+        carol_phone.epoch_and_tree_hash(&g),
+        w.alice.epoch_and_tree_hash(&g)
+    );
+
+    // self_remove_client: Carol's tablet leaves; the next commit takes it by reference.
+    let outcome = w
+        .hub
+        .op(&w.carol.self_remove(&g).unwrap(), provider("c.example"))
+        .expect("self remove");
+    for id in [ALICE, BOB] {
+        assert_eq!(w.deliver(&outcome, &[id]), vec![None]);
+    }
+    let proposal = delivered_to(&outcome, "mimi://c.example/d/carol/phone").unwrap();
+    carol_phone.process(&proposal).unwrap();
+    bob_laptop
+        .process(&delivered_to(&outcome, "mimi://b.example/d/bob/laptop").unwrap())
+        .unwrap();
+    let outcome = w
+        .hub
+        .op(&w.alice.update(&g).unwrap(), Origin::Local)
+        .expect("commit with pending self-remove");
+    w.alice.merge_pending_commit(&g).unwrap();
+    w.deliver(&outcome, &[BOB, CAROL]);
+    carol_phone
+        .process(&delivered_to(&outcome, "mimi://c.example/d/carol/phone").unwrap())
+        .unwrap();
+    bob_laptop
+        .process(&delivered_to(&outcome, "mimi://b.example/d/bob/laptop").unwrap())
+        .unwrap();
+    assert!(
+        !w.hub
+            .group()
+            .members()
+            .iter()
+            .any(|m| m.client.as_str() == CAROL)
+    );
+    w.assert_in_sync(&[ALICE, BOB]);
+
+    // remove_clients: Bob removes his laptop.
+    let laptop_leaf = bob_laptop.leaf_index(&g).unwrap();
+    let (update, sender) = w.bob.remove(&g, &[laptop_leaf]).unwrap();
+    let request = w
+        .bob
+        .sign_request(
+            DSRequestBody::RemoveClients(RemoveClientsRequest {
+                group_update: update,
+            }),
+            sender,
+        )
+        .unwrap();
+    let outcome = w
+        .hub
+        .op(&request, provider("b.example"))
+        .expect("remove_clients");
+    w.bob.merge_pending_commit(&g).unwrap();
+    assert!(
+        delivered_to(&outcome, "mimi://b.example/d/bob/laptop").is_some(),
+        "a removed client gets its removal"
+    );
+    w.deliver(&outcome, &[ALICE]);
+    carol_phone
+        .process(&delivered_to(&outcome, "mimi://c.example/d/carol/phone").unwrap())
+        .unwrap();
+    w.assert_in_sync(&[ALICE, BOB]);
+
+    // remove_users: Alice removes Carol (her only remaining client).
+    let phone_leaf = carol_phone.leaf_index(&g).unwrap();
+    let (update, sender) = w.alice.remove(&g, &[phone_leaf]).unwrap();
+    let request = w
+        .alice
+        .sign_request(
+            DSRequestBody::RemoveUsers(RemoveUsersRequest {
+                group_update: update,
+            }),
+            sender,
+        )
+        .unwrap();
+    let outcome = w.hub.op(&request, Origin::Local).expect("remove_users");
+    w.alice.merge_pending_commit(&g).unwrap();
+    w.deliver(&outcome, &[BOB]);
+    w.assert_in_sync(&[ALICE, BOB]);
+
+    // delete_group: Alice removes everyone else; the hub drops the group.
+    let bob_leaf = w.bob.leaf_index(&g).unwrap();
+    let (update, sender) = w.alice.remove(&g, &[bob_leaf]).unwrap();
+    let request = w
+        .alice
+        .sign_request(
+            DSRequestBody::DeleteGroup(DeleteGroupRequest {
+                group_update: update,
+            }),
+            sender,
+        )
+        .unwrap();
+    let outcome = w.hub.op(&request, Origin::Local).expect("delete_group");
+    assert_eq!(outcome.write, Write::Delete);
+    assert!(delivered_to(&outcome, BOB).is_some());
+    assert!(w.hub.state.is_none());
+    let err = w
+        .hub
+        .op(
+            &w.alice.send_message(&g, b"anyone?").unwrap(),
+            Origin::Local,
+        )
+        .unwrap_err();
+    assert_eq!(err, HubError::UnknownGroup);
+}
+
+#[test]
+fn non_member_cannot_post() {
+    let mut w = World::new();
+    let g = w.group_id.clone();
+    // Dave is not in the group: he signs as if he were leaf 1.
+    let mut dave = client("mimi://b.example/d/dave/desk");
+    dave.create_group(&g, GroupKind::Regular).unwrap();
+    let forged = dave.send_message(&g, b"spam").unwrap();
+    let DSRequestBody::SendMessage(m) = forged.request_body else {
+        panic!()
+    };
+    let as_leaf_1 = dave
+        .sign_request(DSRequestBody::SendMessage(m.clone()), 1)
+        .unwrap();
+    w.refused(&as_leaf_1, provider("b.example"), |e| {
+        matches!(e, HubError::ClientSignature(_))
+    });
+    let no_such_leaf = dave.sign_request(DSRequestBody::SendMessage(m), 9).unwrap();
+    w.refused(&no_such_leaf, provider("b.example"), |e| {
+        matches!(e, HubError::ClientSignature(_))
+    });
+}
+
+#[test]
+fn forged_client_signature_is_refused() {
+    let mut w = World::new();
+    let mut request = w.bob.send_message(&w.group_id, b"hi").unwrap();
+    let DSAuthData::ClientSignature(sig) = &mut request.authentication_data else {
+        panic!()
+    };
+    sig.signature.0[0] ^= 1;
+    w.refused(&request, provider("b.example"), |e| {
+        matches!(e, HubError::ClientSignature(_))
+    });
+    // A provider cannot act for another provider's client.
+    let request = w.bob.send_message(&w.group_id, b"hi").unwrap();
+    w.refused(&request, provider("c.example"), |e| {
+        matches!(e, HubError::NotAllowed(_))
+    });
+}
+
+#[test]
+fn stale_commits_and_replays_name_the_current_epoch() {
+    let mut w = World::new();
+    let g = w.group_id.clone();
+    let stale = w.carol.update(&g).unwrap();
+    w.carol.clear_pending_commit(&g).unwrap();
+    let first = w.bob.update(&g).unwrap();
+    let accepted = w
+        .hub
+        .op(&first, provider("b.example"))
+        .expect("first commit");
+    w.bob.merge_pending_commit(&g).unwrap();
+    let current = w.hub.epoch();
+    assert_eq!(current, 2);
+    let err = w.refused(&stale, provider("c.example"), |e| {
+        *e == HubError::WrongEpoch { current: 2 }
+    });
+    assert_eq!(err.to_ds_error(), DSError::wrong_epoch(2));
+    // The accepted commit, replayed after it was applied.
+    w.refused(&first, provider("b.example"), |e| {
+        *e == HubError::WrongEpoch { current: 2 }
+    });
+    w.deliver(&accepted, &[ALICE, CAROL]);
+    w.assert_in_sync(&[ALICE, BOB, CAROL]);
+}
+
+#[test]
+fn concurrent_commits_for_one_epoch_exactly_one_wins() {
+    let mut w = World::new();
+    let g = w.group_id.clone();
+    let from_bob = w.bob.update(&g).unwrap();
+    let from_carol = w.carol.update(&g).unwrap();
+    let a = w.hub.op(&from_bob, provider("b.example"));
+    let b = w.hub.op(&from_carol, provider("c.example"));
+    let (winner, loser) = match (&a, &b) {
+        (Ok(_), Err(e)) => {
+            assert_eq!(*e, HubError::WrongEpoch { current: 2 });
+            (BOB, CAROL)
+        }
+        other => panic!("expected exactly one accepted commit, got {other:?}"),
+    };
+    let accepted = a.unwrap();
+    w.client(winner).merge_pending_commit(&g).unwrap();
+    w.client(loser).clear_pending_commit(&g).unwrap();
+    w.deliver(&accepted, &[ALICE, loser]);
+    w.assert_in_sync(&[ALICE, BOB, CAROL]);
+}
+
+#[test]
+fn group_info_signature_must_match() {
+    let mut w = World::new();
+    let mut request = w.bob.update(&w.group_id).unwrap();
+    let DSRequestBody::UpdateClient(u) = &mut request.request_body else {
+        panic!()
+    };
+    u.group_update.partial_group_info.signature.0[3] ^= 0x40;
+    // Re-sign the request so that only the GroupInfo signature is wrong.
+    let index = w.bob.leaf_index(&w.group_id).unwrap();
+    let request = w.bob.sign_request(request.request_body, index).unwrap();
+    w.refused(&request, provider("b.example"), |e| {
+        matches!(e, HubError::InvalidGroupInfo(_))
+    });
+}
+
+#[test]
+fn self_remove_of_someone_else_is_refused() {
+    let mut w = World::new();
+    let alice_leaf = w.alice.leaf_index(&w.group_id).unwrap();
+    let request = w.bob.propose_remove(&w.group_id, alice_leaf).unwrap();
+    w.refused(&request, provider("b.example"), |e| {
+        matches!(e, HubError::NotAllowed(_))
+    });
+}
+
+#[test]
+fn commit_must_include_pending_self_remove() {
+    let mut w = World::new();
+    let g = w.group_id.clone();
+    w.hub
+        .op(&w.carol.self_remove(&g).unwrap(), provider("c.example"))
+        .expect("self remove");
+    // Bob has not seen the proposal: his commit omits it.
+    let request = w.bob.update(&g).unwrap();
+    w.refused(&request, provider("b.example"), |e| {
+        matches!(e, HubError::MissingPendingProposals(_))
+    });
+}
+
+#[test]
+fn private_message_for_a_past_epoch_is_refused() {
+    let mut w = World::new();
+    let g = w.group_id.clone();
+    let old = w.carol.send_message(&g, b"late").unwrap();
+    let outcome = w
+        .hub
+        .op(&w.bob.update(&g).unwrap(), provider("b.example"))
+        .unwrap();
+    w.bob.merge_pending_commit(&g).unwrap();
+    w.deliver(&outcome, &[ALICE, CAROL]);
+    w.refused(&old, provider("c.example"), |e| {
+        *e == HubError::WrongEpoch { current: 2 }
+    });
+}
+
+#[test]
+fn welcome_information_only_for_clients_added_then() {
+    let mut w = World::new();
+    // Alice was not added in epoch 1; she asks with Bob's KeyPackage ref.
+    let bob_kp = w.bob.key_package(false, false).unwrap();
+    let request = w
+        .alice
+        .welcome_information_request(&w.group_id, 1, &bob_kp)
+        .unwrap();
+    let err = w
+        .hub
+        .call(DsEndpoint::WelcomeInformation, &request, Origin::Local)
+        .unwrap_err();
+    assert!(matches!(err, HubError::NotAllowed(_)), "{err:?}");
+    // No snapshot for an epoch in which nobody was added.
+    let request = w
+        .alice
+        .welcome_information_request(&w.group_id, 0, &bob_kp)
+        .unwrap();
+    let err = w
+        .hub
+        .call(DsEndpoint::WelcomeInformation, &request, Origin::Local)
+        .unwrap_err();
+    assert_eq!(err, HubError::NoWelcomeInformation(0));
+    // The right request on the wrong endpoint.
+    let err = w
+        .hub
+        .call(DsEndpoint::GroupOperation, &request, Origin::Local)
+        .unwrap_err();
+    assert!(matches!(err, HubError::WrongEndpoint(_)));
+}
+
+#[test]
+fn groups_of_other_hubs_are_misrouted() {
+    let mut w = World::new();
+    let mut elsewhere = TestHub::new("b.example");
+    let err = elsewhere
+        .op(
+            &w.alice.send_message(&w.group_id, b"x").unwrap(),
+            Origin::Local,
+        )
+        .unwrap_err();
+    assert!(matches!(err, HubError::WrongRecipient(_)));
+    assert_eq!(err.code(), ErrorCode::WrongRecipient);
+}

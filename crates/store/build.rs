@@ -1,0 +1,5 @@
+//! Rebuild when a migration changes: `sqlx::migrate!` embeds
+//! `migrations/` at compile time but cannot tell Cargo to watch it.
+fn main() {
+    println!("cargo:rerun-if-changed=migrations");
+}

@@ -1,0 +1,138 @@
+//! `mimid-store`: the one storage interface of mimid and its
+//! implementations.
+//!
+//! The store knows nothing of MLS: a group's state is an opaque blob produced
+//! by the core, versioned so that only one writer per group can win. A core
+//! step (new state, joiner snapshot, messages and delivery jobs) commits in
+//! one transaction, or not at all.
+
+mod sqlite;
+
+pub use sqlite::{Durability, SqliteStore};
+
+/// Errors of the store. `Conflict` is the expected outcome of a lost race;
+/// everything else is an operational failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The group's version was not the expected one (another writer won),
+    /// or a slot that had to be absent exists.
+    #[error("conflicting write to group")]
+    Conflict,
+    /// The database failed.
+    #[error("database: {0}")]
+    Database(String),
+    /// The store is closed or its writer stopped.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// A group slot as stored: a reservation (from `ds_request_group_id`) or an
+/// active group. `version` increments with every committed step.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredGroup {
+    pub version: u64,
+    /// Opaque core state; empty for a reservation.
+    pub state: Vec<u8>,
+    /// `Some(expiry)` (seconds since the Unix epoch) while only reserved.
+    pub reserved_until: Option<u64>,
+}
+
+/// What a step does to the group slot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GroupWrite {
+    /// Leave the slot as it is (read-only steps that still enqueue nothing
+    /// need no commit at all; this is for steps that only add messages).
+    Keep,
+    /// Write this state (and reservation expiry, if still only reserved).
+    Put {
+        state: Vec<u8>,
+        reserved_until: Option<u64>,
+    },
+    /// Delete the group, its snapshots included.
+    Delete,
+}
+
+/// The tree and GroupInfo joiners of one epoch need (opaque to the store).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Snapshot {
+    pub epoch: u64,
+    pub created_at: u64,
+    pub data: Vec<u8>,
+}
+
+/// A message stored once, however many recipients it has.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewMessage {
+    pub message_id: [u8; 16],
+    pub body: Vec<u8>,
+}
+
+/// One delivery job: a message for the recipients on one destination
+/// provider (the hub's own provider included).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewJob {
+    pub destination: String,
+    pub message_id: [u8; 16],
+    /// Encoded recipient list (opaque to the store).
+    pub recipients: Vec<u8>,
+}
+
+/// A committed delivery job, as the delivery workers see it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Job {
+    pub id: i64,
+    pub destination: String,
+    pub message_id: [u8; 16],
+    pub recipients: Vec<u8>,
+    pub body: Vec<u8>,
+    pub attempts: u32,
+    pub created_at: u64,
+}
+
+/// Everything one core step writes, committed atomically.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Step {
+    pub group_id: Vec<u8>,
+    /// `None`: the slot must not exist yet. `Some(v)`: it must be at `v`.
+    pub expected_version: Option<u64>,
+    pub write: GroupWrite,
+    pub snapshot: Option<Snapshot>,
+    /// Drop this group's snapshots created before this time.
+    pub prune_snapshots_before: Option<u64>,
+    pub messages: Vec<NewMessage>,
+    pub jobs: Vec<NewJob>,
+    /// Time of the step (seconds since the Unix epoch), for `created_at`.
+    pub now: u64,
+}
+
+/// The storage interface. Implementations must make [`Store::commit`]
+/// atomic and durable before it returns, and must reject a step whose
+/// `expected_version` does not match with [`StoreError::Conflict`], changing
+/// nothing.
+pub trait Store: Send + Sync + 'static {
+    fn load_group(
+        &self,
+        group_id: &[u8],
+    ) -> impl Future<Output = Result<Option<StoredGroup>, StoreError>> + Send;
+
+    fn load_snapshot(
+        &self,
+        group_id: &[u8],
+        epoch: u64,
+    ) -> impl Future<Output = Result<Option<Snapshot>, StoreError>> + Send;
+
+    fn commit(&self, step: Step) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Jobs for `destination`, oldest first.
+    fn pending_jobs(
+        &self,
+        destination: &str,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<Job>, StoreError>> + Send;
+
+    /// Removes a delivered job (and its message once no job refers to it).
+    fn complete_job(&self, id: i64) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Number of group slots, for metrics and tests.
+    fn group_count(&self) -> impl Future<Output = Result<u64, StoreError>> + Send;
+}
