@@ -1,0 +1,376 @@
+//! `mimid-service`: the hub's core run against a store.
+//!
+//! For each request: take the group's lock (one writer per group in this
+//! process; the store's version check covers other processes), load the
+//! group from a bounded cache or the store, run [`Hub::handle`], commit the
+//! step (state, joiner snapshot, the message stored once, one delivery job
+//! per destination provider) in one transaction, and only then answer.
+
+use std::collections::HashMap;
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use lru::LruCache;
+use mimid_core::{
+    Context, DsEndpoint, Hub, HubError, HubGroup, JoinerSnapshot, Origin, Outcome, Slot, Write,
+};
+use mimid_store::{GroupWrite, NewJob, NewMessage, Snapshot, Step, Store, StoreError, StoredGroup};
+use mimid_wire::{
+    DSRequest, DSResponseBody, DeliverMessage, DeliverableMessage, GroupIdField, Wire,
+};
+use openmls_rust_crypto::RustCrypto;
+use openmls_traits::random::OpenMlsRand;
+
+/// Why a request got no hub answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// The hub refused the request (a typed protocol error).
+    #[error(transparent)]
+    Hub(#[from] HubError),
+    /// The store failed; nothing was acknowledged.
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+}
+
+impl ServiceError {
+    /// The wire error for this failure.
+    pub fn to_ds_error(&self) -> mimid_wire::DSError {
+        match self {
+            ServiceError::Hub(e) => e.to_ds_error(),
+            ServiceError::Store(_) => {
+                mimid_wire::DSError::text(mimid_wire::ErrorCode::Unavailable, "")
+            }
+        }
+    }
+}
+
+/// Tuning of the service.
+#[derive(Clone, Debug)]
+pub struct ServiceConfig {
+    /// Groups kept loaded in memory; memory does not grow beyond this many
+    /// groups however many are stored.
+    pub cache_groups: NonZeroUsize,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        ServiceConfig {
+            cache_groups: NonZeroUsize::new(1024).unwrap_or(NonZeroUsize::MIN),
+        }
+    }
+}
+
+struct Cached {
+    version: u64,
+    group: HubGroup,
+}
+
+/// The hub of one provider, backed by a store.
+pub struct HubService<S: Store> {
+    hub: Hub,
+    store: S,
+    rand: RustCrypto,
+    cache: Mutex<LruCache<Vec<u8>, Cached>>,
+    locks: Mutex<HashMap<Vec<u8>, Weak<tokio::sync::Mutex<()>>>>,
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Recipients of a job: ClientIDs, one per line (they contain no newline).
+pub fn encode_recipients(recipients: &[mimid_wire::ClientId]) -> Vec<u8> {
+    recipients
+        .iter()
+        .map(|c| c.as_str())
+        .collect::<Vec<_>>()
+        .join("\n")
+        .into_bytes()
+}
+
+/// The inverse of [`encode_recipients`].
+pub fn decode_recipients(bytes: &[u8]) -> Result<Vec<mimid_wire::ClientId>, String> {
+    let text = std::str::from_utf8(bytes).map_err(|e| e.to_string())?;
+    text.split('\n')
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse().map_err(|e: mimid_wire::IdentifierError| e.0))
+        .collect()
+}
+
+impl<S: Store> HubService<S> {
+    pub fn new(hub: Hub, store: S, config: ServiceConfig) -> Self {
+        HubService {
+            hub,
+            store,
+            rand: RustCrypto::default(),
+            cache: Mutex::new(LruCache::new(config.cache_groups)),
+            locks: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn hub(&self) -> &Hub {
+        &self.hub
+    }
+
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// Gives the store back (to close it).
+    pub fn into_store(self) -> S {
+        self.store
+    }
+
+    /// Groups currently loaded in memory.
+    pub fn cached_groups(&self) -> usize {
+        self.cache.lock().map(|c| c.len()).unwrap_or(0)
+    }
+
+    fn random16(&self) -> Result<[u8; 16], ServiceError> {
+        self.rand
+            .random_array::<16>()
+            .map_err(|e| ServiceError::Hub(HubError::Internal(format!("randomness: {e:?}"))))
+    }
+
+    fn lock_for(&self, group_id: &[u8]) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = match self.locks.lock() {
+            Ok(l) => l,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if let Some(lock) = locks.get(group_id).and_then(Weak::upgrade) {
+            return lock;
+        }
+        // Forget locks nobody holds any more, so the map stays small.
+        if locks.len() > 1024 {
+            locks.retain(|_, w| w.strong_count() > 0);
+        }
+        let lock = Arc::new(tokio::sync::Mutex::new(()));
+        locks.insert(group_id.to_vec(), Arc::downgrade(&lock));
+        lock
+    }
+
+    fn cache_take(&self, group_id: &[u8]) -> Option<Cached> {
+        self.cache.lock().ok().and_then(|mut c| c.pop(group_id))
+    }
+
+    fn cache_put(&self, group_id: Vec<u8>, cached: Cached) {
+        if let Ok(mut c) = self.cache.lock() {
+            c.put(group_id, cached);
+        }
+    }
+
+    /// Loads the slot (cache first) and its store version.
+    async fn load(&self, group_id: &[u8]) -> Result<(Slot, Option<u64>), ServiceError> {
+        if let Some(cached) = self.cache_take(group_id) {
+            return Ok((Slot::Active(Box::new(cached.group)), Some(cached.version)));
+        }
+        Ok(match self.store.load_group(group_id).await? {
+            None => (Slot::Empty, None),
+            Some(StoredGroup {
+                version,
+                reserved_until: Some(until),
+                ..
+            }) => (Slot::Reserved { until }, Some(version)),
+            Some(StoredGroup {
+                version,
+                state,
+                reserved_until: None,
+            }) => (
+                Slot::Active(Box::new(HubGroup::from_bytes(&state)?)),
+                Some(version),
+            ),
+        })
+    }
+
+    /// Handles one DS request from `origin` arriving on `endpoint`.
+    pub async fn handle(
+        &self,
+        endpoint: DsEndpoint,
+        request: &DSRequest,
+        origin: Origin,
+    ) -> Result<DSResponseBody, ServiceError> {
+        let ctx = Context {
+            origin,
+            now: unix_now(),
+            random: self.random16()?,
+        };
+        let target = self.hub.target(endpoint, request, &ctx)?;
+        let group_id = target.group_id.to_mls_bytes();
+        let lock = self.lock_for(&group_id);
+        let _writer = lock.lock().await;
+        // A conflict means another process wrote the group: reload once.
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let (mut slot, version) = self.load(&group_id).await?;
+            let snapshot = match target.snapshot_epoch {
+                Some(epoch) => match self.store.load_snapshot(&group_id, epoch).await? {
+                    Some(s) => Some(JoinerSnapshot::from_bytes(&s.data)?),
+                    None => None,
+                },
+                None => None,
+            };
+            let outcome =
+                match self
+                    .hub
+                    .handle(endpoint, request, &mut slot, snapshot.as_ref(), &ctx)
+                {
+                    Ok(outcome) => outcome,
+                    Err(e) => {
+                        // A refused request left the group as it was: keep it
+                        // cached. An internal error may not have.
+                        if let (Slot::Active(group), Some(version), false) =
+                            (slot, version, matches!(e, HubError::Internal(_)))
+                        {
+                            self.cache_put(
+                                group_id,
+                                Cached {
+                                    version,
+                                    group: *group,
+                                },
+                            );
+                        }
+                        return Err(e.into());
+                    }
+                };
+            let step = self.step(&group_id, version, &outcome, &ctx)?;
+            let next_version = match (&outcome.write, version) {
+                (Write::Put(_), v) => Some(v.map_or(1, |v| v + 1)),
+                (Write::None, v) => v,
+                _ => None,
+            };
+            let result = match step {
+                Some(step) => self.store.commit(step).await,
+                None => Ok(()),
+            };
+            match result {
+                Ok(()) => {
+                    if let (Slot::Active(group), Some(version)) = (slot, next_version) {
+                        self.cache_put(
+                            group_id,
+                            Cached {
+                                version,
+                                group: *group,
+                            },
+                        );
+                    }
+                    return Ok(outcome.response);
+                }
+                Err(StoreError::Conflict) if attempts < 2 => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// The store step of an outcome, or `None` when nothing is written.
+    fn step(
+        &self,
+        group_id: &[u8],
+        version: Option<u64>,
+        outcome: &Outcome,
+        ctx: &Context,
+    ) -> Result<Option<Step>, ServiceError> {
+        let write = match &outcome.write {
+            Write::None => GroupWrite::Keep,
+            Write::Reserve { until } => GroupWrite::Put {
+                state: Vec::new(),
+                reserved_until: Some(*until),
+            },
+            Write::Put(state) => GroupWrite::Put {
+                state: state.clone(),
+                reserved_until: None,
+            },
+            Write::Delete => GroupWrite::Delete,
+        };
+        if write == GroupWrite::Keep && outcome.deliveries.is_empty() && outcome.snapshot.is_none()
+        {
+            return Ok(None);
+        }
+        let mut messages = Vec::with_capacity(outcome.messages.len());
+        let mut ids = Vec::with_capacity(outcome.messages.len());
+        for (index, body) in outcome.messages.iter().enumerate() {
+            let Some(first) = outcome.deliveries.iter().find(|d| d.message == index) else {
+                continue;
+            };
+            let message_id = self.random16()?;
+            // Stored once, in the form the delivery worker sends.
+            let stored = DeliverMessage {
+                group_id: GroupIdField(first.group_id.clone()),
+                epoch: first.epoch,
+                recipients: Vec::new(),
+                message: DeliverableMessage::from_bytes(body)
+                    .map_err(|e| HubError::Internal(e.to_string()))?,
+            };
+            messages.push(NewMessage {
+                message_id,
+                body: stored
+                    .to_bytes()
+                    .map_err(|e| HubError::Internal(e.to_string()))?,
+            });
+            ids.push((index, message_id));
+        }
+        let jobs = outcome
+            .deliveries
+            .iter()
+            .filter_map(|d| {
+                ids.iter()
+                    .find(|(i, _)| *i == d.message)
+                    .map(|(_, id)| NewJob {
+                        destination: d.destination.to_string(),
+                        message_id: *id,
+                        recipients: encode_recipients(&d.recipients),
+                    })
+            })
+            .collect();
+        let snapshot = match &outcome.snapshot {
+            Some(s) => Some(Snapshot {
+                epoch: s.epoch,
+                created_at: ctx.now,
+                data: s.to_bytes()?,
+            }),
+            None => None,
+        };
+        Ok(Some(Step {
+            group_id: group_id.to_vec(),
+            expected_version: version,
+            write,
+            snapshot,
+            prune_snapshots_before: outcome.prune_snapshots_before,
+            messages,
+            jobs,
+            now: ctx.now,
+        }))
+    }
+}
+
+impl<S: Store> HubService<S> {
+    /// Epoch and tree hash of a hosted group (loaded like any request
+    /// would), for operators and tests.
+    pub async fn group_epoch(
+        &self,
+        group_id: &mimid_wire::GroupId,
+    ) -> Result<Option<(u64, Vec<u8>)>, ServiceError> {
+        let group_id = group_id.to_mls_bytes();
+        let lock = self.lock_for(&group_id);
+        let _writer = lock.lock().await;
+        let (slot, version) = self.load(&group_id).await?;
+        Ok(match (slot, version) {
+            (Slot::Active(group), Some(version)) => {
+                let state = (group.epoch(), group.tree_hash().to_vec());
+                self.cache_put(
+                    group_id,
+                    Cached {
+                        version,
+                        group: *group,
+                    },
+                );
+                Some(state)
+            }
+            _ => None,
+        })
+    }
+}

@@ -1,0 +1,297 @@
+//! The hub through the SQLite store: real OpenMLS clients on three
+//! providers, real database files, concurrent requests, a reopened store.
+
+use std::num::NonZeroUsize;
+use std::path::Path;
+use std::sync::Arc;
+
+use mimid_client::MimiClient;
+use mimid_core::{DsEndpoint, Hub, HubConfig, HubError, Origin};
+use mimid_service::{HubService, ServiceConfig, ServiceError, decode_recipients};
+use mimid_store::{Durability, SqliteStore, Store};
+use mimid_wire::*;
+
+const ALICE: &str = "mimi://a.example/d/alice/laptop";
+const BOB: &str = "mimi://b.example/d/bob/phone";
+const CAROL: &str = "mimi://c.example/d/carol/tablet";
+
+fn client(id: &str) -> MimiClient {
+    MimiClient::new(id.parse().unwrap()).unwrap()
+}
+
+fn provider(d: &str) -> Origin {
+    Origin::Provider(d.parse().unwrap())
+}
+
+async fn service(path: &Path, durability: Durability, cache: usize) -> HubService<SqliteStore> {
+    let store = SqliteStore::open(path, durability)
+        .await
+        .expect("open store");
+    let hub = Hub::new(HubConfig::new("a.example".parse().unwrap()));
+    HubService::new(
+        hub,
+        store,
+        ServiceConfig {
+            cache_groups: NonZeroUsize::new(cache).unwrap(),
+        },
+    )
+}
+
+fn request_id() -> DSRequest {
+    DSRequest {
+        version: 1,
+        request_body: DSRequestBody::RequestGroupId,
+        authentication_data: DSAuthData::Anonymous,
+    }
+}
+
+/// Creates a group for `alice` on the service.
+async fn new_group(svc: &HubService<SqliteStore>, alice: &mut MimiClient) -> GroupId {
+    let DSResponseBody::GroupId(GroupIdField(g)) = svc
+        .handle(DsEndpoint::GroupOperation, &request_id(), Origin::Local)
+        .await
+        .expect("id")
+    else {
+        panic!("no id")
+    };
+    let create = alice.create_group(&g, GroupKind::Regular).unwrap();
+    svc.handle(DsEndpoint::GroupOperation, &create, Origin::Local)
+        .await
+        .expect("create");
+    g
+}
+
+/// The newest job's message for `destination`, with its recipients.
+async fn last_job(
+    store: &SqliteStore,
+    destination: &str,
+) -> (Vec<ClientId>, DeliverMessage, [u8; 16]) {
+    let jobs = store.pending_jobs(destination, 1000).await.unwrap();
+    let job = jobs.last().expect("a job");
+    let body = DeliverMessage::decode_exact(&job.body, &Limits::default()).unwrap();
+    (
+        decode_recipients(&job.recipients).unwrap(),
+        body,
+        job.message_id,
+    )
+}
+
+struct Conversation {
+    group_id: GroupId,
+    alice: MimiClient,
+    bob: MimiClient,
+    carol: MimiClient,
+    bob_kp: KeyPackage,
+}
+
+/// Alice creates a group and adds Bob and Carol, who join.
+async fn conversation(svc: &HubService<SqliteStore>) -> Conversation {
+    let mut alice = client(ALICE);
+    let mut bob = client(BOB);
+    let mut carol = client(CAROL);
+    let g = new_group(svc, &mut alice).await;
+    let bob_kp = bob.key_package(false, false).unwrap();
+    let carol_kp = carol.key_package(false, false).unwrap();
+    let add = alice
+        .add(&g, &[bob_kp.clone(), carol_kp.clone()], false)
+        .unwrap();
+    svc.handle(DsEndpoint::GroupOperation, &add, Origin::Local)
+        .await
+        .expect("add");
+    alice.merge_pending_commit(&g).unwrap();
+    for (joiner, kp, domain) in [
+        (&mut bob, &bob_kp, "b.example"),
+        (&mut carol, &carol_kp, "c.example"),
+    ] {
+        let (recipients, welcome, _) = last_job(svc.store(), domain).await;
+        assert_eq!(recipients, vec![joiner.id().clone()]);
+        let welcome = WelcomeMessage::from_bytes(welcome.message.as_bytes()).unwrap();
+        let ask = joiner.welcome_information_request(&g, 1, kp).unwrap();
+        let DSResponseBody::WelcomeInfo(tree) = svc
+            .handle(DsEndpoint::WelcomeInformation, &ask, provider(domain))
+            .await
+            .expect("welcome info")
+        else {
+            panic!()
+        };
+        joiner.join(&welcome, &tree).unwrap();
+    }
+    Conversation {
+        group_id: g,
+        alice,
+        bob,
+        carol,
+        bob_kp,
+    }
+}
+
+#[tokio::test]
+async fn a_message_is_stored_once_and_queued_per_provider() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = service(&dir.path().join("hub.db"), Durability::Process, 64).await;
+    let mut c = conversation(&svc).await;
+    svc.handle(
+        DsEndpoint::GroupOperation,
+        &c.alice.send_message(&c.group_id, b"hello").unwrap(),
+        Origin::Local,
+    )
+    .await
+    .expect("send");
+    let (to_b, body_b, id_b) = last_job(svc.store(), "b.example").await;
+    let (to_c, _, id_c) = last_job(svc.store(), "c.example").await;
+    assert_eq!(id_b, id_c, "one stored message for both destinations");
+    assert_eq!(
+        (to_b, to_c),
+        (vec![BOB.parse().unwrap()], vec![CAROL.parse().unwrap()])
+    );
+    assert_eq!(body_b.epoch, 1);
+    let message = DeliverableMessage::from_bytes(body_b.message.as_bytes()).unwrap();
+    assert_eq!(
+        c.bob.process(&message).unwrap().as_deref(),
+        Some(&b"hello"[..])
+    );
+}
+
+#[tokio::test]
+async fn concurrent_commits_for_one_epoch_exactly_one_wins() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = Arc::new(service(&dir.path().join("hub.db"), Durability::PowerLoss, 64).await);
+    let mut c = conversation(&svc).await;
+    let g = c.group_id.clone();
+    let from_bob = c.bob.update(&g).unwrap();
+    let from_carol = c.carol.update(&g).unwrap();
+    let (s1, s2) = (svc.clone(), svc.clone());
+    let a = tokio::spawn(async move {
+        s1.handle(DsEndpoint::GroupOperation, &from_bob, provider("b.example"))
+            .await
+    });
+    let b = tokio::spawn(async move {
+        s2.handle(
+            DsEndpoint::GroupOperation,
+            &from_carol,
+            provider("c.example"),
+        )
+        .await
+    });
+    let (a, b) = (a.await.unwrap(), b.await.unwrap());
+    let bob_won = match (&a, &b) {
+        (Ok(_), Err(ServiceError::Hub(HubError::WrongEpoch { current: 2 }))) => true,
+        (Err(ServiceError::Hub(HubError::WrongEpoch { current: 2 })), Ok(_)) => false,
+        other => panic!("expected exactly one accepted commit: {other:?}"),
+    };
+    // Everyone applies the accepted commit and matches the hub.
+    let (winner, loser, loser_domain) = if bob_won {
+        (&mut c.bob, &mut c.carol, "c.example")
+    } else {
+        (&mut c.carol, &mut c.bob, "b.example")
+    };
+    winner.merge_pending_commit(&g).unwrap();
+    loser.clear_pending_commit(&g).unwrap();
+    let (_, commit, _) = last_job(svc.store(), loser_domain).await;
+    loser.process(&commit.message).unwrap();
+    let (_, commit, _) = last_job(svc.store(), "a.example").await;
+    c.alice.process(&commit.message).unwrap();
+    let hub = svc.group_epoch(&g).await.unwrap().expect("group");
+    for member in [&c.alice, &c.bob, &c.carol] {
+        assert_eq!(
+            member.epoch_and_tree_hash(&g),
+            Some(hub.clone()),
+            "{} out of sync",
+            member.id()
+        );
+    }
+}
+
+#[tokio::test]
+async fn reopening_keeps_groups_epochs_joiner_state_and_jobs() {
+    for durability in [Durability::Process, Durability::PowerLoss] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hub.db");
+        let svc = service(&path, durability, 64).await;
+        let mut c = conversation(&svc).await;
+        let g = c.group_id.clone();
+        svc.handle(
+            DsEndpoint::GroupOperation,
+            &c.bob.update(&g).unwrap(),
+            provider("b.example"),
+        )
+        .await
+        .unwrap();
+        c.bob.merge_pending_commit(&g).unwrap();
+        let before = svc.group_epoch(&g).await.unwrap().expect("group");
+        let destinations = ["a.example", "b.example", "c.example"];
+        let mut pending = Vec::new();
+        for d in destinations {
+            pending.push(svc.store().pending_jobs(d, 1000).await.unwrap());
+        }
+        assert!(pending.iter().all(|p| !p.is_empty()));
+        svc.into_store().close().await.expect("close");
+
+        let svc = service(&path, durability, 64).await;
+        assert_eq!(svc.cached_groups(), 0, "a new process starts cold");
+        assert_eq!(svc.group_epoch(&g).await.unwrap(), Some(before.clone()));
+        assert_eq!(before.0, 2);
+        for (d, p) in destinations.iter().zip(&pending) {
+            assert_eq!(
+                &svc.store().pending_jobs(d, 1000).await.unwrap(),
+                p,
+                "jobs for {d}"
+            );
+        }
+        // The joiner state of epoch 1 survived: Bob can still fetch it.
+        let ask = c.bob.welcome_information_request(&g, 1, &c.bob_kp).unwrap();
+        let answer = svc
+            .handle(DsEndpoint::WelcomeInformation, &ask, provider("b.example"))
+            .await
+            .unwrap();
+        assert!(matches!(answer, DSResponseBody::WelcomeInfo(_)));
+        // And the group goes on: a message from the old epoch is refused
+        // with the current one, Alice catches up and is accepted.
+        let stale = c.carol.send_message(&g, b"late").unwrap();
+        let err = svc
+            .handle(DsEndpoint::GroupOperation, &stale, provider("c.example"))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, ServiceError::Hub(HubError::WrongEpoch { current: 2 })),
+            "{err:?}"
+        );
+        let (_, commit, _) = last_job(svc.store(), "a.example").await;
+        c.alice.process(&commit.message).unwrap();
+        svc.handle(
+            DsEndpoint::GroupOperation,
+            &c.alice.send_message(&g, b"hi").unwrap(),
+            Origin::Local,
+        )
+        .await
+        .expect("message after reopen");
+    }
+}
+
+#[tokio::test]
+async fn memory_holds_a_bounded_number_of_groups() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = service(&dir.path().join("hub.db"), Durability::Process, 2).await;
+    let mut alice = client(ALICE);
+    let mut groups = Vec::new();
+    for _ in 0..5 {
+        groups.push(new_group(&svc, &mut alice).await);
+    }
+    assert!(svc.cached_groups() <= 2);
+    assert_eq!(svc.store().group_count().await.unwrap(), 5);
+    // Every group still works when it has to be loaded from the store.
+    for g in &groups {
+        let bob = client(BOB);
+        let kp = bob.key_package(false, false).unwrap();
+        svc.handle(
+            DsEndpoint::GroupOperation,
+            &alice.add(g, &[kp], false).unwrap(),
+            Origin::Local,
+        )
+        .await
+        .expect("add after reload");
+        alice.merge_pending_commit(g).unwrap();
+        assert_eq!(svc.group_epoch(g).await.unwrap().map(|(e, _)| e), Some(1));
+        assert!(svc.cached_groups() <= 2);
+    }
+}
