@@ -1,0 +1,7 @@
+//! `MimiDsGroup` bodies.
+
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| mimid_fuzz::check::<mimid_wire::MimiDsGroup>(data));
