@@ -73,6 +73,11 @@ impl MimiClient {
         &self.id
     }
 
+    /// This client's signature public key.
+    pub fn signature_public_key(&self) -> Vec<u8> {
+        self.signer.to_public_vec()
+    }
+
     /// Leaf capabilities: the defaults plus the MIMI extension types and
     /// `last_resort` (RFC 9420 requires KeyPackage extensions to be listed).
     pub fn capabilities() -> Capabilities {
@@ -349,8 +354,7 @@ impl MimiClient {
         &mut self,
         info: &wire::ExternalCommitInfo,
     ) -> Result<DSRequest, ClientError> {
-        let MlsMessageBodyIn::GroupInfo(group_info) = info.group_info.parsed().clone().extract()
-        else {
+        let MlsMessageBodyIn::GroupInfo(group_info) = info.group_info.parsed().clone() else {
             return Err(ClientError::Mls("not a GroupInfo".into()));
         };
         let config = MlsGroupJoinConfig::builder()
@@ -460,7 +464,7 @@ impl MimiClient {
         welcome: &wire::WelcomeMessage,
         tree: &wire::RatchetTree,
     ) -> Result<GroupId, ClientError> {
-        let welcome = match welcome.parsed().clone().extract() {
+        let welcome = match welcome.parsed().clone() {
             MlsMessageBodyIn::Welcome(w) => w,
             _ => return Err(ClientError::Mls("not a Welcome".into())),
         };
@@ -489,11 +493,11 @@ impl MimiClient {
         &mut self,
         message: &wire::DeliverableMessage,
     ) -> Result<Option<Vec<u8>>, ClientError> {
-        let protocol = message
-            .parsed()
-            .clone()
-            .try_into_protocol_message()
-            .map_err(mls)?;
+        let protocol = match message.parsed().clone() {
+            MlsMessageBodyIn::PublicMessage(m) => ProtocolMessage::from(m),
+            MlsMessageBodyIn::PrivateMessage(m) => ProtocolMessage::from(m),
+            _ => return Err(ClientError::Mls("a Welcome is joined with `join`".into())),
+        };
         let group_id = GroupId::from_mls_bytes(protocol.group_id().as_slice())?;
         let (group, provider, _) = self.parts(&group_id)?;
         let processed = group.process_message(provider, protocol).map_err(mls)?;

@@ -210,13 +210,11 @@ pub(crate) fn run(
 fn stage(req: &Req, group: &HubGroup, update: &MLSGroupUpdate) -> Result<Staged, HubError> {
     let crypto = &req.hub.crypto;
     let current = group.epoch();
-    let public_message = match update.commit.parsed().clone().extract() {
-        MlsMessageBodyIn::PublicMessage(m) => m,
-        _ => {
-            return Err(HubError::InvalidMls(
-                "handshake messages must be PublicMessages".into(),
-            ));
-        }
+    // Cheap checks by reference first: a stale commit costs no copy.
+    let MlsMessageBodyIn::PublicMessage(public_message) = update.commit.parsed() else {
+        return Err(HubError::InvalidMls(
+            "handshake messages must be PublicMessages".into(),
+        ));
     };
     if public_message.content_type() != ContentType::Commit {
         return Err(HubError::InvalidMls("not a commit".into()));
@@ -230,7 +228,7 @@ fn stage(req: &Req, group: &HubGroup, update: &MLSGroupUpdate) -> Result<Staged,
         .ok_or_else(|| HubError::InvalidMls("commit without confirmation tag".into()))?;
     let processed = group
         .public
-        .process_message(crypto, ProtocolMessage::from(public_message))
+        .process_message(crypto, ProtocolMessage::from(public_message.clone()))
         .map_err(invalid)?;
     let sender = processed.sender().clone();
     let ProcessedMessageContent::StagedCommitMessage(staged) = processed.into_content() else {
@@ -360,7 +358,7 @@ fn check_welcomes(
     }
     let mut targets = Vec::with_capacity(welcomes.len());
     for (i, welcome) in welcomes.iter().enumerate() {
-        let MlsMessageBodyIn::Welcome(w) = welcome.parsed().clone().extract() else {
+        let MlsMessageBodyIn::Welcome(w) = welcome.parsed() else {
             return Err(HubError::MissingWelcome(format!(
                 "welcome_messages[{i}] is not a Welcome"
             )));

@@ -8,12 +8,12 @@ use crate::hub::{Delivery, DeliveryKind};
 use crate::state::HubGroup;
 
 /// Groups clients by provider, keeping their order.
-pub(crate) fn by_provider(
-    clients: impl IntoIterator<Item = ClientId>,
+fn by_provider(
+    clients: impl IntoIterator<Item = (ProviderDomain, ClientId)>,
 ) -> BTreeMap<ProviderDomain, Vec<ClientId>> {
     let mut out: BTreeMap<ProviderDomain, Vec<ClientId>> = BTreeMap::new();
-    for client in clients {
-        out.entry(client.domain()).or_default().push(client);
+    for (domain, client) in clients {
+        out.entry(domain).or_default().push(client);
     }
     out
 }
@@ -32,12 +32,29 @@ pub(crate) fn to_members_except(
         .members()
         .iter()
         .filter(|m| Some(m.leaf_index) != sender)
-        .map(|m| m.client.clone());
-    deliveries(recipients, DeliveryKind::Message, group_id, epoch, message)
+        .map(|m| (m.domain.clone(), m.client.clone()));
+    grouped(recipients, DeliveryKind::Message, group_id, epoch, message)
 }
 
+/// One delivery per provider of `recipients`.
 pub(crate) fn deliveries(
     recipients: impl IntoIterator<Item = ClientId>,
+    kind: DeliveryKind,
+    group_id: &GroupId,
+    epoch: u64,
+    message: usize,
+) -> Vec<Delivery> {
+    grouped(
+        recipients.into_iter().map(|c| (c.domain(), c)),
+        kind,
+        group_id,
+        epoch,
+        message,
+    )
+}
+
+fn grouped(
+    recipients: impl IntoIterator<Item = (ProviderDomain, ClientId)>,
     kind: DeliveryKind,
     group_id: &GroupId,
     epoch: u64,

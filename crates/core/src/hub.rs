@@ -9,7 +9,7 @@ use mimid_wire::{
     ClientId, DSRequest, DSRequestBody, DSResponseBody, GroupId, PROTOCOL_VERSION, ProviderDomain,
     Wire,
 };
-use openmls::prelude::{MlsMessageBodyIn, ProtocolMessage};
+use openmls::prelude::MlsMessageBodyIn;
 use openmls_rust_crypto::RustCrypto;
 
 use crate::error::HubError;
@@ -287,17 +287,13 @@ impl Hub {
 }
 
 /// The group id inside an MLS message, as a MIMI `GroupId`.
-fn group_id_of(message: &openmls::prelude::MlsMessageIn) -> Result<GroupId, HubError> {
-    let bytes = match message.clone().extract() {
-        MlsMessageBodyIn::PublicMessage(m) => {
-            ProtocolMessage::from(m).group_id().as_slice().to_vec()
-        }
-        MlsMessageBodyIn::PrivateMessage(m) => {
-            ProtocolMessage::from(m).group_id().as_slice().to_vec()
-        }
+fn group_id_of(message: &MlsMessageBodyIn) -> Result<GroupId, HubError> {
+    let bytes = match message {
+        MlsMessageBodyIn::PublicMessage(m) => m.group_id().as_slice(),
+        MlsMessageBodyIn::PrivateMessage(m) => m.group_id().as_slice(),
         _ => return Err(HubError::InvalidMls("not a protocol message".into())),
     };
-    GroupId::from_mls_bytes(&bytes)
+    GroupId::from_mls_bytes(bytes)
         .map_err(|e| HubError::Malformed(format!("MLS group_id is not a MIMI GroupId: {e}")))
 }
 

@@ -287,6 +287,8 @@ struct Persisted {
 pub struct MemberInfo {
     pub leaf_index: u32,
     pub client: ClientId,
+    /// `client`'s provider, kept because every fan-out groups by it.
+    pub domain: mimid_wire::ProviderDomain,
 }
 
 /// One hosted group, loaded.
@@ -366,6 +368,12 @@ impl HubGroup {
         &self.public
     }
 
+    /// The OpenMLS group and its storage, e.g. to measure raw OpenMLS
+    /// processing on exactly the state the hub holds.
+    pub fn into_parts(self) -> (PublicGroup, GroupStorage) {
+        (self.public, self.storage)
+    }
+
     pub(crate) fn member(&self, leaf_index: u32) -> Option<&MemberInfo> {
         self.members.iter().find(|m| m.leaf_index == leaf_index)
     }
@@ -417,6 +425,7 @@ fn members_of(public: &PublicGroup) -> Result<Vec<MemberInfo>, HubError> {
             let client = client_of_credential(&m.credential).map_err(HubError::Internal)?;
             Ok(MemberInfo {
                 leaf_index: m.index.u32(),
+                domain: client.domain(),
                 client,
             })
         })

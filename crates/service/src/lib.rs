@@ -125,6 +125,12 @@ impl<S: Store> HubService<S> {
         self.store
     }
 
+    /// Drops a group from the cache (the next request loads it from the
+    /// store), e.g. after the store was changed by another tool.
+    pub fn evict(&self, group_id: &mimid_wire::GroupId) {
+        let _ = self.cache_take(&group_id.to_mls_bytes());
+    }
+
     /// Groups currently loaded in memory.
     pub fn cached_groups(&self) -> usize {
         self.cache.lock().map(|c| c.len()).unwrap_or(0)
@@ -187,6 +193,11 @@ impl<S: Store> HubService<S> {
     }
 
     /// Handles one DS request from `origin` arriving on `endpoint`.
+    ///
+    /// The step is queued for the store under the group's lock (so steps of
+    /// one group are applied in the order the hub accepted them) and the
+    /// answer waits, outside the lock, until it is durable: steps of one
+    /// group arriving together share a transaction.
     pub async fn handle(
         &self,
         endpoint: DsEndpoint,
@@ -201,69 +212,96 @@ impl<S: Store> HubService<S> {
         let target = self.hub.target(endpoint, request, &ctx)?;
         let group_id = target.group_id.to_mls_bytes();
         let lock = self.lock_for(&group_id);
-        let _writer = lock.lock().await;
-        // A conflict means another process wrote the group: reload once.
+        // A conflict means the state this step was built on did not become
+        // durable (an earlier step failed, or another process wrote the
+        // group): nothing was acknowledged, so build the step again.
         let mut attempts = 0;
         loop {
             attempts += 1;
-            let (mut slot, version) = self.load(&group_id).await?;
-            let snapshot = match target.snapshot_epoch {
-                Some(epoch) => match self.store.load_snapshot(&group_id, epoch).await? {
-                    Some(s) => Some(JoinerSnapshot::from_bytes(&s.data)?),
-                    None => None,
-                },
-                None => None,
-            };
-            let outcome =
+            let (response, pending) = {
+                let _writer = lock.lock().await;
                 match self
-                    .hub
-                    .handle(endpoint, request, &mut slot, snapshot.as_ref(), &ctx)
+                    .step_locked(endpoint, request, &ctx, &target, &group_id)
+                    .await?
                 {
-                    Ok(outcome) => outcome,
-                    Err(e) => {
-                        // A refused request left the group as it was: keep it
-                        // cached. An internal error may not have.
-                        if let (Slot::Active(group), Some(version), false) =
-                            (slot, version, matches!(e, HubError::Internal(_)))
-                        {
-                            self.cache_put(
-                                group_id,
-                                Cached {
-                                    version,
-                                    group: *group,
-                                },
-                            );
-                        }
-                        return Err(e.into());
-                    }
-                };
-            let step = self.step(&group_id, version, &outcome, &ctx)?;
-            let next_version = match (&outcome.write, version) {
-                (Write::Put(_), v) => Some(v.map_or(1, |v| v + 1)),
-                (Write::None, v) => v,
-                _ => None,
-            };
-            let result = match step {
-                Some(step) => self.store.commit(step).await,
-                None => Ok(()),
-            };
-            match result {
-                Ok(()) => {
-                    if let (Slot::Active(group), Some(version)) = (slot, next_version) {
-                        self.cache_put(
-                            group_id,
-                            Cached {
-                                version,
-                                group: *group,
-                            },
-                        );
-                    }
-                    return Ok(outcome.response);
+                    (response, None) => return Ok(response),
+                    (response, Some(pending)) => (response, pending),
                 }
-                Err(StoreError::Conflict) if attempts < 2 => continue,
-                Err(e) => return Err(e.into()),
+            };
+            match pending.await {
+                Ok(()) => return Ok(response),
+                Err(e) => {
+                    // The cache may hold state that never became durable.
+                    let _ = self.cache_take(&group_id);
+                    match e {
+                        StoreError::Conflict if attempts < 3 => continue,
+                        e => return Err(e.into()),
+                    }
+                }
             }
         }
+    }
+
+    /// Runs the core on the loaded group and queues its step; the cache
+    /// then holds the new state (optimistically: it is evicted if the step
+    /// fails). Called with the group's lock held.
+    async fn step_locked(
+        &self,
+        endpoint: DsEndpoint,
+        request: &DSRequest,
+        ctx: &Context,
+        target: &mimid_core::Target,
+        group_id: &[u8],
+    ) -> Result<(DSResponseBody, Option<mimid_store::Pending>), ServiceError> {
+        let (mut slot, version) = self.load(group_id).await?;
+        let snapshot = match target.snapshot_epoch {
+            Some(epoch) => match self.store.load_snapshot(group_id, epoch).await? {
+                Some(s) => Some(JoinerSnapshot::from_bytes(&s.data)?),
+                None => None,
+            },
+            None => None,
+        };
+        let outcome = match self
+            .hub
+            .handle(endpoint, request, &mut slot, snapshot.as_ref(), ctx)
+        {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                // A refused request left the group as it was: keep it
+                // cached. An internal error may not have.
+                if let (Slot::Active(group), Some(version), false) =
+                    (slot, version, matches!(e, HubError::Internal(_)))
+                {
+                    self.cache_put(
+                        group_id.to_vec(),
+                        Cached {
+                            version,
+                            group: *group,
+                        },
+                    );
+                }
+                return Err(e.into());
+            }
+        };
+        let next_version = match (&outcome.write, version) {
+            (Write::Put(_), v) => Some(v.map_or(1, |v| v + 1)),
+            (Write::None, v) => v,
+            _ => None,
+        };
+        let pending = match self.step(group_id, version, &outcome, ctx)? {
+            Some(step) => Some(self.store.enqueue(step).await?),
+            None => None,
+        };
+        if let (Slot::Active(group), Some(version)) = (slot, next_version) {
+            self.cache_put(
+                group_id.to_vec(),
+                Cached {
+                    version,
+                    group: *group,
+                },
+            );
+        }
+        Ok((outcome.response, pending))
     }
 
     /// The store step of an outcome, or `None` when nothing is written.

@@ -105,11 +105,50 @@ pub struct Step {
     pub now: u64,
 }
 
-/// The storage interface. Implementations must make [`Store::commit`]
-/// atomic and durable before it returns, and must reject a step whose
-/// `expected_version` does not match with [`StoreError::Conflict`], changing
-/// nothing.
+/// A queued step: resolves when the step is durable, or with why it is not.
+pub struct Pending(tokio::sync::oneshot::Receiver<Result<(), StoreError>>);
+
+impl Pending {
+    /// Wraps the receiving end of the writer's answer.
+    pub fn new(receiver: tokio::sync::oneshot::Receiver<Result<(), StoreError>>) -> Self {
+        Pending(receiver)
+    }
+}
+
+impl Future for Pending {
+    type Output = Result<(), StoreError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0).poll(cx).map(|answer| {
+            answer.unwrap_or_else(|_| {
+                Err(StoreError::Unavailable(
+                    "writer stopped before answering".into(),
+                ))
+            })
+        })
+    }
+}
+
+/// The storage interface. Implementations must make a step atomic and
+/// durable before its [`Pending`] resolves, must apply queued steps in the
+/// order they were queued, and must reject a step whose `expected_version`
+/// does not match (as left by the steps queued before it) with
+/// [`StoreError::Conflict`], changing nothing.
 pub trait Store: Send + Sync + 'static {
+    /// Queues a step. Returns once it is queued (in order after every step
+    /// queued before); the [`Pending`] resolves once it is durable. Queueing
+    /// under a group's lock and waiting outside it lets several steps of one
+    /// group share a transaction (group commit) without reordering them.
+    fn enqueue(&self, step: Step) -> impl Future<Output = Result<Pending, StoreError>> + Send;
+
+    /// Queues a step and waits until it is durable.
+    fn commit(&self, step: Step) -> impl Future<Output = Result<(), StoreError>> + Send {
+        async move { self.enqueue(step).await?.await }
+    }
+
     fn load_group(
         &self,
         group_id: &[u8],
@@ -120,8 +159,6 @@ pub trait Store: Send + Sync + 'static {
         group_id: &[u8],
         epoch: u64,
     ) -> impl Future<Output = Result<Option<Snapshot>, StoreError>> + Send;
-
-    fn commit(&self, step: Step) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Jobs for `destination`, oldest first.
     fn pending_jobs(

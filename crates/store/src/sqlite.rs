@@ -3,24 +3,41 @@
 //! # Design
 //!
 //! * **One writer.** A single tokio task owns the only write connection. Every
-//!   write (`commit`, `complete_job`) is sent to it over a bounded channel
-//!   together with a one-shot reply channel.
+//!   write (`enqueue`, `complete_job`) is sent to it over a bounded channel
+//!   together with a one-shot reply channel; `enqueue` returns as soon as the
+//!   request is in the channel, so requests are applied in the order they
+//!   were queued.
 //! * **Group commit.** The writer takes every request waiting in the channel
-//!   (up to [`MAX_BATCH`]), opens one `BEGIN IMMEDIATE` transaction, applies
-//!   each request inside its own savepoint, commits once and only then answers
-//!   every waiter. A step that conflicts or fails is rolled back to its
-//!   savepoint and gets its error; the others of the batch still commit. Steps
-//!   of one batch run in arrival order inside the same transaction, so two
-//!   steps for the same group behave exactly as if they had been committed one
-//!   after the other. The cost of making a transaction durable (one `fsync`
-//!   with [`Durability::PowerLoss`]) is shared by the whole batch.
+//!   (up to [`MAX_BATCH`]), applies them in one `BEGIN IMMEDIATE`
+//!   transaction, commits once and only then answers every waiter. The cost of
+//!   making a transaction durable (one `fsync` with [`Durability::PowerLoss`])
+//!   is shared by the whole batch.
+//! * **Set-based batches.** sqlx runs every statement on the connection's
+//!   worker thread, so each statement costs a thread hand-off; a batch
+//!   therefore uses a fixed handful of statements, whatever its size. One
+//!   `SELECT` reads the versions of all groups of the batch; the steps are
+//!   then evaluated *in memory, in order*, with exactly the outcome of
+//!   committing each on its own (each version check sees the versions left by
+//!   the steps before it; a group may be deleted and created again; snapshots
+//!   are written and pruned in step order; a job whose message exists nowhere
+//!   fails its step). A step that conflicts or cannot be stored gets its
+//!   error and contributes nothing; the net effect of the others is written
+//!   with a few multi-row statements (chunked to stay within SQLite's
+//!   limits). Only a failure of the database itself fails the transaction,
+//!   and then every request of the batch gets that error.
+//! * **Completed jobs** are deleted set-based too, after the steps they were
+//!   queued with. A step queued *after* a completion and touching the same
+//!   message starts a new sub-batch (in the same transaction), so the queue
+//!   order is kept.
 //! * **Concurrent readers.** Reads use a separate pool of `query_only`
 //!   connections; WAL mode lets them run while the writer writes, and they see
-//!   every step whose `commit` has returned.
-//! * **Cancellation.** Once a `commit` future has handed its step to the
-//!   writer, dropping the future does not withdraw the step: it commits (or
-//!   not) as if the caller were still waiting.
+//!   every step whose [`Pending`] has resolved.
+//! * **Cancellation.** Once `enqueue` has returned (or a `commit` future has
+//!   handed its step to the writer), dropping the [`Pending`] does not
+//!   withdraw the step: it commits (or not) as if the caller were still
+//!   waiting.
 
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,11 +47,11 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteRow, SqliteSynchronous,
 };
-use sqlx::{Connection, Row};
+use sqlx::{Connection, QueryBuilder, Row, Sqlite};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use crate::{GroupWrite, Job, Snapshot, Step, Store, StoreError, StoredGroup};
+use crate::{GroupWrite, Job, Pending, Snapshot, Step, Store, StoreError, StoredGroup};
 
 /// How long a connection waits for a lock held by another connection (another
 /// process using the same file, or a checkpoint) before failing.
@@ -43,16 +60,25 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// At most this many requests share one transaction.
 const MAX_BATCH: usize = 256;
 
-/// Requests waiting for the writer beyond this make `commit` wait (back
+/// Requests waiting for the writer beyond this make `enqueue` wait (back
 /// pressure) instead of queueing without bound.
 const QUEUE_CAPACITY: usize = 4 * MAX_BATCH;
+
+/// At most this many rows per multi-row statement (and values per `IN`
+/// list). With at most 5 parameters a row, that stays far below SQLite's
+/// bound-parameter limit (32766).
+const MAX_ROWS_PER_STATEMENT: usize = 500;
+
+/// At most this many `OR`ed terms per snapshot `DELETE`, far below SQLite's
+/// expression depth limit (1000).
+const MAX_TERMS_PER_DELETE: usize = 200;
 
 /// Connections in the read pool.
 const READ_CONNECTIONS: u32 = 4;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
-/// What an acknowledged [`Store::commit`] survives.
+/// What a resolved [`Pending`] (a returned [`Store::commit`]) survives.
 ///
 /// The journal is always in WAL mode.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -164,16 +190,20 @@ impl SqliteStore {
         self.transactions.load(Ordering::Relaxed)
     }
 
-    /// Hands one write to the writer and waits for its outcome.
-    async fn submit(&self, op: Op) -> Result<(), StoreError> {
+    /// Hands one write to the writer (waiting only for room in the queue)
+    /// and returns where its outcome will arrive.
+    async fn queue(&self, op: Op) -> Result<oneshot::Receiver<Result<(), StoreError>>, StoreError> {
         let (reply, outcome) = oneshot::channel();
         self.writer_tx
             .send(Request { op, reply })
             .await
             .map_err(|_| StoreError::Unavailable("writer stopped".into()))?;
-        outcome
-            .await
-            .map_err(|_| StoreError::Unavailable("writer stopped before answering".into()))?
+        Ok(outcome)
+    }
+
+    /// Hands one write to the writer and waits for its outcome.
+    async fn submit(&self, op: Op) -> Result<(), StoreError> {
+        Pending::new(self.queue(op).await?).await
     }
 }
 
@@ -222,8 +252,8 @@ impl Store for SqliteStore {
         .transpose()
     }
 
-    async fn commit(&self, step: Step) -> Result<(), StoreError> {
-        self.submit(Op::Commit(step)).await
+    async fn enqueue(&self, step: Step) -> Result<Pending, StoreError> {
+        self.queue(Op::Commit(step)).await.map(Pending::new)
     }
 
     async fn pending_jobs(&self, destination: &str, limit: u32) -> Result<Vec<Job>, StoreError> {
@@ -266,9 +296,8 @@ async fn run_writer(
 ) -> Result<(), StoreError> {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let mut outcomes = Vec::with_capacity(batch.len());
-        match run_batch(&mut conn, &batch, &mut outcomes).await {
-            Ok(()) => {
+        match run_batch(&mut conn, &batch).await {
+            Ok(outcomes) => {
                 transactions.fetch_add(1, Ordering::Relaxed);
                 for (request, outcome) in batch.drain(..).zip(outcomes) {
                     // The caller may have gone away; its step stands.
@@ -276,7 +305,7 @@ async fn run_writer(
                 }
             }
             Err(message) => {
-                // Nothing of this batch is committed: every step fails.
+                // Nothing of this batch is committed: every request fails.
                 for request in batch.drain(..) {
                     let _ = request
                         .reply
@@ -288,163 +317,675 @@ async fn run_writer(
     conn.close().await.map_err(db)
 }
 
-/// Applies `batch` in one transaction, one savepoint per request, pushing
-/// each request's outcome to `outcomes`. `Err` means the transaction as a
-/// whole failed (and was rolled back), whatever `outcomes` holds.
-async fn run_batch(
-    conn: &mut SqliteConnection,
-    batch: &[Request],
-    outcomes: &mut Vec<Result<(), StoreError>>,
-) -> Result<(), String> {
+/// The outcome of each request of a batch, in the batch's order.
+type Outcomes = Vec<Result<(), StoreError>>;
+
+/// Applies `batch` in one transaction. `Err` means the transaction as a whole
+/// failed (and was rolled back): no request of the batch took effect.
+async fn run_batch(conn: &mut SqliteConnection, batch: &[Request]) -> Result<Outcomes, String> {
     let mut tx = conn
         .begin_with("BEGIN IMMEDIATE")
         .await
         .map_err(|e| format!("begin: {e}"))?;
-    for request in batch {
-        let mut savepoint = Connection::begin(&mut *tx)
-            .await
-            .map_err(|e| format!("savepoint: {e}"))?;
-        let outcome = match &request.op {
-            Op::Commit(step) => apply_step(&mut savepoint, step).await,
-            Op::CompleteJob(id) => apply_complete_job(&mut savepoint, *id).await,
-        };
-        if outcome.is_ok() {
-            savepoint
-                .commit()
-                .await
-                .map_err(|e| format!("release savepoint: {e}"))?;
-        } else {
-            savepoint
-                .rollback()
-                .await
-                .map_err(|e| format!("rollback to savepoint: {e}"))?;
+    match apply_batch(&mut tx, batch).await {
+        Ok(outcomes) => {
+            tx.commit().await.map_err(|e| format!("commit: {e}"))?;
+            Ok(outcomes)
         }
-        outcomes.push(outcome);
+        Err(message) => Err(match tx.rollback().await {
+            Ok(()) => message,
+            Err(e) => format!("{message} (rollback: {e})"),
+        }),
     }
-    tx.commit().await.map_err(|e| format!("commit: {e}"))
 }
 
-/// One core step, inside its savepoint. Checks the version before writing
-/// anything.
-async fn apply_step(conn: &mut SqliteConnection, step: &Step) -> Result<(), StoreError> {
-    let current: Option<i64> = sqlx::query_scalar("SELECT version FROM groups WHERE group_id = ?1")
-        .bind(&step.group_id)
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(db)?;
-    let current = current.map(to_u64).transpose()?;
-    if current != step.expected_version {
-        return Err(StoreError::Conflict);
-    }
-    let now = to_i64(step.now)?;
-
-    match &step.write {
-        GroupWrite::Keep => {}
-        GroupWrite::Put {
-            state,
-            reserved_until,
-        } => {
-            let reserved_until = reserved_until.map(to_i64).transpose()?;
-            let sql = if current.is_some() {
-                "UPDATE groups SET version = version + 1, state = ?2, reserved_until = ?3, \
-                 updated_at = ?4 WHERE group_id = ?1"
-            } else {
-                "INSERT INTO groups (group_id, version, state, reserved_until, updated_at) \
-                 VALUES (?1, 1, ?2, ?3, ?4)"
-            };
-            sqlx::query(sql)
-                .bind(&step.group_id)
-                .bind(state)
-                .bind(reserved_until)
-                .bind(now)
-                .execute(&mut *conn)
-                .await
-                .map_err(db)?;
-        }
-        GroupWrite::Delete => {
-            for sql in [
-                "DELETE FROM groups WHERE group_id = ?1",
-                "DELETE FROM snapshots WHERE group_id = ?1",
-            ] {
-                sqlx::query(sql)
-                    .bind(&step.group_id)
-                    .execute(&mut *conn)
-                    .await
-                    .map_err(db)?;
+/// Applies the requests of `batch` in order, inside the caller's transaction,
+/// as one or more consecutive [`SubBatch`]es.
+async fn apply_batch(conn: &mut SqliteConnection, batch: &[Request]) -> Result<Outcomes, String> {
+    let mut outcomes: Outcomes = batch.iter().map(|_| Ok(())).collect();
+    let job_ids: Vec<i64> = batch
+        .iter()
+        .filter_map(|request| match request.op {
+            Op::CompleteJob(id) => Some(id),
+            Op::Commit(_) => None,
+        })
+        .collect();
+    // The message of each job to complete. Only jobs stored before this batch
+    // can be meant: job ids are learnt from `pending_jobs`, which sees only
+    // committed jobs, and a request queued after a commit is in a later batch.
+    let mut to_complete = job_messages(conn, &job_ids).await?;
+    let mut sub = SubBatch::default();
+    for (index, request) in batch.iter().enumerate() {
+        match &request.op {
+            Op::Commit(step) => {
+                if sub.completions_touch(step) {
+                    std::mem::take(&mut sub).apply(conn, &mut outcomes).await?;
+                }
+                sub.steps.push((index, step));
+            }
+            Op::CompleteJob(id) => {
+                // Unknown, or completed earlier in this batch: nothing to do.
+                if let Some(message_id) = to_complete.remove(id) {
+                    sub.jobs.push(*id);
+                    sub.messages.insert(message_id);
+                }
             }
         }
     }
+    sub.apply(conn, &mut outcomes).await?;
+    Ok(outcomes)
+}
 
-    if let Some(snapshot) = &step.snapshot {
-        sqlx::query(
-            "INSERT OR REPLACE INTO snapshots (group_id, epoch, created_at, data) \
-             VALUES (?1, ?2, ?3, ?4)",
-        )
-        .bind(&step.group_id)
-        .bind(to_i64(snapshot.epoch)?)
-        .bind(to_i64(snapshot.created_at)?)
-        .bind(&snapshot.data)
-        .execute(&mut *conn)
-        .await
-        .map_err(db)?;
+/// Consecutive requests of a batch, applied with a fixed number of
+/// statements: first the steps (evaluated in order), then the job
+/// completions. That equals applying them in their queue order as long as no
+/// step comes after the completion of a job whose message it writes or refers
+/// to, which [`apply_batch`] ensures by starting a new sub-batch there.
+#[derive(Default)]
+struct SubBatch<'a> {
+    /// Steps and their index in the batch.
+    steps: Vec<(usize, &'a Step)>,
+    /// Jobs to complete (all stored before the batch, each once).
+    jobs: Vec<i64>,
+    /// Their messages.
+    messages: BTreeSet<Vec<u8>>,
+}
+
+impl SubBatch<'_> {
+    /// Whether `step` writes or refers to a message of a job completed in
+    /// this sub-batch.
+    fn completions_touch(&self, step: &Step) -> bool {
+        !self.messages.is_empty()
+            && (step
+                .messages
+                .iter()
+                .any(|m| self.messages.contains(&m.message_id[..]))
+                || step
+                    .jobs
+                    .iter()
+                    .any(|j| self.messages.contains(&j.message_id[..])))
     }
 
-    if let Some(before) = step.prune_snapshots_before {
-        sqlx::query("DELETE FROM snapshots WHERE group_id = ?1 AND created_at < ?2")
-            .bind(&step.group_id)
-            .bind(to_i64(before)?)
+    async fn apply(
+        self,
+        conn: &mut SqliteConnection,
+        outcomes: &mut Outcomes,
+    ) -> Result<(), String> {
+        if !self.steps.is_empty() {
+            apply_steps(conn, &self.steps, outcomes).await?;
+        }
+        if !self.jobs.is_empty() {
+            execute_in(
+                conn,
+                "complete jobs",
+                "DELETE FROM jobs WHERE id",
+                "",
+                &self.jobs,
+                |list, id| {
+                    list.push_bind(*id);
+                },
+            )
+            .await?;
+            let messages: Vec<&Vec<u8>> = self.messages.iter().collect();
+            execute_in(
+                conn,
+                "drop delivered messages",
+                "DELETE FROM messages WHERE message_id",
+                " AND NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.message_id = messages.message_id)",
+                &messages,
+                |list, message_id| {
+                    list.push_bind(message_id.as_slice());
+                },
+            )
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+/// Evaluates `steps` in order against the stored versions, records each
+/// one's outcome, and writes the net effect of those that succeed.
+async fn apply_steps(
+    conn: &mut SqliteConnection,
+    steps: &[(usize, &Step)],
+    outcomes: &mut Outcomes,
+) -> Result<(), String> {
+    let mut group_ids: Vec<&[u8]> = Vec::new();
+    let mut seen: HashSet<&[u8]> = HashSet::new();
+    // Messages that jobs refer to without their step carrying them.
+    let mut referred: Vec<&[u8]> = Vec::new();
+    let mut referred_seen: HashSet<&[u8]> = HashSet::new();
+    for (_, step) in steps {
+        if seen.insert(&step.group_id) {
+            group_ids.push(&step.group_id);
+        }
+        for job in &step.jobs {
+            let carried = step.messages.iter().any(|m| m.message_id == job.message_id);
+            if !carried && referred_seen.insert(&job.message_id) {
+                referred.push(&job.message_id);
+            }
+        }
+    }
+    let stored = load_versions(conn, &group_ids).await?;
+    let mut known = existing_messages(conn, &referred).await?;
+
+    let mut plan = Plan::default();
+    for &(index, step) in steps {
+        let outcome = plan.add(step, &stored, &mut known);
+        if let Some(slot) = outcomes.get_mut(index) {
+            *slot = outcome;
+        }
+    }
+    plan.write(conn).await
+}
+
+/// The net effect of the accepted steps of a sub-batch.
+#[derive(Default)]
+struct Plan<'a> {
+    groups: HashMap<&'a [u8], GroupPlan<'a>>,
+    messages: Vec<MessageRow<'a>>,
+    jobs: Vec<JobRow<'a>>,
+}
+
+/// What the accepted steps do to one group.
+struct GroupPlan<'a> {
+    /// The version as left by the accepted steps so far (`None`: absent).
+    version: Option<u64>,
+    /// The last write to the slot: the only one whose result remains.
+    write: Option<FinalWrite<'a>>,
+    snapshots: SnapshotPlan<'a>,
+}
+
+enum FinalWrite<'a> {
+    Put {
+        version: i64,
+        state: &'a [u8],
+        reserved_until: Option<i64>,
+        updated_at: i64,
+    },
+    Delete,
+}
+
+/// The effect of the accepted steps on one group's snapshots, applied in
+/// step order: within a step, the group's deletion first, then the step's
+/// snapshot, then its pruning.
+#[derive(Default)]
+struct SnapshotPlan<'a> {
+    /// The group was deleted: every snapshot stored before the batch goes.
+    cleared: bool,
+    /// Otherwise, stored snapshots created before this go (the largest
+    /// cutoff of the steps).
+    prune_before: Option<i64>,
+    /// Snapshots written by the steps and not pruned since, by epoch:
+    /// `(created_at, data)`; they replace a stored one of the same epoch.
+    written: BTreeMap<i64, (i64, &'a [u8])>,
+    /// Epochs written by the steps and then pruned: the stored row of that
+    /// epoch (replaced, then pruned) goes, whatever its own `created_at`.
+    dropped: BTreeSet<i64>,
+}
+
+impl<'a> SnapshotPlan<'a> {
+    fn clear(&mut self) {
+        *self = SnapshotPlan {
+            cleared: true,
+            ..SnapshotPlan::default()
+        };
+    }
+
+    fn write(&mut self, epoch: i64, created_at: i64, data: &'a [u8]) {
+        self.dropped.remove(&epoch);
+        self.written.insert(epoch, (created_at, data));
+    }
+
+    fn prune(&mut self, before: i64) {
+        let Self {
+            cleared,
+            prune_before,
+            written,
+            dropped,
+        } = self;
+        if !*cleared {
+            *prune_before = Some(prune_before.map_or(before, |b| b.max(before)));
+        }
+        written.retain(|epoch, (created_at, _)| {
+            let keep = *created_at >= before;
+            if !keep && !*cleared {
+                dropped.insert(*epoch);
+            }
+            keep
+        });
+    }
+}
+
+struct MessageRow<'a> {
+    message_id: &'a [u8],
+    group_id: &'a [u8],
+    body: &'a [u8],
+    created_at: i64,
+}
+
+struct JobRow<'a> {
+    destination: &'a str,
+    message_id: &'a [u8],
+    recipients: &'a [u8],
+    created_at: i64,
+}
+
+/// One term of the snapshot `DELETE`.
+enum SnapshotDelete<'a> {
+    All(&'a [u8]),
+    Before(&'a [u8], i64),
+    Epoch(&'a [u8], i64),
+}
+
+struct SnapshotRow<'a> {
+    group_id: &'a [u8],
+    epoch: i64,
+    created_at: i64,
+    data: &'a [u8],
+}
+
+struct GroupRow<'a> {
+    group_id: &'a [u8],
+    version: i64,
+    state: &'a [u8],
+    reserved_until: Option<i64>,
+    updated_at: i64,
+}
+
+impl<'a> Plan<'a> {
+    /// Evaluates `step` after the steps added before it. On `Err` (a version
+    /// conflict, or a step that cannot be stored) the step changes nothing.
+    fn add(
+        &mut self,
+        step: &'a Step,
+        stored: &HashMap<Vec<u8>, u64>,
+        known_messages: &mut HashSet<Vec<u8>>,
+    ) -> Result<(), StoreError> {
+        let group = self
+            .groups
+            .entry(&step.group_id)
+            .or_insert_with(|| GroupPlan {
+                version: stored.get(step.group_id.as_slice()).copied(),
+                write: None,
+                snapshots: SnapshotPlan::default(),
+            });
+        if group.version != step.expected_version {
+            return Err(StoreError::Conflict);
+        }
+
+        // Check everything before changing anything.
+        let now = to_i64(step.now)?;
+        let (version, write) = match &step.write {
+            GroupWrite::Keep => (group.version, None),
+            GroupWrite::Put {
+                state,
+                reserved_until,
+            } => {
+                let version = match group.version {
+                    None => 1,
+                    Some(v) => v.checked_add(1).ok_or_else(|| {
+                        StoreError::Database(format!("version {v} cannot be incremented"))
+                    })?,
+                };
+                let write = FinalWrite::Put {
+                    version: to_i64(version)?,
+                    state,
+                    reserved_until: reserved_until.map(to_i64).transpose()?,
+                    updated_at: now,
+                };
+                (Some(version), Some(write))
+            }
+            GroupWrite::Delete => (None, Some(FinalWrite::Delete)),
+        };
+        let snapshot = match &step.snapshot {
+            Some(s) => Some((to_i64(s.epoch)?, to_i64(s.created_at)?, s.data.as_slice())),
+            None => None,
+        };
+        let prune = step.prune_snapshots_before.map(to_i64).transpose()?;
+        for job in &step.jobs {
+            let carried = step.messages.iter().any(|m| m.message_id == job.message_id);
+            if !carried && !known_messages.contains(&job.message_id[..]) {
+                return Err(StoreError::Database(format!(
+                    "FOREIGN KEY constraint failed: a job for {} refers to a message that does \
+                     not exist",
+                    job.destination
+                )));
+            }
+        }
+
+        group.version = version;
+        if let Some(write) = write {
+            if matches!(write, FinalWrite::Delete) {
+                group.snapshots.clear();
+            }
+            group.write = Some(write);
+        }
+        if let Some((epoch, created_at, data)) = snapshot {
+            group.snapshots.write(epoch, created_at, data);
+        }
+        if let Some(before) = prune {
+            group.snapshots.prune(before);
+        }
+        for message in &step.messages {
+            known_messages.insert(message.message_id.to_vec());
+            self.messages.push(MessageRow {
+                message_id: &message.message_id,
+                group_id: &step.group_id,
+                body: &message.body,
+                created_at: now,
+            });
+        }
+        for job in &step.jobs {
+            self.jobs.push(JobRow {
+                destination: &job.destination,
+                message_id: &job.message_id,
+                recipients: &job.recipients,
+                created_at: now,
+            });
+        }
+        Ok(())
+    }
+
+    /// Writes the net effect with a fixed number of statements (per chunk).
+    async fn write(self, conn: &mut SqliteConnection) -> Result<(), String> {
+        let mut deleted: Vec<&[u8]> = Vec::new();
+        let mut put: Vec<GroupRow<'_>> = Vec::new();
+        let mut snapshot_deletes: Vec<SnapshotDelete<'_>> = Vec::new();
+        let mut snapshots: Vec<SnapshotRow<'_>> = Vec::new();
+        for (&group_id, group) in &self.groups {
+            match group.write {
+                None => {}
+                Some(FinalWrite::Delete) => deleted.push(group_id),
+                Some(FinalWrite::Put {
+                    version,
+                    state,
+                    reserved_until,
+                    updated_at,
+                }) => put.push(GroupRow {
+                    group_id,
+                    version,
+                    state,
+                    reserved_until,
+                    updated_at,
+                }),
+            }
+            let plan = &group.snapshots;
+            if plan.cleared {
+                snapshot_deletes.push(SnapshotDelete::All(group_id));
+            } else {
+                if let Some(before) = plan.prune_before {
+                    snapshot_deletes.push(SnapshotDelete::Before(group_id, before));
+                }
+                for &epoch in &plan.dropped {
+                    snapshot_deletes.push(SnapshotDelete::Epoch(group_id, epoch));
+                }
+            }
+            for (&epoch, &(created_at, data)) in &plan.written {
+                snapshots.push(SnapshotRow {
+                    group_id,
+                    epoch,
+                    created_at,
+                    data,
+                });
+            }
+        }
+
+        execute_in(
+            conn,
+            "delete groups",
+            "DELETE FROM groups WHERE group_id",
+            "",
+            &deleted,
+            |list, group_id| {
+                list.push_bind(*group_id);
+            },
+        )
+        .await?;
+        execute_values(
+            conn,
+            "write groups",
+            "INSERT INTO groups (group_id, version, state, reserved_until, updated_at) ",
+            " ON CONFLICT (group_id) DO UPDATE SET version = excluded.version, \
+             state = excluded.state, reserved_until = excluded.reserved_until, \
+             updated_at = excluded.updated_at",
+            &put,
+            |mut row, group| {
+                row.push_bind(group.group_id)
+                    .push_bind(group.version)
+                    .push_bind(group.state)
+                    .push_bind(group.reserved_until)
+                    .push_bind(group.updated_at);
+            },
+        )
+        .await?;
+        for chunk in snapshot_deletes.chunks(MAX_TERMS_PER_DELETE) {
+            let mut builder = QueryBuilder::<Sqlite>::new("DELETE FROM snapshots WHERE ");
+            let mut terms = builder.separated(" OR ");
+            for term in chunk {
+                match *term {
+                    SnapshotDelete::All(group_id) => {
+                        terms.push("group_id = ").push_bind_unseparated(group_id);
+                    }
+                    SnapshotDelete::Before(group_id, before) => {
+                        terms
+                            .push("(group_id = ")
+                            .push_bind_unseparated(group_id)
+                            .push_unseparated(" AND created_at < ")
+                            .push_bind_unseparated(before)
+                            .push_unseparated(")");
+                    }
+                    SnapshotDelete::Epoch(group_id, epoch) => {
+                        terms
+                            .push("(group_id = ")
+                            .push_bind_unseparated(group_id)
+                            .push_unseparated(" AND epoch = ")
+                            .push_bind_unseparated(epoch)
+                            .push_unseparated(")");
+                    }
+                }
+            }
+            builder
+                .build()
+                .execute(&mut *conn)
+                .await
+                .map_err(|e| format!("delete snapshots: {e}"))?;
+        }
+        execute_values(
+            conn,
+            "write snapshots",
+            "INSERT OR REPLACE INTO snapshots (group_id, epoch, created_at, data) ",
+            "",
+            &snapshots,
+            |mut row, s| {
+                row.push_bind(s.group_id)
+                    .push_bind(s.epoch)
+                    .push_bind(s.created_at)
+                    .push_bind(s.data);
+            },
+        )
+        .await?;
+        execute_values(
+            conn,
+            "write messages",
+            "INSERT OR IGNORE INTO messages (message_id, group_id, body, created_at) ",
+            "",
+            &self.messages,
+            |mut row, m| {
+                row.push_bind(m.message_id)
+                    .push_bind(m.group_id)
+                    .push_bind(m.body)
+                    .push_bind(m.created_at);
+            },
+        )
+        .await?;
+        // Rows of one statement are inserted in order: job ids follow the
+        // order of the steps.
+        execute_values(
+            conn,
+            "write jobs",
+            "INSERT INTO jobs (destination, message_id, recipients, attempts, created_at) ",
+            "",
+            &self.jobs,
+            |mut row, j| {
+                row.push_bind(j.destination)
+                    .push_bind(j.message_id)
+                    .push_bind(j.recipients)
+                    .push("0")
+                    .push_bind(j.created_at);
+            },
+        )
+        .await
+    }
+}
+
+/// The stored version of each of `group_ids` that exists.
+async fn load_versions(
+    conn: &mut SqliteConnection,
+    group_ids: &[&[u8]],
+) -> Result<HashMap<Vec<u8>, u64>, String> {
+    let rows = fetch_in(
+        conn,
+        "load versions",
+        "SELECT group_id, version FROM groups WHERE group_id",
+        group_ids,
+        |list, group_id| {
+            list.push_bind(*group_id);
+        },
+    )
+    .await?;
+    rows.iter()
+        .map(|row| {
+            let group_id: Vec<u8> = row.try_get("group_id").map_err(|e| e.to_string())?;
+            let version = get_u64(row, "version").map_err(|e| e.to_string())?;
+            Ok((group_id, version))
+        })
+        .collect()
+}
+
+/// Which of `message_ids` are stored.
+async fn existing_messages(
+    conn: &mut SqliteConnection,
+    message_ids: &[&[u8]],
+) -> Result<HashSet<Vec<u8>>, String> {
+    let rows = fetch_in(
+        conn,
+        "look up messages",
+        "SELECT message_id FROM messages WHERE message_id",
+        message_ids,
+        |list, message_id| {
+            list.push_bind(*message_id);
+        },
+    )
+    .await?;
+    rows.iter()
+        .map(|row| row.try_get("message_id").map_err(|e| e.to_string()))
+        .collect()
+}
+
+/// The message of each of the stored jobs among `ids`.
+async fn job_messages(
+    conn: &mut SqliteConnection,
+    ids: &[i64],
+) -> Result<HashMap<i64, Vec<u8>>, String> {
+    let rows = fetch_in(
+        conn,
+        "look up jobs",
+        "SELECT id, message_id FROM jobs WHERE id",
+        ids,
+        |list, id| {
+            list.push_bind(*id);
+        },
+    )
+    .await?;
+    rows.iter()
+        .map(|row| {
+            let id: i64 = row.try_get("id").map_err(|e| e.to_string())?;
+            let message_id: Vec<u8> = row.try_get("message_id").map_err(|e| e.to_string())?;
+            Ok((id, message_id))
+        })
+        .collect()
+}
+
+/// A list separator of a query being built.
+type List<'b> = sqlx::query_builder::Separated<'b, Sqlite, &'static str>;
+
+/// `head IN (values) tail`, for one chunk of values.
+fn in_list<T>(
+    head: &str,
+    tail: &str,
+    values: &[T],
+    push_value: &mut impl FnMut(&mut List<'_>, &T),
+) -> QueryBuilder<Sqlite> {
+    let mut builder = QueryBuilder::<Sqlite>::new(head);
+    builder.push(" IN (");
+    let mut list = builder.separated(", ");
+    for value in values {
+        push_value(&mut list, value);
+    }
+    list.push_unseparated(")");
+    builder.push(tail);
+    builder
+}
+
+/// Runs `head IN (values) tail` over `values`, in chunks.
+async fn execute_in<T: Sync>(
+    conn: &mut SqliteConnection,
+    what: &str,
+    head: &str,
+    tail: &str,
+    values: &[T],
+    mut push_value: impl FnMut(&mut List<'_>, &T) + Send,
+) -> Result<(), String> {
+    for chunk in values.chunks(MAX_ROWS_PER_STATEMENT) {
+        in_list(head, tail, chunk, &mut push_value)
+            .build()
             .execute(&mut *conn)
             .await
-            .map_err(db)?;
-    }
-
-    for message in &step.messages {
-        sqlx::query(
-            "INSERT OR IGNORE INTO messages (message_id, group_id, body, created_at) \
-             VALUES (?1, ?2, ?3, ?4)",
-        )
-        .bind(&message.message_id[..])
-        .bind(&step.group_id)
-        .bind(&message.body)
-        .bind(now)
-        .execute(&mut *conn)
-        .await
-        .map_err(db)?;
-    }
-
-    for job in &step.jobs {
-        sqlx::query(
-            "INSERT INTO jobs (destination, message_id, recipients, attempts, created_at) \
-             VALUES (?1, ?2, ?3, 0, ?4)",
-        )
-        .bind(&job.destination)
-        .bind(&job.message_id[..])
-        .bind(&job.recipients)
-        .bind(now)
-        .execute(&mut *conn)
-        .await
-        .map_err(db)?;
+            .map_err(|e| format!("{what}: {e}"))?;
     }
     Ok(())
 }
 
-/// Deletes a job, and its message once no other job refers to it.
-async fn apply_complete_job(conn: &mut SqliteConnection, id: i64) -> Result<(), StoreError> {
-    let message_id: Option<Vec<u8>> =
-        sqlx::query_scalar("DELETE FROM jobs WHERE id = ?1 RETURNING message_id")
-            .bind(id)
-            .fetch_optional(&mut *conn)
+/// Runs `head IN (values)` over `values`, in chunks, and returns all rows.
+async fn fetch_in<T: Sync>(
+    conn: &mut SqliteConnection,
+    what: &str,
+    head: &str,
+    values: &[T],
+    mut push_value: impl FnMut(&mut List<'_>, &T) + Send,
+) -> Result<Vec<SqliteRow>, String> {
+    let mut rows = Vec::new();
+    for chunk in values.chunks(MAX_ROWS_PER_STATEMENT) {
+        rows.extend(
+            in_list(head, "", chunk, &mut push_value)
+                .build()
+                .fetch_all(&mut *conn)
+                .await
+                .map_err(|e| format!("{what}: {e}"))?,
+        );
+    }
+    Ok(rows)
+}
+
+/// Runs `head VALUES (row), (row)... tail` over `rows`, in chunks.
+async fn execute_values<T: Sync>(
+    conn: &mut SqliteConnection,
+    what: &str,
+    head: &str,
+    tail: &str,
+    rows: &[T],
+    mut push_row: impl FnMut(List<'_>, &T) + Send,
+) -> Result<(), String> {
+    for chunk in rows.chunks(MAX_ROWS_PER_STATEMENT) {
+        let mut builder = QueryBuilder::<Sqlite>::new(head);
+        builder.push_values(chunk, &mut push_row);
+        builder.push(tail);
+        builder
+            .build()
+            .execute(&mut *conn)
             .await
-            .map_err(db)?;
-    if let Some(message_id) = message_id {
-        sqlx::query(
-            "DELETE FROM messages WHERE message_id = ?1 \
-             AND NOT EXISTS (SELECT 1 FROM jobs WHERE message_id = ?1)",
-        )
-        .bind(message_id)
-        .execute(&mut *conn)
-        .await
-        .map_err(db)?;
+            .map_err(|e| format!("{what}: {e}"))?;
     }
     Ok(())
 }

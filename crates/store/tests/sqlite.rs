@@ -730,3 +730,576 @@ async fn close_finishes_queued_steps() {
     assert_eq!(store.group_count().await.expect("count"), 20);
     store.close().await.expect("close");
 }
+
+/// A request for the writer, for the batch tests.
+#[derive(Clone)]
+enum Request {
+    Commit(Step),
+    Complete(i64),
+}
+
+/// The kind of an outcome, comparable across stores.
+fn kind(result: &Result<(), StoreError>) -> &'static str {
+    match result {
+        Ok(()) => "ok",
+        Err(StoreError::Conflict) => "conflict",
+        Err(StoreError::Database(_)) => "database",
+        Err(StoreError::Unavailable(_)) => "unavailable",
+    }
+}
+
+type GroupRow = (Vec<u8>, i64, Vec<u8>, Option<i64>, i64);
+type SnapshotRow = (Vec<u8>, i64, i64, Vec<u8>);
+type MessageRow = (Vec<u8>, Vec<u8>, Vec<u8>, i64);
+type JobRow = (i64, String, Vec<u8>, Vec<u8>, i64, i64);
+
+/// Every row of every table, in a fixed order.
+#[derive(Debug, PartialEq, Eq)]
+struct Dump {
+    groups: Vec<GroupRow>,
+    snapshots: Vec<SnapshotRow>,
+    messages: Vec<MessageRow>,
+    jobs: Vec<JobRow>,
+}
+
+async fn dump(path: &Path) -> Dump {
+    let mut conn = raw(path).await;
+    let dump = Dump {
+        groups: sqlx::query_as(
+            "SELECT group_id, version, state, reserved_until, updated_at FROM groups \
+             ORDER BY group_id",
+        )
+        .fetch_all(&mut conn)
+        .await
+        .expect("groups"),
+        snapshots: sqlx::query_as(
+            "SELECT group_id, epoch, created_at, data FROM snapshots ORDER BY group_id, epoch",
+        )
+        .fetch_all(&mut conn)
+        .await
+        .expect("snapshots"),
+        messages: sqlx::query_as(
+            "SELECT message_id, group_id, body, created_at FROM messages ORDER BY message_id",
+        )
+        .fetch_all(&mut conn)
+        .await
+        .expect("messages"),
+        jobs: sqlx::query_as(
+            "SELECT id, destination, message_id, recipients, attempts, created_at FROM jobs \
+             ORDER BY id",
+        )
+        .fetch_all(&mut conn)
+        .await
+        .expect("jobs"),
+    };
+    conn.close().await.expect("close raw");
+    dump
+}
+
+async fn close(store: Arc<SqliteStore>) {
+    match Arc::try_unwrap(store) {
+        Ok(store) => store.close().await.expect("close"),
+        Err(_) => panic!("store still shared"),
+    }
+}
+
+/// Runs `setup` one request at a time, then `batch` twice: queued all at
+/// once (one transaction) on one store, and one request at a time on
+/// another. Asserts that both give the same outcomes and the same rows, and
+/// returns them. Must run on a current-thread runtime.
+async fn batched_equals_sequential(
+    setup: &[Request],
+    batch: &[Request],
+) -> (Vec<&'static str>, Dump) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let batched_path = dir.path().join("batched.sqlite");
+    let sequential_path = dir.path().join("sequential.sqlite");
+    let batched = Arc::new(open(&batched_path, Durability::Process).await);
+    let sequential = Arc::new(open(&sequential_path, Durability::Process).await);
+    for store in [&batched, &sequential] {
+        for request in setup {
+            match request.clone() {
+                Request::Commit(s) => store.commit(s).await.expect("setup commit"),
+                Request::Complete(id) => store.complete_job(id).await.expect("setup complete"),
+            }
+        }
+    }
+
+    // On the current-thread runtime the tasks run in spawn order, and all
+    // queue their request before the writer task runs again.
+    let before = batched.transactions_committed();
+    let tasks: Vec<_> = batch
+        .iter()
+        .cloned()
+        .map(|request| {
+            let store = Arc::clone(&batched);
+            tokio::spawn(async move {
+                match request {
+                    Request::Commit(s) => store.commit(s).await,
+                    Request::Complete(id) => store.complete_job(id).await,
+                }
+            })
+        })
+        .collect();
+    let mut batched_outcomes = Vec::new();
+    for task in tasks {
+        batched_outcomes.push(kind(&task.await.expect("task")));
+    }
+    assert_eq!(
+        batched.transactions_committed() - before,
+        1,
+        "the batch was not one transaction"
+    );
+
+    let mut sequential_outcomes = Vec::new();
+    for request in batch.iter().cloned() {
+        let outcome = match request {
+            Request::Commit(s) => sequential.commit(s).await,
+            Request::Complete(id) => sequential.complete_job(id).await,
+        };
+        sequential_outcomes.push(kind(&outcome));
+    }
+    close(batched).await;
+    close(sequential).await;
+
+    let batched_rows = dump(&batched_path).await;
+    let sequential_rows = dump(&sequential_path).await;
+    assert_eq!(batched_outcomes, sequential_outcomes);
+    assert_eq!(batched_rows, sequential_rows);
+    (batched_outcomes, batched_rows)
+}
+
+fn with_snapshot(mut s: Step, epoch: u64, created_at: u64) -> Step {
+    s.snapshot = Some(snapshot(epoch, created_at));
+    s
+}
+
+fn with_prune(mut s: Step, before: u64) -> Step {
+    s.prune_snapshots_before = Some(before);
+    s
+}
+
+fn with_mail(mut s: Step, messages: Vec<NewMessage>, jobs: Vec<NewJob>) -> Step {
+    s.messages = messages;
+    s.jobs = jobs;
+    s
+}
+
+fn at(mut s: Step, now: u64) -> Step {
+    s.now = now;
+    s
+}
+
+/// One group created, written to, deleted, created again and written to in
+/// one batch, with conflicting and invalid steps in between and another
+/// group interleaved: exactly the outcome of committing one by one.
+#[tokio::test(flavor = "current_thread")]
+async fn a_batch_equals_its_steps_one_by_one() {
+    use Request::Commit;
+    let g = b"g";
+    let h = b"h";
+    let setup = [Commit(step(h, None, put(b"h1")))];
+    let batch = [
+        Commit(at(
+            with_snapshot(
+                step(
+                    g,
+                    None,
+                    GroupWrite::Put {
+                        state: b"g1".to_vec(),
+                        reserved_until: Some(50),
+                    },
+                ),
+                1,
+                10,
+            ),
+            101,
+        )),
+        Commit(at(
+            with_mail(
+                step(g, Some(1), GroupWrite::Keep),
+                vec![message(1, "one")],
+                vec![job("x.example", 1, "r1"), job("y.example", 1, "r2")],
+            ),
+            102,
+        )),
+        // Stale: nothing of it may remain.
+        Commit(with_prune(
+            with_snapshot(
+                with_mail(
+                    step(g, Some(5), put(b"stale")),
+                    vec![message(2, "lost")],
+                    vec![job("x.example", 2, "r3")],
+                ),
+                9,
+                9,
+            ),
+            u64::MAX >> 1,
+        )),
+        Commit(at(
+            with_prune(with_snapshot(step(g, Some(1), put(b"g2")), 2, 20), 15),
+            103,
+        )),
+        Commit(at(step(h, Some(1), put(b"h2")), 104)),
+        Commit(at(
+            with_mail(
+                step(g, Some(2), GroupWrite::Delete),
+                vec![message(3, "bye")],
+                vec![job("x.example", 3, "r4")],
+            ),
+            105,
+        )),
+        Commit(step(g, Some(2), GroupWrite::Keep)), // deleted by now
+        Commit(at(
+            with_snapshot(step(g, None, put(b"g-reborn")), 1, 30),
+            106,
+        )),
+        // A job whose message exists nowhere: this step fails alone.
+        Commit(with_mail(
+            step(g, Some(1), put(b"dangling")),
+            Vec::new(),
+            vec![job("x.example", 99, "nobody")],
+        )),
+        Commit(at(
+            with_mail(
+                step(g, Some(1), put(b"g-final")),
+                vec![message(4, "four")],
+                vec![job("x.example", 4, "r5"), job("z.example", 4, "r6")],
+            ),
+            107,
+        )),
+        Commit(step(g, None, put(b"exists"))),
+    ];
+    let (outcomes, rows) = batched_equals_sequential(&setup, &batch).await;
+    assert_eq!(
+        outcomes,
+        [
+            "ok", "ok", "conflict", "ok", "ok", "ok", "conflict", "ok", "database", "ok",
+            "conflict"
+        ]
+    );
+    assert_eq!(
+        rows.groups,
+        vec![
+            (g.to_vec(), 2, b"g-final".to_vec(), None, 107),
+            (h.to_vec(), 2, b"h2".to_vec(), None, 104),
+        ]
+    );
+    assert_eq!(
+        rows.snapshots,
+        vec![(g.to_vec(), 1, 30, snapshot(1, 30).data)]
+    );
+    let messages: Vec<_> = rows.messages.iter().map(|m| (m.0[0], m.3)).collect();
+    assert_eq!(messages, vec![(1, 102), (3, 105), (4, 107)]);
+    let jobs: Vec<_> = rows
+        .jobs
+        .iter()
+        .map(|j| (j.0, j.1.as_str(), j.2[0], j.5))
+        .collect();
+    assert_eq!(
+        jobs,
+        vec![
+            (1, "x.example", 1, 102),
+            (2, "y.example", 1, 102),
+            (3, "x.example", 3, 105),
+            (4, "x.example", 4, 107),
+            (5, "z.example", 4, 107),
+        ]
+    );
+}
+
+/// Snapshots written and pruned by several steps of one batch: a snapshot
+/// is pruned only by its own step or later ones, a pruned rewrite takes the
+/// stored row of its epoch with it, and a deleted group's snapshots go
+/// except those written after the deletion.
+#[tokio::test(flavor = "current_thread")]
+async fn snapshot_writes_and_prunes_of_one_batch_keep_their_order() {
+    use Request::Commit;
+    let g = b"g";
+    let d = b"d";
+    let k = b"k";
+    let setup = [
+        Commit(with_snapshot(step(g, None, put(b"1")), 1, 10)),
+        Commit(with_snapshot(step(g, Some(1), put(b"2")), 2, 20)),
+        Commit(with_snapshot(step(g, Some(2), put(b"3")), 3, 100)),
+        Commit(with_snapshot(step(g, Some(3), put(b"4")), 6, 1_000)),
+        Commit(with_snapshot(step(d, None, put(b"1")), 1, 10)),
+        Commit(with_snapshot(step(k, None, put(b"1")), 1, 10)),
+    ];
+    let batch = [
+        // Its own snapshot is older than its own cutoff: gone, with epoch 1.
+        Commit(with_prune(
+            with_snapshot(step(g, Some(4), put(b"5")), 4, 5),
+            15,
+        )),
+        // Rewrites epoch 3 (stored with created_at 100) as created at 30...
+        Commit(with_snapshot(step(g, Some(5), put(b"6")), 3, 30)),
+        // ...so this prune takes epoch 3 (and 2), not only rows before 50.
+        Commit(with_prune(step(g, Some(6), put(b"7")), 50)),
+        // Written after that prune: stays...
+        Commit(with_snapshot(step(g, Some(7), put(b"8")), 5, 40)),
+        // ...until this later, smaller cutoff.
+        Commit(with_prune(step(g, Some(8), put(b"9")), 45)),
+        // Older than the last cutoff, but written after it: stays.
+        Commit(with_snapshot(step(g, Some(9), put(b"10")), 7, 44)),
+        // Stale: its prune must not happen.
+        Commit(with_prune(
+            step(g, Some(3), GroupWrite::Keep),
+            u64::MAX >> 1,
+        )),
+        // Deleted group: the snapshot written by the deleting step stays.
+        Commit(with_snapshot(step(d, Some(1), put(b"2")), 2, 20)),
+        Commit(with_snapshot(step(d, Some(2), GroupWrite::Delete), 3, 5)),
+        // A Keep's snapshot pruned by its own step, with the stored one.
+        Commit(with_prune(
+            with_snapshot(step(k, Some(1), GroupWrite::Keep), 2, 50),
+            60,
+        )),
+    ];
+    let (outcomes, rows) = batched_equals_sequential(&setup, &batch).await;
+    assert_eq!(
+        outcomes,
+        [
+            "ok", "ok", "ok", "ok", "ok", "ok", "conflict", "ok", "ok", "ok"
+        ]
+    );
+    let snapshots: Vec<_> = rows
+        .snapshots
+        .iter()
+        .map(|s| (s.0.as_slice(), s.1, s.2))
+        .collect();
+    assert_eq!(
+        snapshots,
+        vec![(&d[..], 3, 5), (&g[..], 6, 1_000), (&g[..], 7, 44),]
+    );
+    let versions: Vec<_> = rows.groups.iter().map(|r| (r.0.as_slice(), r.1)).collect();
+    assert_eq!(versions, vec![(&g[..], 10), (&k[..], 1)]);
+}
+
+/// Job completions queued between steps: a step after a completion sees
+/// its effect (a message deleted with its last job), steps before it do not
+/// (a message kept by a new job), and completing twice or an unknown job is
+/// harmless.
+#[tokio::test(flavor = "current_thread")]
+async fn completions_and_steps_of_one_batch_keep_their_order() {
+    use Request::{Commit, Complete};
+    let g = b"g";
+    let setup = [
+        Commit(step(g, None, put(b"1"))),
+        Commit(at(
+            with_mail(
+                step(g, Some(1), GroupWrite::Keep),
+                vec![message(1, "m1"), message(2, "m2"), message(3, "m3")],
+                vec![
+                    job("x.example", 1, "j1"),
+                    job("x.example", 2, "j2"),
+                    job("y.example", 2, "j3"),
+                    job("x.example", 3, "j4"),
+                ],
+            ),
+            500,
+        )),
+    ];
+    let batch = [
+        // Message 1 goes with its last job...
+        Complete(1),
+        // ...and comes back, as new, with this step.
+        Commit(at(
+            with_mail(
+                step(g, Some(1), GroupWrite::Keep),
+                vec![message(1, "m1 again")],
+                vec![job("z.example", 1, "j5")],
+            ),
+            600,
+        )),
+        // A new job for message 2 (stored, not carried)...
+        Commit(at(
+            with_mail(
+                step(g, Some(1), GroupWrite::Keep),
+                Vec::new(),
+                vec![job("z.example", 2, "j6")],
+            ),
+            601,
+        )),
+        // ...keeps it when its old jobs complete.
+        Complete(2),
+        Complete(3),
+        // Message 3 goes with its last job...
+        Complete(4),
+        // ...so a job for it now refers to nothing.
+        Commit(with_mail(
+            step(g, Some(1), GroupWrite::Keep),
+            Vec::new(),
+            vec![job("x.example", 3, "j7")],
+        )),
+        Complete(4),
+        Complete(999),
+        Commit(at(step(g, Some(1), put(b"2")), 602)),
+    ];
+    let (outcomes, rows) = batched_equals_sequential(&setup, &batch).await;
+    assert_eq!(
+        outcomes,
+        [
+            "ok", "ok", "ok", "ok", "ok", "ok", "database", "ok", "ok", "ok"
+        ]
+    );
+    let messages: Vec<_> = rows
+        .messages
+        .iter()
+        .map(|m| (m.0[0], m.2.as_slice(), m.3))
+        .collect();
+    assert_eq!(
+        messages,
+        vec![(1, &b"m1 again"[..], 600), (2, &b"m2"[..], 500)]
+    );
+    let jobs: Vec<_> = rows.jobs.iter().map(|j| (j.0, j.2[0], j.5)).collect();
+    assert_eq!(jobs, vec![(5, 1, 600), (6, 2, 601)]);
+    assert_eq!(rows.groups.first().map(|r| r.1), Some(2));
+}
+
+/// When the database itself fails a statement, the whole batch fails and
+/// leaves nothing behind; the store goes on working.
+#[tokio::test(flavor = "current_thread")]
+async fn a_database_failure_fails_the_whole_batch() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = db_path(&dir);
+    let store = Arc::new(open(&path, Durability::PowerLoss).await);
+    store
+        .commit(step(b"g", None, put(b"1")))
+        .await
+        .expect("create");
+    // Something the store cannot foresee: the database refuses a row.
+    let mut conn = raw(&path).await;
+    sqlx::query(
+        "CREATE TRIGGER refuse BEFORE INSERT ON jobs WHEN NEW.destination = 'refused' \
+         BEGIN SELECT RAISE(ABORT, 'refused by trigger'); END",
+    )
+    .execute(&mut conn)
+    .await
+    .expect("trigger");
+
+    let before = store.transactions_committed();
+    let mut pending = Vec::new();
+    for s in [
+        step(b"g", Some(1), put(b"2")),
+        with_mail(
+            step(b"h", None, put(b"1")),
+            vec![message(1, "m")],
+            vec![job("refused", 1, "r")],
+        ),
+        step(b"i", None, put(b"1")),
+    ] {
+        pending.push(store.enqueue(s).await.expect("enqueue"));
+    }
+    for p in pending {
+        match p.await {
+            Err(StoreError::Database(e)) => assert!(e.contains("refused by trigger"), "{e}"),
+            other => panic!("expected the batch to fail, got {other:?}"),
+        }
+    }
+    assert_eq!(store.transactions_committed(), before);
+    assert_eq!(group(&store, b"g").await.map(|g| g.version), Some(1));
+    assert_eq!(group(&store, b"h").await, None);
+    assert_eq!(group(&store, b"i").await, None);
+    assert_eq!(count(&mut conn, "messages").await, 0);
+
+    store
+        .commit(step(b"g", Some(1), put(b"2")))
+        .await
+        .expect("commit after a failed batch");
+    assert_eq!(group(&store, b"g").await.map(|g| g.version), Some(2));
+    conn.close().await.expect("close raw");
+    close(store).await;
+}
+
+/// `enqueue` returns once the step is queued; its `Pending` resolves once
+/// the step is durable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enqueue_returns_before_the_step_is_durable() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = db_path(&dir);
+    let store = open(&path, Durability::PowerLoss).await;
+    let mut blocker = raw(&path).await;
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut blocker)
+        .await
+        .expect("take the write lock");
+    let mut pending = tokio::time::timeout(
+        Duration::from_secs(1),
+        store.enqueue(step(b"g", None, put(b"1"))),
+    )
+    .await
+    .expect("enqueue waited for the write lock")
+    .expect("enqueue");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(50), &mut pending)
+            .await
+            .is_err(),
+        "durable while the write lock was held elsewhere"
+    );
+    sqlx::query("ROLLBACK")
+        .execute(&mut blocker)
+        .await
+        .expect("release the write lock");
+    pending.await.expect("durable");
+    assert_eq!(group(&store, b"g").await.map(|g| g.version), Some(1));
+    blocker.close().await.expect("close raw");
+    store.close().await.expect("close");
+}
+
+/// Many small steps (one 1.3 KiB message, three jobs) queued at once share
+/// few transactions. Not a timing test: the time is only printed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_small_steps_share_few_transactions() {
+    const STEPS: usize = 2_000;
+    for durability in BOTH {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = db_path(&dir);
+        let store = open(&path, durability).await;
+        let g = b"busy group";
+        store
+            .commit(step(g, None, put(b"state")))
+            .await
+            .expect("create");
+        let body = vec![0x5a; 1_300];
+        let before = store.transactions_committed();
+        let started = Instant::now();
+        let mut pending = Vec::with_capacity(STEPS);
+        for i in 0..STEPS {
+            let message_id = (i as u128).to_be_bytes();
+            let mut s = step(g, Some(1), GroupWrite::Keep);
+            s.messages = vec![NewMessage {
+                message_id,
+                body: body.clone(),
+            }];
+            s.jobs = (0..3)
+                .map(|d| NewJob {
+                    destination: format!("d{d}.example"),
+                    message_id,
+                    recipients: b"recipients".to_vec(),
+                })
+                .collect();
+            pending.push(store.enqueue(s).await.expect("enqueue"));
+        }
+        for p in pending {
+            p.await.expect("durable");
+        }
+        let elapsed = started.elapsed();
+        let transactions = store.transactions_committed() - before;
+        println!(
+            "{durability:?}: {STEPS} steps (1 message of 1.3 KiB, 3 jobs) in {transactions} \
+             transactions, {elapsed:?}, {:.0} steps/s",
+            STEPS as f64 / elapsed.as_secs_f64()
+        );
+        assert!(
+            transactions <= 50,
+            "{STEPS} steps needed {transactions} transactions"
+        );
+        let mut conn = raw(&path).await;
+        assert_eq!(count(&mut conn, "messages").await, STEPS as i64);
+        assert_eq!(count(&mut conn, "jobs").await, 3 * STEPS as i64);
+        conn.close().await.expect("close raw");
+        assert_eq!(group(&store, g).await.map(|g| g.version), Some(1));
+        store.close().await.expect("close");
+    }
+}

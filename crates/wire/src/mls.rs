@@ -9,7 +9,8 @@ use std::marker::PhantomData;
 
 use openmls::messages::group_info::GroupInfo as OpenMlsGroupInfo;
 use openmls::prelude::{
-    Extensions, KeyPackageIn, MlsMessageIn, RatchetTreeIn, UpdateProposalIn, WireFormat,
+    Extensions, KeyPackageIn, MlsMessageBodyIn, MlsMessageIn, RatchetTreeIn, UpdateProposalIn,
+    WireFormat,
 };
 use tls_codec::DeserializeBytes;
 
@@ -21,11 +22,12 @@ pub trait MlsKind: 'static {
     /// The name `docs/protocol.md` uses for the field's type.
     const WHAT: &'static str;
     /// The OpenMLS type that decodes it.
-    type Parsed: DeserializeBytes + Clone + fmt::Debug + Send + Sync;
-    /// Checks the decoded value against the field's constraint.
-    fn check(_parsed: &Self::Parsed) -> Result<(), String> {
-        Ok(())
-    }
+    type Raw: DeserializeBytes;
+    /// What is kept of it.
+    type Parsed: Clone + fmt::Debug + Send + Sync;
+    /// Checks the decoded value against the field's constraint and keeps
+    /// what the hub reads.
+    fn convert(raw: Self::Raw) -> Result<Self::Parsed, String>;
 }
 
 /// An RFC 9420 struct: its exact bytes and the OpenMLS value.
@@ -48,7 +50,8 @@ impl<K: MlsKind> Mls<K> {
         &self.bytes
     }
 
-    /// The OpenMLS value.
+    /// The OpenMLS value (for `MLSMessage` kinds: the message body, whose
+    /// variant the kind guarantees).
     pub fn parsed(&self) -> &K::Parsed {
         &self.parsed
     }
@@ -86,8 +89,8 @@ impl<K: MlsKind> Wire for Mls<K> {
     const NAME: &'static str = K::WHAT;
     fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
         let at = r.offset();
-        let (parsed, bytes) = r.mls::<K::Parsed>(K::WHAT)?;
-        K::check(&parsed).map_err(|reason| DecodeError::invalid(at, K::WHAT, reason))?;
+        let (raw, bytes) = r.mls::<K::Raw>(K::WHAT)?;
+        let parsed = K::convert(raw).map_err(|reason| DecodeError::invalid(at, K::WHAT, reason))?;
         Ok(Mls {
             bytes: bytes.to_vec(),
             parsed: Box::new(parsed),
@@ -117,10 +120,13 @@ impl<'de, K: MlsKind> serde::Deserialize<'de> for Mls<K> {
     }
 }
 
-fn wire_format_in(msg: &MlsMessageIn, allowed: &[WireFormat]) -> Result<(), String> {
+/// Keeps the body of an `MLSMessage` whose `wire_format` is allowed: its
+/// fields can then be read by reference (OpenMLS offers no borrowing
+/// accessor on `MlsMessageIn`).
+fn body_if(msg: MlsMessageIn, allowed: &[WireFormat]) -> Result<MlsMessageBodyIn, String> {
     let wf = msg.wire_format();
     if allowed.contains(&wf) {
-        Ok(())
+        Ok(msg.extract())
     } else {
         Err(format!(
             "wire_format {wf:?} not allowed here (allowed: {allowed:?})"
@@ -138,9 +144,10 @@ pub mod kind {
             pub struct $name;
             impl MlsKind for $name {
                 const WHAT: &'static str = $what;
-                type Parsed = MlsMessageIn;
-                fn check(parsed: &MlsMessageIn) -> Result<(), String> {
-                    wire_format_in(parsed, &[$(WireFormat::$wf),+])
+                type Raw = MlsMessageIn;
+                type Parsed = MlsMessageBodyIn;
+                fn convert(raw: MlsMessageIn) -> Result<MlsMessageBodyIn, String> {
+                    body_if(raw, &[$(WireFormat::$wf),+])
                 }
             }
         };
@@ -169,7 +176,11 @@ pub mod kind {
     pub struct KeyPackage;
     impl MlsKind for KeyPackage {
         const WHAT: &'static str = "KeyPackage";
+        type Raw = KeyPackageIn;
         type Parsed = KeyPackageIn;
+        fn convert(raw: KeyPackageIn) -> Result<KeyPackageIn, String> {
+            Ok(raw)
+        }
     }
 
     /// A bare RFC 9420 `LeafNode`. OpenMLS exposes its decoder through the
@@ -177,21 +188,35 @@ pub mod kind {
     pub struct LeafNode;
     impl MlsKind for LeafNode {
         const WHAT: &'static str = "LeafNode";
+        type Raw = UpdateProposalIn;
         type Parsed = UpdateProposalIn;
+        fn convert(raw: UpdateProposalIn) -> Result<UpdateProposalIn, String> {
+            Ok(raw)
+        }
     }
 
     /// `optional<Node> ratchet_tree<V>`.
     pub struct RatchetTree;
     impl MlsKind for RatchetTree {
         const WHAT: &'static str = "RatchetTree";
+        type Raw = RatchetTreeIn;
         type Parsed = RatchetTreeIn;
+        fn convert(raw: RatchetTreeIn) -> Result<RatchetTreeIn, String> {
+            Ok(raw)
+        }
     }
 
     /// `Extension extensions<V>` of a GroupInfo.
     pub struct GroupInfoExtensions;
     impl MlsKind for GroupInfoExtensions {
         const WHAT: &'static str = "Extension<V>";
+        type Raw = Extensions<OpenMlsGroupInfo>;
         type Parsed = Extensions<OpenMlsGroupInfo>;
+        fn convert(
+            raw: Extensions<OpenMlsGroupInfo>,
+        ) -> Result<Extensions<OpenMlsGroupInfo>, String> {
+            Ok(raw)
+        }
     }
 }
 

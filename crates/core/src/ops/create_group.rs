@@ -36,7 +36,7 @@ pub(crate) fn handle(
     if auth::sender_index(request)? != 0 {
         return Err(HubError::ClientSignature("the creator is leaf 0".into()));
     }
-    let MlsMessageBodyIn::GroupInfo(verifiable) = body.group_info.parsed().clone().extract() else {
+    let MlsMessageBodyIn::GroupInfo(verifiable) = body.group_info.parsed().clone() else {
         return Err(HubError::InvalidGroupInfo("not a GroupInfo".into()));
     };
 

@@ -20,7 +20,7 @@ pub(crate) fn handle(
 ) -> Result<Outcome, HubError> {
     let sender = auth::verify_member(&req.hub.crypto, group, req.request, &req.ctx.origin)?;
     let current = group.epoch();
-    let MlsMessageBodyIn::PublicMessage(message) = body.proposal.parsed().clone().extract() else {
+    let MlsMessageBodyIn::PublicMessage(message) = body.proposal.parsed() else {
         return Err(HubError::InvalidMls(
             "handshake messages must be PublicMessages".into(),
         ));
@@ -33,7 +33,7 @@ pub(crate) fn handle(
     }
     let processed = group
         .public
-        .process_message(&req.hub.crypto, ProtocolMessage::from(message))
+        .process_message(&req.hub.crypto, ProtocolMessage::from(message.clone()))
         .map_err(invalid)?;
     let ProcessedMessageContent::ProposalMessage(queued) = processed.into_content() else {
         return Err(HubError::InvalidMls("not a proposal".into()));

@@ -3,7 +3,7 @@
 //! sender is the leaf that signed the request.
 
 use mimid_wire::{DSResponseBody, SendMessageRequest};
-use openmls::prelude::{ContentType, MlsMessageBodyIn, ProtocolMessage};
+use openmls::prelude::{ContentType, MlsMessageBodyIn};
 
 use super::Req;
 use crate::auth;
@@ -18,14 +18,11 @@ pub(crate) fn handle(
     body: &SendMessageRequest,
 ) -> Result<Outcome, HubError> {
     let sender = auth::verify_member(&req.hub.crypto, group, req.request, &req.ctx.origin)?;
-    let MlsMessageBodyIn::PrivateMessage(message) =
-        body.application_message.parsed().clone().extract()
-    else {
+    let MlsMessageBodyIn::PrivateMessage(message) = body.application_message.parsed() else {
         return Err(HubError::InvalidMls(
             "an application message must be a PrivateMessage".into(),
         ));
     };
-    let message = ProtocolMessage::from(message);
     if message.content_type() != ContentType::Application {
         return Err(HubError::InvalidMls(
             "handshake messages must be PublicMessages".into(),

@@ -1,31 +1,33 @@
-//! The hub driven by real OpenMLS clients on three providers (a.example is
-//! the hub; b.example and c.example are guests), through the wire format
-//! and a persisted state (`harness.rs`).
+//! Every DS operation driven by real OpenMLS clients on three providers
+//! (a.example is the hub; b.example and c.example are guests), through the
+//! wire format, once on the core alone and once through the service and a
+//! real SQLite database (`common/mod.rs`). Every refused request is checked
+//! to change nothing that is stored.
 
-mod harness;
+mod common;
 
-use harness::*;
+use common::*;
 use mimid_client::MimiClient;
-use mimid_core::{DeliveryKind, DsEndpoint, HubError, Origin, Write};
+use mimid_core::{DsEndpoint, HubError, Origin};
 use mimid_wire::*;
 
 const ALICE: &str = "mimi://a.example/d/alice/laptop";
 const BOB: &str = "mimi://b.example/d/bob/phone";
 const CAROL: &str = "mimi://c.example/d/carol/tablet";
 
-struct World {
-    hub: TestHub,
+struct World<B: Backend> {
+    hub: B,
     group_id: GroupId,
     alice: MimiClient,
     bob: MimiClient,
     carol: MimiClient,
 }
 
-impl World {
+impl<B: Backend> World<B> {
     /// Alice creates a group on her hub and adds Bob and Carol, who join
     /// with the tree from `/welcome_information`.
     fn new() -> Self {
-        let mut hub = TestHub::new("a.example");
+        let mut hub = B::new("a.example");
         let mut alice = client(ALICE);
         let bob = client(BOB);
         let carol = client(CAROL);
@@ -44,7 +46,7 @@ impl World {
             Origin::Local,
         )
         .expect("create");
-        assert_eq!(hub.epoch(), 0);
+        assert_eq!(hub.group(&group_id).epoch(), 0);
 
         let bob_kp = bob.key_package(false, false).unwrap();
         let carol_kp = carol.key_package(false, false).unwrap();
@@ -54,15 +56,13 @@ impl World {
         let outcome = hub.op(&add, Origin::Local).expect("add_users");
         alice.merge_pending_commit(&group_id).unwrap();
         // Alice was alone: the commit goes to nobody, a Welcome to each guest.
-        let d = deliveries(&outcome);
-        assert_eq!(d.len(), 2, "{d:?}");
-        assert!(
-            d.iter()
-                .all(|(_, kind, _, _)| *kind == DeliveryKind::Welcome)
+        assert_eq!(outcome.sent.len(), 2, "{:?}", outcome.routes());
+        assert!(outcome.sent.iter().all(Sent::is_welcome));
+        assert_eq!(
+            outcome.snapshot,
+            Some((1, 2)),
+            "joiner snapshot of epoch 1 with both joiners"
         );
-        let snapshot = outcome.snapshot.as_ref().expect("joiner snapshot");
-        assert_eq!(snapshot.epoch, 1);
-        assert_eq!(snapshot.added.len(), 2);
 
         let mut world = World {
             hub,
@@ -72,7 +72,7 @@ impl World {
             carol,
         };
         for (who, kp, domain) in [(BOB, bob_kp, "b.example"), (CAROL, carol_kp, "c.example")] {
-            let welcome = welcome_for(&outcome, who).expect("welcome");
+            let welcome = outcome.welcome_for(who).expect("welcome");
             let joiner = if who == BOB {
                 &mut world.bob
             } else {
@@ -105,7 +105,7 @@ impl World {
 
     /// Every named client has the hub's epoch and tree hash.
     fn assert_in_sync(&mut self, who: &[&str]) {
-        let group = self.hub.group();
+        let group = self.hub.group(&self.group_id);
         let expected = (group.epoch(), group.tree_hash().to_vec());
         let group_id = self.group_id.clone();
         for id in who {
@@ -118,11 +118,12 @@ impl World {
     }
 
     /// Hands an accepted outcome's deliveries to the named clients.
-    fn deliver(&mut self, outcome: &mimid_core::Outcome, to: &[&str]) -> Vec<Option<Vec<u8>>> {
+    fn deliver(&mut self, outcome: &Effects, to: &[&str]) -> Vec<Option<Vec<u8>>> {
         to.iter()
             .map(|id| {
-                let message =
-                    delivered_to(outcome, id).unwrap_or_else(|| panic!("nothing for {id}"));
+                let message = outcome
+                    .delivered_to(id)
+                    .unwrap_or_else(|| panic!("nothing for {id}"));
                 self.client(id).process(&message).expect("process")
             })
             .collect()
@@ -135,14 +136,14 @@ impl World {
         origin: Origin,
         expected: impl Fn(&HubError) -> bool,
     ) -> HubError {
-        let before = (self.hub.state.clone(), self.hub.snapshots.len());
+        let before = self.hub.fingerprint(&self.group_id);
         let err = self
             .hub
             .op(request, origin)
             .expect_err("request was accepted");
         assert!(expected(&err), "unexpected error: {err:?}");
         assert_eq!(
-            (self.hub.state.clone(), self.hub.snapshots.len()),
+            self.hub.fingerprint(&self.group_id),
             before,
             "a refused request changed the state"
         );
@@ -150,9 +151,8 @@ impl World {
     }
 }
 
-#[test]
-fn application_messages_fan_out_by_provider() {
-    let mut w = World::new();
+fn application_messages_fan_out_by_provider<B: Backend>() {
+    let mut w = World::<B>::new();
     let outcome = w
         .hub
         .op(
@@ -160,16 +160,13 @@ fn application_messages_fan_out_by_provider() {
             Origin::Local,
         )
         .unwrap();
-    assert_eq!(outcome.write, Write::None);
-    assert_eq!(outcome.messages.len(), 1, "a message is stored once");
-    let d = deliveries(&outcome);
+    assert!(!outcome.state_written);
+    assert_eq!(outcome.messages_stored, 1, "a message is stored once");
     assert_eq!(
-        d.iter()
-            .map(|(dest, _, r, _)| (dest.as_str(), r.clone()))
-            .collect::<Vec<_>>(),
+        outcome.routes(),
         vec![
-            ("b.example", vec![BOB.to_string()]),
-            ("c.example", vec![CAROL.to_string()])
+            ("b.example".to_string(), vec![BOB.to_string()]),
+            ("c.example".to_string(), vec![CAROL.to_string()])
         ]
     );
     assert_eq!(
@@ -185,16 +182,12 @@ fn application_messages_fan_out_by_provider() {
             provider("b.example"),
         )
         .unwrap();
-    let dests: Vec<_> = deliveries(&outcome)
-        .into_iter()
-        .map(|(dest, ..)| dest)
-        .collect();
+    let dests: Vec<_> = outcome.routes().into_iter().map(|(dest, _)| dest).collect();
     assert_eq!(dests, vec!["a.example", "c.example"]);
 }
 
-#[test]
-fn every_operation_in_one_conversation() {
-    let mut w = World::new();
+fn every_operation_in_one_conversation<B: Backend>() {
+    let mut w = World::<B>::new();
     let g = w.group_id.clone();
 
     // update_client by a guest's client.
@@ -218,8 +211,10 @@ fn every_operation_in_one_conversation() {
         .expect("add_clients");
     w.bob.merge_pending_commit(&g).unwrap();
     w.deliver(&outcome, &[ALICE, CAROL]);
-    let epoch = w.hub.epoch();
-    let welcome = welcome_for(&outcome, "mimi://b.example/d/bob/laptop").expect("welcome");
+    let epoch = w.hub.group(&w.group_id).epoch();
+    let welcome = outcome
+        .welcome_for("mimi://b.example/d/bob/laptop")
+        .expect("welcome");
     let info = w
         .hub
         .call(
@@ -264,7 +259,11 @@ fn every_operation_in_one_conversation() {
         .expect("external join");
     w.deliver(&outcome, &[ALICE, BOB, CAROL]);
     bob_laptop
-        .process(&delivered_to(&outcome, "mimi://b.example/d/bob/laptop").unwrap())
+        .process(
+            &outcome
+                .delivered_to("mimi://b.example/d/bob/laptop")
+                .unwrap(),
+        )
         .unwrap();
     w.assert_in_sync(&[ALICE, BOB, CAROL]);
     assert_eq!(
@@ -280,10 +279,16 @@ fn every_operation_in_one_conversation() {
     for id in [ALICE, BOB] {
         assert_eq!(w.deliver(&outcome, &[id]), vec![None]);
     }
-    let proposal = delivered_to(&outcome, "mimi://c.example/d/carol/phone").unwrap();
+    let proposal = outcome
+        .delivered_to("mimi://c.example/d/carol/phone")
+        .unwrap();
     carol_phone.process(&proposal).unwrap();
     bob_laptop
-        .process(&delivered_to(&outcome, "mimi://b.example/d/bob/laptop").unwrap())
+        .process(
+            &outcome
+                .delivered_to("mimi://b.example/d/bob/laptop")
+                .unwrap(),
+        )
         .unwrap();
     let outcome = w
         .hub
@@ -292,14 +297,22 @@ fn every_operation_in_one_conversation() {
     w.alice.merge_pending_commit(&g).unwrap();
     w.deliver(&outcome, &[BOB, CAROL]);
     carol_phone
-        .process(&delivered_to(&outcome, "mimi://c.example/d/carol/phone").unwrap())
+        .process(
+            &outcome
+                .delivered_to("mimi://c.example/d/carol/phone")
+                .unwrap(),
+        )
         .unwrap();
     bob_laptop
-        .process(&delivered_to(&outcome, "mimi://b.example/d/bob/laptop").unwrap())
+        .process(
+            &outcome
+                .delivered_to("mimi://b.example/d/bob/laptop")
+                .unwrap(),
+        )
         .unwrap();
     assert!(
         !w.hub
-            .group()
+            .group(&g)
             .members()
             .iter()
             .any(|m| m.client.as_str() == CAROL)
@@ -324,12 +337,18 @@ fn every_operation_in_one_conversation() {
         .expect("remove_clients");
     w.bob.merge_pending_commit(&g).unwrap();
     assert!(
-        delivered_to(&outcome, "mimi://b.example/d/bob/laptop").is_some(),
+        outcome
+            .delivered_to("mimi://b.example/d/bob/laptop")
+            .is_some(),
         "a removed client gets its removal"
     );
     w.deliver(&outcome, &[ALICE]);
     carol_phone
-        .process(&delivered_to(&outcome, "mimi://c.example/d/carol/phone").unwrap())
+        .process(
+            &outcome
+                .delivered_to("mimi://c.example/d/carol/phone")
+                .unwrap(),
+        )
         .unwrap();
     w.assert_in_sync(&[ALICE, BOB]);
 
@@ -363,9 +382,9 @@ fn every_operation_in_one_conversation() {
         )
         .unwrap();
     let outcome = w.hub.op(&request, Origin::Local).expect("delete_group");
-    assert_eq!(outcome.write, Write::Delete);
-    assert!(delivered_to(&outcome, BOB).is_some());
-    assert!(w.hub.state.is_none());
+    assert!(outcome.deleted);
+    assert!(outcome.delivered_to(BOB).is_some());
+    assert!(w.hub.state(&g).is_none());
     let err = w
         .hub
         .op(
@@ -376,9 +395,8 @@ fn every_operation_in_one_conversation() {
     assert_eq!(err, HubError::UnknownGroup);
 }
 
-#[test]
-fn non_member_cannot_post() {
-    let mut w = World::new();
+fn non_member_cannot_post<B: Backend>() {
+    let mut w = World::<B>::new();
     let g = w.group_id.clone();
     // Dave is not in the group: he signs as if he were leaf 1.
     let mut dave = client("mimi://b.example/d/dave/desk");
@@ -399,9 +417,8 @@ fn non_member_cannot_post() {
     });
 }
 
-#[test]
-fn forged_client_signature_is_refused() {
-    let mut w = World::new();
+fn forged_client_signature_is_refused<B: Backend>() {
+    let mut w = World::<B>::new();
     let mut request = w.bob.send_message(&w.group_id, b"hi").unwrap();
     let DSAuthData::ClientSignature(sig) = &mut request.authentication_data else {
         panic!()
@@ -417,9 +434,8 @@ fn forged_client_signature_is_refused() {
     });
 }
 
-#[test]
-fn stale_commits_and_replays_name_the_current_epoch() {
-    let mut w = World::new();
+fn stale_commits_and_replays_name_the_current_epoch<B: Backend>() {
+    let mut w = World::<B>::new();
     let g = w.group_id.clone();
     let stale = w.carol.update(&g).unwrap();
     w.carol.clear_pending_commit(&g).unwrap();
@@ -429,7 +445,7 @@ fn stale_commits_and_replays_name_the_current_epoch() {
         .op(&first, provider("b.example"))
         .expect("first commit");
     w.bob.merge_pending_commit(&g).unwrap();
-    let current = w.hub.epoch();
+    let current = w.hub.group(&w.group_id).epoch();
     assert_eq!(current, 2);
     let err = w.refused(&stale, provider("c.example"), |e| {
         *e == HubError::WrongEpoch { current: 2 }
@@ -443,9 +459,8 @@ fn stale_commits_and_replays_name_the_current_epoch() {
     w.assert_in_sync(&[ALICE, BOB, CAROL]);
 }
 
-#[test]
-fn concurrent_commits_for_one_epoch_exactly_one_wins() {
-    let mut w = World::new();
+fn concurrent_commits_for_one_epoch_exactly_one_wins<B: Backend>() {
+    let mut w = World::<B>::new();
     let g = w.group_id.clone();
     let from_bob = w.bob.update(&g).unwrap();
     let from_carol = w.carol.update(&g).unwrap();
@@ -465,9 +480,8 @@ fn concurrent_commits_for_one_epoch_exactly_one_wins() {
     w.assert_in_sync(&[ALICE, BOB, CAROL]);
 }
 
-#[test]
-fn group_info_signature_must_match() {
-    let mut w = World::new();
+fn group_info_signature_must_match<B: Backend>() {
+    let mut w = World::<B>::new();
     let mut request = w.bob.update(&w.group_id).unwrap();
     let DSRequestBody::UpdateClient(u) = &mut request.request_body else {
         panic!()
@@ -481,9 +495,8 @@ fn group_info_signature_must_match() {
     });
 }
 
-#[test]
-fn self_remove_of_someone_else_is_refused() {
-    let mut w = World::new();
+fn self_remove_of_someone_else_is_refused<B: Backend>() {
+    let mut w = World::<B>::new();
     let alice_leaf = w.alice.leaf_index(&w.group_id).unwrap();
     let request = w.bob.propose_remove(&w.group_id, alice_leaf).unwrap();
     w.refused(&request, provider("b.example"), |e| {
@@ -491,9 +504,8 @@ fn self_remove_of_someone_else_is_refused() {
     });
 }
 
-#[test]
-fn commit_must_include_pending_self_remove() {
-    let mut w = World::new();
+fn commit_must_include_pending_self_remove<B: Backend>() {
+    let mut w = World::<B>::new();
     let g = w.group_id.clone();
     w.hub
         .op(&w.carol.self_remove(&g).unwrap(), provider("c.example"))
@@ -505,9 +517,8 @@ fn commit_must_include_pending_self_remove() {
     });
 }
 
-#[test]
-fn private_message_for_a_past_epoch_is_refused() {
-    let mut w = World::new();
+fn private_message_for_a_past_epoch_is_refused<B: Backend>() {
+    let mut w = World::<B>::new();
     let g = w.group_id.clone();
     let old = w.carol.send_message(&g, b"late").unwrap();
     let outcome = w
@@ -521,9 +532,8 @@ fn private_message_for_a_past_epoch_is_refused() {
     });
 }
 
-#[test]
-fn welcome_information_only_for_clients_added_then() {
-    let mut w = World::new();
+fn welcome_information_only_for_clients_added_then<B: Backend>() {
+    let mut w = World::<B>::new();
     // Alice was not added in epoch 1; she asks with Bob's KeyPackage ref.
     let bob_kp = w.bob.key_package(false, false).unwrap();
     let request = w
@@ -553,10 +563,9 @@ fn welcome_information_only_for_clients_added_then() {
     assert!(matches!(err, HubError::WrongEndpoint(_)));
 }
 
-#[test]
-fn groups_of_other_hubs_are_misrouted() {
-    let mut w = World::new();
-    let mut elsewhere = TestHub::new("b.example");
+fn groups_of_other_hubs_are_misrouted<B: Backend>() {
+    let mut w = World::<B>::new();
+    let mut elsewhere = B::new("b.example");
     let err = elsewhere
         .op(
             &w.alice.send_message(&w.group_id, b"x").unwrap(),
@@ -566,3 +575,30 @@ fn groups_of_other_hubs_are_misrouted() {
     assert!(matches!(err, HubError::WrongRecipient(_)));
     assert_eq!(err.code(), ErrorCode::WrongRecipient);
 }
+
+/// Each scenario on both backends.
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod core_alone {
+            $( #[test] fn $name() { super::$name::<super::Memory>() } )*
+        }
+        mod through_sqlite {
+            $( #[test] fn $name() { super::$name::<super::Sqlite>() } )*
+        }
+    };
+}
+
+on_both_backends!(
+    application_messages_fan_out_by_provider,
+    every_operation_in_one_conversation,
+    non_member_cannot_post,
+    forged_client_signature_is_refused,
+    stale_commits_and_replays_name_the_current_epoch,
+    concurrent_commits_for_one_epoch_exactly_one_wins,
+    group_info_signature_must_match,
+    self_remove_of_someone_else_is_refused,
+    commit_must_include_pending_self_remove,
+    private_message_for_a_past_epoch_is_refused,
+    welcome_information_only_for_clients_added_then,
+    groups_of_other_hubs_are_misrouted
+);

@@ -1,0 +1,252 @@
+//! The hub's whole path against raw OpenMLS on the same work
+//! (`docs/performance.md`).
+//!
+//! Run: `cargo bench -p mimid-bench --bench hub`.
+//!
+//! - `commit_N/raw_openmls`: `PublicGroup::process_message` + `merge_commit`
+//!   of one commit (with a fresh update path) in an N-member group.
+//! - `commit_N/hub_core`: decode the `/group_operation` body, authenticate
+//!   the client signature, validate with OpenMLS, check the operation's
+//!   rules, rebuild and verify the GroupInfo, merge, serialize the state.
+//! - `commit_N/hub_sqlite_{process,powerloss}`: the same through the
+//!   service, committed to SQLite (both durability settings) before the
+//!   answer.
+//! - `app_message`: `ds_send_message` of a 1 KiB message in a 100-member
+//!   group on 3 providers: decode, authenticate, epoch check, fan-out, and
+//!   a durable enqueue (the message once, one job per provider).
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use mimid_bench::{HubFixture, cpu_seconds, memory_kib, now};
+use mimid_core::{Context, DsEndpoint, Hub, HubConfig, HubGroup, Origin, Slot};
+use mimid_service::{HubService, ServiceConfig};
+use mimid_store::{Durability, GroupWrite, SqliteStore, Step, Store};
+use mimid_wire::{DSRequest, DSRequestBody, Limits, Wire};
+use openmls::prelude::{MlsMessageIn, ProcessedMessageContent, tls_codec::DeserializeBytes};
+use openmls_rust_crypto::RustCrypto;
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// Opens a store holding the fixture's state at version 1.
+fn service(
+    rt: &tokio::runtime::Runtime,
+    fx: &HubFixture,
+    durability: Durability,
+    dir: &std::path::Path,
+) -> HubService<SqliteStore> {
+    let store = rt
+        .block_on(SqliteStore::open(&dir.join("hub.db"), durability))
+        .expect("store");
+    let step = Step {
+        group_id: fx.group.group_id.to_mls_bytes(),
+        expected_version: None,
+        write: GroupWrite::Put {
+            state: fx.state.clone(),
+            reserved_until: None,
+        },
+        snapshot: None,
+        prune_snapshots_before: None,
+        messages: Vec::new(),
+        jobs: Vec::new(),
+        now: now(),
+    };
+    rt.block_on(store.commit(step)).expect("seed");
+    let hub = Hub::new(HubConfig::new(fx.group.group_id.hub_domain.clone()));
+    HubService::new(hub, store, ServiceConfig::default())
+}
+
+fn commit_path(c: &mut Criterion) {
+    let rt = runtime();
+    let crypto = RustCrypto::default();
+    for n in [10usize, 100, 1000] {
+        let mut fx = HubFixture::new(n, 3).expect("fixture");
+        let request = fx.group.update_request().expect("commit");
+        let body = request.to_bytes().expect("encode");
+        let DSRequestBody::UpdateClient(update) = &request.request_body else {
+            unreachable!()
+        };
+        let commit = update.group_update.commit.as_bytes().to_vec();
+        println!(
+            "N={n}: stored state {} bytes, commit body {} bytes",
+            fx.state.len(),
+            body.len()
+        );
+        let ctx = Context {
+            origin: Origin::Local,
+            now: now(),
+            random: [2; 16],
+        };
+
+        let mut g = c.benchmark_group(format!("commit_{n}"));
+        g.sample_size(if n >= 1000 { 10 } else { 20 });
+        g.measurement_time(Duration::from_secs(if n >= 1000 { 8 } else { 4 }));
+        g.bench_function("raw_openmls", |b| {
+            b.iter_batched(
+                || HubGroup::from_bytes(&fx.state).expect("load").into_parts(),
+                |(mut public, storage)| {
+                    let message =
+                        MlsMessageIn::tls_deserialize_exact_bytes(&commit).expect("parse");
+                    let message = message.try_into_protocol_message().expect("protocol");
+                    let processed = public.process_message(&crypto, message).expect("process");
+                    let ProcessedMessageContent::StagedCommitMessage(staged) =
+                        processed.into_content()
+                    else {
+                        unreachable!()
+                    };
+                    public.merge_commit(&storage, *staged).expect("merge");
+                    black_box(public)
+                },
+                BatchSize::PerIteration,
+            )
+        });
+        g.bench_function("hub_core", |b| {
+            b.iter_batched(
+                || Slot::Active(Box::new(HubGroup::from_bytes(&fx.state).expect("load"))),
+                |mut slot| {
+                    let req = DSRequest::decode_exact(&body, &Limits::default()).expect("decode");
+                    black_box(
+                        fx.hub
+                            .handle(DsEndpoint::GroupOperation, &req, &mut slot, None, &ctx)
+                            .expect("accepted"),
+                    )
+                },
+                BatchSize::PerIteration,
+            )
+        });
+        for (name, durability) in [
+            ("hub_sqlite_process", Durability::Process),
+            ("hub_sqlite_powerloss", Durability::PowerLoss),
+        ] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let svc = service(&rt, &fx, durability, dir.path());
+            let gid = fx.group.group_id.clone();
+            let mut version = 1u64;
+            g.bench_function(name, |b| {
+                b.iter_custom(|iters| {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        // Put the group back to the commit's epoch, loaded in
+                        // the cache as a busy hub would have it (untimed).
+                        let restore = Step {
+                            group_id: gid.to_mls_bytes(),
+                            expected_version: Some(version),
+                            write: GroupWrite::Put {
+                                state: fx.state.clone(),
+                                reserved_until: None,
+                            },
+                            snapshot: None,
+                            prune_snapshots_before: None,
+                            messages: Vec::new(),
+                            jobs: Vec::new(),
+                            now: now(),
+                        };
+                        rt.block_on(svc.store().commit(restore)).expect("restore");
+                        svc.evict(&gid);
+                        rt.block_on(svc.group_epoch(&gid)).expect("warm");
+                        let start = Instant::now();
+                        let req =
+                            DSRequest::decode_exact(&body, &Limits::default()).expect("decode");
+                        rt.block_on(svc.handle(DsEndpoint::GroupOperation, &req, Origin::Local))
+                            .expect("accepted");
+                        total += start.elapsed();
+                        version += 2;
+                    }
+                    total
+                })
+            });
+        }
+        g.finish();
+    }
+}
+
+fn crypto_verify(tbs: &[u8], key: &[u8], signature: &[u8]) -> bool {
+    use openmls::prelude::{SignContent, tls_codec::Serialize as _};
+    use openmls_traits::crypto::OpenMlsCrypto;
+    let content = SignContent::new(mimid_wire::CLIENT_SIGNATURE_LABEL, tbs.to_vec().into())
+        .tls_serialize_detached()
+        .expect("content");
+    RustCrypto::default()
+        .verify_signature(
+            openmls_traits::types::SignatureScheme::ED25519,
+            &content,
+            key,
+            signature,
+        )
+        .is_ok()
+}
+
+fn app_messages(c: &mut Criterion) {
+    let rt = runtime();
+    let mut fx = HubFixture::new(100, 3).expect("fixture");
+    let body = fx
+        .group
+        .message_request(1024)
+        .expect("message")
+        .to_bytes()
+        .expect("encode");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let svc = service(&rt, &fx, Durability::Process, dir.path());
+    let send = |svc: &HubService<SqliteStore>| {
+        let req = DSRequest::decode_exact(&body, &Limits::default()).expect("decode");
+        rt.block_on(svc.handle(DsEndpoint::GroupOperation, &req, Origin::Local))
+            .expect("accepted")
+    };
+
+    let mut g = c.benchmark_group("app_message_100_members_3_providers");
+    g.throughput(Throughput::Elements(1));
+    // The core alone on a loaded group (no store): decode, authenticate,
+    // epoch check, fan-out.
+    let ctx = Context {
+        origin: Origin::Local,
+        now: now(),
+        random: [3; 16],
+    };
+    let mut slot = Slot::Active(Box::new(HubGroup::from_bytes(&fx.state).expect("load")));
+    g.bench_function("hub_core", |b| {
+        b.iter(|| {
+            let req = DSRequest::decode_exact(&body, &Limits::default()).expect("decode");
+            black_box(
+                fx.hub
+                    .handle(DsEndpoint::GroupOperation, &req, &mut slot, None, &ctx)
+                    .expect("accepted"),
+            )
+        })
+    });
+    // The raw cost under it: one Ed25519 verification of the request.
+    let request = DSRequest::decode_exact(&body, &Limits::default()).expect("decode");
+    let mimid_wire::DSAuthData::ClientSignature(sig) = &request.authentication_data else {
+        unreachable!()
+    };
+    let key = fx.group.creator.signature_public_key();
+    let tbs = request.client_signature_tbs(sig.sender_index).expect("tbs");
+    g.bench_function("raw_ed25519_verify", |b| {
+        b.iter(|| assert!(crypto_verify(black_box(&tbs), &key, &sig.signature.0)))
+    });
+    g.bench_function("hub_sqlite_process", |b| b.iter(|| black_box(send(&svc))));
+    g.finish();
+
+    // Messages per CPU-second of the whole process (the writer included).
+    let count = 20_000;
+    let (cpu0, wall0) = (cpu_seconds(), Instant::now());
+    for _ in 0..count {
+        send(&svc);
+    }
+    let (cpu, wall) = (cpu_seconds() - cpu0, wall0.elapsed().as_secs_f64());
+    println!(
+        "app messages: {count} in {wall:.2} s wall, {cpu:.2} s CPU: {:.0} per second, {:.0} per CPU-second",
+        count as f64 / wall,
+        count as f64 / cpu.max(0.01)
+    );
+    let (peak, rss) = memory_kib();
+    println!("process memory: peak {peak} KiB, now {rss} KiB");
+}
+
+criterion_group!(benches, commit_path, app_messages);
+criterion_main!(benches);

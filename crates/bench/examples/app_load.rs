@@ -1,0 +1,86 @@
+//! Load of application messages through the hub path, for profiling and
+//! for `docs/performance.md`: `cargo run --release -p mimid-bench --example
+//! app_load -- [messages] [concurrency]`.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use mimid_bench::{HubFixture, cpu_seconds, memory_kib, now};
+use mimid_core::{DsEndpoint, Hub, HubConfig, Origin};
+use mimid_service::{HubService, ServiceConfig};
+use mimid_store::{Durability, GroupWrite, SqliteStore, Step, Store};
+use mimid_wire::{DSRequest, Limits, Wire};
+
+fn main() -> Result<(), String> {
+    let mut args = std::env::args().skip(1);
+    let count: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(20_000);
+    let concurrency: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(1);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let mut fx = HubFixture::new(100, 3)?;
+    let body = fx
+        .group
+        .message_request(1024)
+        .map_err(|e| e.to_string())?
+        .to_bytes()
+        .map_err(|e| e.to_string())?;
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let svc = rt.block_on(async {
+        let store = SqliteStore::open(&dir.path().join("hub.db"), Durability::Process)
+            .await
+            .map_err(|e| e.to_string())?;
+        let seed = Step {
+            group_id: fx.group.group_id.to_mls_bytes(),
+            expected_version: None,
+            write: GroupWrite::Put {
+                state: fx.state.clone(),
+                reserved_until: None,
+            },
+            snapshot: None,
+            prune_snapshots_before: None,
+            messages: Vec::new(),
+            jobs: Vec::new(),
+            now: now(),
+        };
+        store.commit(seed).await.map_err(|e| e.to_string())?;
+        let hub = Hub::new(HubConfig::new(fx.group.group_id.hub_domain.clone()));
+        Ok::<_, String>(Arc::new(HubService::new(
+            hub,
+            store,
+            ServiceConfig::default(),
+        )))
+    })?;
+    let body = Arc::new(body);
+    let (cpu0, wall0) = (cpu_seconds(), Instant::now());
+    rt.block_on(async {
+        let mut tasks = Vec::new();
+        for t in 0..concurrency {
+            let (svc, body) = (svc.clone(), body.clone());
+            let n = count / concurrency + usize::from(t < count % concurrency);
+            tasks.push(tokio::spawn(async move {
+                for _ in 0..n {
+                    let req = DSRequest::decode_exact(&body, &Limits::default())
+                        .map_err(|e| e.to_string())?;
+                    svc.handle(DsEndpoint::GroupOperation, &req, Origin::Local)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
+                Ok::<_, String>(())
+            }));
+        }
+        for t in tasks {
+            t.await.map_err(|e| e.to_string())??;
+        }
+        Ok::<_, String>(())
+    })?;
+    let (cpu, wall) = (cpu_seconds() - cpu0, wall0.elapsed().as_secs_f64());
+    let (peak, rss) = memory_kib();
+    println!(
+        "{count} app messages, {concurrency} concurrent: {wall:.2} s wall, {cpu:.2} s CPU; {:.0}/s, {:.0} per CPU-second; memory peak {peak} KiB, now {rss} KiB",
+        count as f64 / wall,
+        count as f64 / cpu.max(0.01)
+    );
+    Ok(())
+}

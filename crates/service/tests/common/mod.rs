@@ -1,0 +1,380 @@
+//! Two ways to run the hub in tests, with one interface: the core alone
+//! (state serialized and reloaded after every step, as a store would) and
+//! the service on a real SQLite file.
+
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, HashMap};
+
+use mimid_client::MimiClient;
+use mimid_core::{
+    Context, DsEndpoint, Hub, HubConfig, HubError, HubGroup, JoinerSnapshot, Origin, Slot, Write,
+};
+use mimid_service::{HubService, ServiceConfig, ServiceError, decode_recipients};
+use mimid_store::{Durability, SqliteStore, Store};
+use mimid_wire::*;
+
+/// The destinations the tests use.
+pub const DOMAINS: [&str; 3] = ["a.example", "b.example", "c.example"];
+
+/// One delivery job as a guest would receive it.
+#[derive(Clone, Debug)]
+pub struct Sent {
+    pub destination: String,
+    pub recipients: Vec<String>,
+    pub message: Vec<u8>,
+}
+
+impl Sent {
+    pub fn is_welcome(&self) -> bool {
+        WelcomeMessage::from_bytes(&self.message).is_ok()
+    }
+}
+
+/// What an accepted request did.
+#[derive(Debug)]
+pub struct Effects {
+    pub response: DSResponseBody,
+    pub sent: Vec<Sent>,
+    /// Distinct message bodies stored for the deliveries.
+    pub messages_stored: usize,
+    pub state_written: bool,
+    pub deleted: bool,
+    /// Epoch and number of added clients of a new joiner snapshot.
+    pub snapshot: Option<(u64, usize)>,
+}
+
+impl Effects {
+    pub fn to(&self, client: &str) -> Option<&Sent> {
+        self.sent
+            .iter()
+            .find(|s| s.recipients.iter().any(|r| r == client))
+    }
+    pub fn delivered_to(&self, client: &str) -> Option<DeliverableMessage> {
+        self.to(client)
+            .map(|s| DeliverableMessage::from_bytes(&s.message).expect("deliverable"))
+    }
+    pub fn welcome_for(&self, client: &str) -> Option<WelcomeMessage> {
+        self.sent
+            .iter()
+            .find(|s| s.is_welcome() && s.recipients.iter().any(|r| r == client))
+            .map(|s| WelcomeMessage::from_bytes(&s.message).expect("welcome"))
+    }
+    /// (destination, recipients) of every delivery, sorted.
+    pub fn routes(&self) -> Vec<(String, Vec<String>)> {
+        let mut r: Vec<_> = self
+            .sent
+            .iter()
+            .map(|s| (s.destination.clone(), s.recipients.clone()))
+            .collect();
+        r.sort();
+        r
+    }
+}
+
+/// A hub the tests can drive.
+pub trait Backend {
+    fn new(domain: &str) -> Self;
+    fn call(
+        &mut self,
+        endpoint: DsEndpoint,
+        request: &DSRequest,
+        origin: Origin,
+    ) -> Result<Effects, HubError>;
+    /// The stored group state, if any.
+    fn state(&mut self, group_id: &GroupId) -> Option<Vec<u8>>;
+    /// Everything a refused request must leave unchanged.
+    fn fingerprint(&mut self, group_id: &GroupId) -> String;
+
+    fn op(&mut self, request: &DSRequest, origin: Origin) -> Result<Effects, HubError> {
+        self.call(DsEndpoint::GroupOperation, request, origin)
+    }
+    fn group(&mut self, group_id: &GroupId) -> HubGroup {
+        HubGroup::from_bytes(&self.state(group_id).expect("group exists")).expect("state loads")
+    }
+}
+
+pub fn client(id: &str) -> MimiClient {
+    MimiClient::new(id.parse().expect("client id")).expect("client")
+}
+
+pub fn provider(domain: &str) -> Origin {
+    Origin::Provider(domain.parse().expect("domain"))
+}
+
+fn round_trip(request: &DSRequest) -> DSRequest {
+    DSRequest::decode_exact(&request.to_bytes().expect("encode"), &Limits::default())
+        .expect("decode")
+}
+
+/// The core alone; the state goes through its byte form between steps.
+pub struct Memory {
+    hub: Hub,
+    state: Option<Vec<u8>>,
+    reserved: Option<u64>,
+    snapshots: HashMap<u64, JoinerSnapshot>,
+    counter: u8,
+}
+
+impl Backend for Memory {
+    fn new(domain: &str) -> Self {
+        Memory {
+            hub: Hub::new(HubConfig::new(domain.parse().expect("domain"))),
+            state: None,
+            reserved: None,
+            snapshots: HashMap::new(),
+            counter: 0,
+        }
+    }
+
+    fn call(
+        &mut self,
+        endpoint: DsEndpoint,
+        request: &DSRequest,
+        origin: Origin,
+    ) -> Result<Effects, HubError> {
+        let request = round_trip(request);
+        self.counter = self.counter.wrapping_add(1);
+        let ctx = Context {
+            origin,
+            now: 1_795_000_000,
+            random: [self.counter; 16],
+        };
+        let target = self.hub.target(endpoint, &request, &ctx)?;
+        let snapshot = target
+            .snapshot_epoch
+            .and_then(|e| self.snapshots.get(&e).cloned());
+        let mut slot = match (&self.state, self.reserved) {
+            (Some(bytes), _) => {
+                Slot::Active(Box::new(HubGroup::from_bytes(bytes).expect("state loads")))
+            }
+            (None, Some(until)) => Slot::Reserved { until },
+            (None, None) => Slot::Empty,
+        };
+        let outcome = self
+            .hub
+            .handle(endpoint, &request, &mut slot, snapshot.as_ref(), &ctx)?;
+        let (state_written, deleted) = match &outcome.write {
+            Write::None => (false, false),
+            Write::Reserve { until } => {
+                self.reserved = Some(*until);
+                (true, false)
+            }
+            Write::Put(bytes) => {
+                self.state = Some(bytes.clone());
+                (true, false)
+            }
+            Write::Delete => {
+                self.state = None;
+                self.reserved = None;
+                self.snapshots.clear();
+                (true, true)
+            }
+        };
+        if let Some(s) = &outcome.snapshot {
+            self.snapshots.insert(s.epoch, s.clone());
+        }
+        let sent = outcome
+            .deliveries
+            .iter()
+            .map(|d| Sent {
+                destination: d.destination.to_string(),
+                recipients: d.recipients.iter().map(|c| c.to_string()).collect(),
+                message: outcome.messages[d.message].clone(),
+            })
+            .collect();
+        Ok(Effects {
+            response: outcome.response,
+            sent,
+            messages_stored: outcome.messages.len(),
+            state_written,
+            deleted,
+            snapshot: outcome.snapshot.as_ref().map(|s| (s.epoch, s.added.len())),
+        })
+    }
+
+    fn state(&mut self, _: &GroupId) -> Option<Vec<u8>> {
+        self.state.clone()
+    }
+
+    fn fingerprint(&mut self, _: &GroupId) -> String {
+        let mut epochs: Vec<_> = self.snapshots.keys().collect();
+        epochs.sort();
+        format!("{:?} {:?} {:?}", self.state, self.reserved, epochs)
+    }
+}
+
+/// The service on a real SQLite database file.
+pub struct Sqlite {
+    rt: tokio::runtime::Runtime,
+    svc: HubService<SqliteStore>,
+    _dir: tempfile::TempDir,
+    /// Jobs already seen, per destination.
+    seen: BTreeMap<String, i64>,
+}
+
+impl Sqlite {
+    fn jobs(&self) -> Vec<mimid_store::Job> {
+        let mut all = Vec::new();
+        for d in DOMAINS {
+            all.extend(
+                self.rt
+                    .block_on(self.svc.store().pending_jobs(d, 100_000))
+                    .expect("jobs"),
+            );
+        }
+        all
+    }
+
+    fn snapshots(&self, group_id: &GroupId) -> Vec<(u64, usize)> {
+        (0..32)
+            .filter_map(|e| {
+                self.rt
+                    .block_on(self.svc.store().load_snapshot(&group_id.to_mls_bytes(), e))
+                    .expect("snapshot")
+                    .map(|s| {
+                        (
+                            e,
+                            JoinerSnapshot::from_bytes(&s.data)
+                                .expect("snapshot decodes")
+                                .added
+                                .len(),
+                        )
+                    })
+            })
+            .collect()
+    }
+
+    fn version(&self, group_id: &GroupId) -> Option<(u64, Vec<u8>)> {
+        self.rt
+            .block_on(self.svc.store().load_group(&group_id.to_mls_bytes()))
+            .expect("load")
+            .map(|g| (g.version, g.state))
+    }
+}
+
+impl Backend for Sqlite {
+    fn new(domain: &str) -> Self {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = rt
+            .block_on(SqliteStore::open(
+                &dir.path().join("hub.db"),
+                Durability::Process,
+            ))
+            .expect("store");
+        let hub = Hub::new(HubConfig::new(domain.parse().expect("domain")));
+        let svc = HubService::new(hub, store, ServiceConfig::default());
+        Sqlite {
+            rt,
+            svc,
+            _dir: dir,
+            seen: BTreeMap::new(),
+        }
+    }
+
+    fn call(
+        &mut self,
+        endpoint: DsEndpoint,
+        request: &DSRequest,
+        origin: Origin,
+    ) -> Result<Effects, HubError> {
+        let request = round_trip(request);
+        let target_group = self
+            .svc
+            .hub()
+            .target(
+                endpoint,
+                &request,
+                &Context {
+                    origin: origin.clone(),
+                    now: 0,
+                    random: [0; 16],
+                },
+            )
+            .ok();
+        let before = target_group
+            .as_ref()
+            .map(|t| (self.version(&t.group_id), self.snapshots(&t.group_id)));
+        let response = match self
+            .rt
+            .block_on(self.svc.handle(endpoint, &request, origin))
+        {
+            Ok(r) => r,
+            Err(ServiceError::Hub(e)) => return Err(e),
+            Err(e) => panic!("store failed: {e}"),
+        };
+        // A reserved id is named by the response, not the request.
+        let group_id = match (&response, target_group) {
+            (DSResponseBody::GroupId(GroupIdField(g)), _) => g.clone(),
+            (_, Some(t)) => t.group_id,
+            (_, None) => panic!("no group"),
+        };
+        let (version_before, snapshots_before) = before.unwrap_or((None, Vec::new()));
+        let version_after = self.version(&group_id);
+        let new_jobs: Vec<_> = self
+            .jobs()
+            .into_iter()
+            .filter(|j| {
+                self.seen
+                    .get(&j.destination)
+                    .is_none_or(|&seen| j.id > seen)
+            })
+            .collect();
+        for j in &new_jobs {
+            let seen = self.seen.entry(j.destination.clone()).or_insert(0);
+            *seen = (*seen).max(j.id);
+        }
+        let mut ids: Vec<_> = new_jobs.iter().map(|j| j.message_id).collect();
+        ids.sort();
+        ids.dedup();
+        let sent = new_jobs
+            .iter()
+            .map(|j| Sent {
+                destination: j.destination.clone(),
+                recipients: decode_recipients(&j.recipients)
+                    .expect("recipients")
+                    .iter()
+                    .map(|c| c.to_string())
+                    .collect(),
+                message: DeliverMessage::decode_exact(&j.body, &Limits::default())
+                    .expect("stored body")
+                    .message
+                    .as_bytes()
+                    .to_vec(),
+            })
+            .collect();
+        let snapshot = self
+            .snapshots(&group_id)
+            .into_iter()
+            .find(|s| !snapshots_before.contains(s));
+        Ok(Effects {
+            response,
+            sent,
+            messages_stored: ids.len(),
+            state_written: version_after.as_ref().map(|v| v.0)
+                != version_before.as_ref().map(|v| v.0),
+            deleted: version_before.is_some() && version_after.is_none(),
+            snapshot,
+        })
+    }
+
+    fn state(&mut self, group_id: &GroupId) -> Option<Vec<u8>> {
+        self.version(group_id)
+            .map(|(_, state)| state)
+            .filter(|s| !s.is_empty())
+    }
+
+    fn fingerprint(&mut self, group_id: &GroupId) -> String {
+        let jobs: Vec<_> = self.jobs().into_iter().map(|j| j.id).collect();
+        format!(
+            "{:?} {:?} {:?}",
+            self.version(group_id),
+            self.snapshots(group_id),
+            jobs
+        )
+    }
+}
