@@ -18,6 +18,17 @@ pub(crate) fn sender_index(request: &DSRequest) -> Result<u32, HubError> {
     }
 }
 
+/// The bytes a client signature is over: `SignContent` with the MIMI label
+/// and the encoded `ClientSignatureTBS`.
+fn signed_content(request: &DSRequest, sender_index: u32) -> Result<Vec<u8>, HubError> {
+    let tbs = request
+        .client_signature_tbs(sender_index)
+        .map_err(crate::error::internal)?;
+    SignContent::new(CLIENT_SIGNATURE_LABEL, tbs.into())
+        .tls_serialize_detached()
+        .map_err(crate::error::internal)
+}
+
 /// Verifies the request's client signature with `key` (SignWithLabel,
 /// label "MIMI DS ClientSignature", the group's scheme).
 pub(crate) fn verify(
@@ -31,12 +42,7 @@ pub(crate) fn verify(
             "this operation needs a client signature".into(),
         ));
     };
-    let tbs = request
-        .client_signature_tbs(sig.sender_index)
-        .map_err(crate::error::internal)?;
-    let content = SignContent::new(CLIENT_SIGNATURE_LABEL, tbs.into())
-        .tls_serialize_detached()
-        .map_err(crate::error::internal)?;
+    let content = signed_content(request, sig.sender_index)?;
     crypto
         .verify_signature(scheme, &content, key, &sig.signature.0)
         .map_err(|_| HubError::ClientSignature("signature does not verify".into()))
@@ -51,15 +57,22 @@ pub(crate) fn verify_member(
     origin: &Origin,
 ) -> Result<u32, HubError> {
     let index = sender_index(request)?;
-    let key = group
-        .leaf_key(index)
-        .ok_or_else(|| HubError::ClientSignature(format!("no member at leaf {index}")))?;
-    verify(
-        crypto,
-        group.public.ciphersuite().signature_algorithm(),
-        request,
-        &key,
-    )?;
+    let scheme = group.public.ciphersuite().signature_algorithm();
+    if scheme == SignatureScheme::ED25519 {
+        // Members sign often: their decoded keys are cached by the group.
+        let DSAuthData::ClientSignature(sig) = &request.authentication_data else {
+            return Err(HubError::ClientSignature(
+                "this operation needs a client signature".into(),
+            ));
+        };
+        let content = signed_content(request, sig.sender_index)?;
+        group.verify_ed25519(index, &content, &sig.signature.0)?;
+    } else {
+        let key = group
+            .leaf_key(index)
+            .ok_or_else(|| HubError::ClientSignature(format!("no member at leaf {index}")))?;
+        verify(crypto, scheme, request, &key)?;
+    }
     check_origin(group, index, origin)?;
     Ok(index)
 }

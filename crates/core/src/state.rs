@@ -299,6 +299,9 @@ pub struct HubGroup {
     /// Members by leaf index, derived from the tree (cached because every
     /// message needs them).
     pub(crate) members: Vec<MemberInfo>,
+    /// Decoded Ed25519 keys of members who signed since the last commit
+    /// (decoding a key is a good part of a verification).
+    ed25519_keys: RefCell<std::collections::HashMap<u32, ed25519_dalek::VerifyingKey>>,
 }
 
 impl HubGroup {
@@ -313,6 +316,7 @@ impl HubGroup {
             storage,
             meta,
             members,
+            ed25519_keys: RefCell::default(),
         })
     }
 
@@ -380,6 +384,7 @@ impl HubGroup {
 
     pub(crate) fn refresh_members(&mut self) -> Result<(), HubError> {
         self.members = members_of(&self.public)?;
+        self.ed25519_keys.borrow_mut().clear();
         Ok(())
     }
 
@@ -388,6 +393,36 @@ impl HubGroup {
         self.public
             .leaf(LeafNodeIndex::new(leaf_index))
             .map(|leaf| leaf.signature_key().as_slice().to_vec())
+    }
+
+    /// Verifies an Ed25519 signature by the leaf `leaf_index` (strict RFC
+    /// 8032 verification, as OpenMLS does).
+    pub(crate) fn verify_ed25519(
+        &self,
+        leaf_index: u32,
+        content: &[u8],
+        signature: &[u8],
+    ) -> Result<(), HubError> {
+        let bad = |what: &str| HubError::ClientSignature(what.to_string());
+        let key = match self.ed25519_keys.borrow().get(&leaf_index) {
+            Some(key) => *key,
+            None => {
+                let bytes = self
+                    .leaf_key(leaf_index)
+                    .ok_or_else(|| bad("no member at that leaf"))?;
+                let bytes: [u8; 32] = bytes
+                    .try_into()
+                    .map_err(|_| bad("leaf key is not an Ed25519 key"))?;
+                ed25519_dalek::VerifyingKey::from_bytes(&bytes)
+                    .map_err(|_| bad("leaf key is not an Ed25519 key"))?
+            }
+        };
+        let signature = ed25519_dalek::Signature::from_slice(signature)
+            .map_err(|_| bad("malformed signature"))?;
+        key.verify_strict(content, &signature)
+            .map_err(|_| bad("signature does not verify"))?;
+        self.ed25519_keys.borrow_mut().insert(leaf_index, key);
+        Ok(())
     }
 
     /// Does any current member belong to `user`?

@@ -16,9 +16,7 @@ use mimid_core::{
     Context, DsEndpoint, Hub, HubError, HubGroup, JoinerSnapshot, Origin, Outcome, Slot, Write,
 };
 use mimid_store::{GroupWrite, NewJob, NewMessage, Snapshot, Step, Store, StoreError, StoredGroup};
-use mimid_wire::{
-    DSRequest, DSResponseBody, DeliverMessage, DeliverableMessage, GroupIdField, Wire,
-};
+use mimid_wire::{DSRequest, DSResponseBody};
 use openmls_rust_crypto::RustCrypto;
 use openmls_traits::random::OpenMlsRand;
 
@@ -335,19 +333,14 @@ impl<S: Store> HubService<S> {
                 continue;
             };
             let message_id = self.random16()?;
-            // Stored once, in the form the delivery worker sends.
-            let stored = DeliverMessage {
-                group_id: GroupIdField(first.group_id.clone()),
-                epoch: first.epoch,
-                recipients: Vec::new(),
-                message: DeliverableMessage::from_bytes(body)
-                    .map_err(|e| HubError::Internal(e.to_string()))?,
-            };
+            // Stored once, in the form the delivery worker sends (its
+            // recipients come from each job).
+            let stored =
+                mimid_wire::encode_deliver_message(&first.group_id, first.epoch, &[], body)
+                    .map_err(|e| HubError::Internal(e.to_string()))?;
             messages.push(NewMessage {
                 message_id,
-                body: stored
-                    .to_bytes()
-                    .map_err(|e| HubError::Internal(e.to_string()))?,
+                body: stored,
             });
             ids.push((index, message_id));
         }

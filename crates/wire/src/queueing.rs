@@ -66,3 +66,24 @@ wire_struct! {
         pub result: QueueingServiceResult,
     }
 }
+
+/// Encodes a `DeliverMessage` from its parts, with `message` the exact
+/// bytes of an already validated `MLSMessage` (the hub stores what it
+/// accepted without decoding it again).
+pub fn encode_deliver_message(
+    group_id: &crate::GroupId,
+    epoch: u64,
+    recipients: &[ClientId],
+    message: &[u8],
+) -> Result<Vec<u8>, crate::EncodeError> {
+    use crate::codec::Wire as _;
+    let group_id = GroupIdField(group_id.clone());
+    let mut w = Vec::with_capacity(
+        group_id.encoded_len() + 8 + crate::codec::vec_encoded_len(recipients) + message.len(),
+    );
+    group_id.encode(&mut w)?;
+    epoch.encode(&mut w)?;
+    crate::codec::encode_vec(recipients, &mut w)?;
+    w.extend_from_slice(message);
+    Ok(w)
+}
