@@ -13,14 +13,14 @@
 //!   making a transaction durable (one `fsync` with [`Durability::PowerLoss`])
 //!   is shared by the whole batch.
 //! * **Set-based batches.** sqlx runs every statement on the connection's
-//!   worker thread, so each statement costs a thread hand-off; a batch
-//!   therefore uses a fixed handful of statements, whatever its size. One
-//!   `SELECT` reads the versions of all groups of the batch; the steps are
-//!   then evaluated *in memory, in order*, with exactly the outcome of
-//!   committing each on its own (each version check sees the versions left by
-//!   the steps before it; a group may be deleted and created again; snapshots
-//!   are written and pruned in step order; a job whose message exists nowhere
-//!   fails its step). A step that conflicts or cannot be stored gets its
+//!   worker thread, so each call costs a thread hand-off; a batch therefore
+//!   uses a fixed handful of statements, whatever its size, sent in two calls
+//!   (see [`Script`]). One `SELECT` reads the versions of all groups of the
+//!   batch; the steps are then evaluated *in memory, in order*, with exactly
+//!   the outcome of committing each on its own (each version check sees the
+//!   versions left by the steps before it; a group may be deleted and created
+//!   again; snapshots are written and pruned in step order; a job whose
+//!   message exists nowhere fails its step). A step that conflicts or cannot be stored gets its
 //!   error and contributes nothing; the net effect of the others is written
 //!   with a few multi-row statements (chunked to stay within SQLite's
 //!   limits). Only a failure of the database itself fails the transaction,
@@ -72,6 +72,11 @@ const MAX_ROWS_PER_STATEMENT: usize = 500;
 /// At most this many `OR`ed terms per snapshot `DELETE`, far below SQLite's
 /// expression depth limit (1000).
 const MAX_TERMS_PER_DELETE: usize = 200;
+
+/// A batch's statements stay prepared in the write connection's statement
+/// cache only if their SQL is at most this long: small batches have shapes
+/// that recur, large ones rarely do.
+const CACHED_SCRIPT_LEN: usize = 4096;
 
 /// Connections in the read pool.
 const READ_CONNECTIONS: u32 = 4;
@@ -139,7 +144,13 @@ impl SqliteStore {
         let write_options = base
             .clone()
             .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal);
+            .journal_mode(SqliteJournalMode::Wal)
+            // A multi-row statement inside the batch's transaction keeps a
+            // statement journal (to undo itself should it fail half-way);
+            // beyond 64 KiB SQLite spills it to a temporary file unless
+            // temporary storage is in memory. It holds at most the pages one
+            // statement touches.
+            .pragma("temp_store", "MEMORY");
         let mut conn = SqliteConnection::connect_with(&write_options)
             .await
             .map_err(db)?;
@@ -322,26 +333,104 @@ type Outcomes = Vec<Result<(), StoreError>>;
 
 /// Applies `batch` in one transaction. `Err` means the transaction as a whole
 /// failed (and was rolled back): no request of the batch took effect.
+///
+/// `BEGIN` and `COMMIT` are statements of the batch's [`Script`], so that a
+/// batch usually costs two thread hand-offs: `BEGIN` with the lookups, then
+/// the writes with `COMMIT`.
 async fn run_batch(conn: &mut SqliteConnection, batch: &[Request]) -> Result<Outcomes, String> {
-    let mut tx = conn
-        .begin_with("BEGIN IMMEDIATE")
-        .await
-        .map_err(|e| format!("begin: {e}"))?;
-    match apply_batch(&mut tx, batch).await {
+    let mut script = Script::default();
+    script.statement().push("BEGIN IMMEDIATE");
+    let applied = match apply_batch(conn, &mut script, batch).await {
         Ok(outcomes) => {
-            tx.commit().await.map_err(|e| format!("commit: {e}"))?;
-            Ok(outcomes)
+            script.statement().push("COMMIT");
+            script.execute(conn).await.map(|()| outcomes)
         }
-        Err(message) => Err(match tx.rollback().await {
-            Ok(()) => message,
-            Err(e) => format!("{message} (rollback: {e})"),
-        }),
+        Err(message) => Err(message),
+    };
+    match applied {
+        Ok(outcomes) => Ok(outcomes),
+        Err(message) => Err(rollback(conn, message).await),
+    }
+}
+
+/// Rolls back what a failed batch left open, if anything, and returns the
+/// batch's error.
+async fn rollback(conn: &mut SqliteConnection, message: String) -> String {
+    match sqlx::query("ROLLBACK").execute(&mut *conn).await {
+        Ok(_) => message,
+        // The failure ended the transaction already, or it never began.
+        Err(e) if e.to_string().contains("no transaction is active") => message,
+        Err(e) => format!("{message} (rollback: {e})"),
+    }
+}
+
+/// Statements for the write connection, sent together (one thread hand-off)
+/// when their results are needed, or at the end of the batch.
+struct Script {
+    builder: QueryBuilder<Sqlite>,
+    statements: usize,
+}
+
+impl Default for Script {
+    fn default() -> Self {
+        Script {
+            builder: QueryBuilder::new(""),
+            statements: 0,
+        }
+    }
+}
+
+impl Script {
+    /// Starts the next statement; returns the builder to write it with.
+    fn statement(&mut self) -> &mut QueryBuilder<Sqlite> {
+        if self.statements > 0 {
+            self.builder.push(";\n");
+        }
+        self.statements += 1;
+        &mut self.builder
+    }
+
+    /// The statements so far, leaving the script empty.
+    fn take(&mut self) -> QueryBuilder<Sqlite> {
+        self.statements = 0;
+        std::mem::replace(&mut self.builder, QueryBuilder::new(""))
+    }
+
+    /// Runs the statements so far and returns the rows they produced. Small
+    /// scripts (the shapes that recur) stay prepared in the connection's
+    /// statement cache.
+    async fn fetch(&mut self, conn: &mut SqliteConnection) -> Result<Vec<SqliteRow>, String> {
+        let mut builder = self.take();
+        let persistent = builder.sql().as_str().len() <= CACHED_SCRIPT_LEN;
+        builder
+            .build()
+            .persistent(persistent)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(|e| format!("batch: {e}"))
+    }
+
+    /// Runs the statements so far.
+    async fn execute(&mut self, conn: &mut SqliteConnection) -> Result<(), String> {
+        let mut builder = self.take();
+        let persistent = builder.sql().as_str().len() <= CACHED_SCRIPT_LEN;
+        builder
+            .build()
+            .persistent(persistent)
+            .execute(&mut *conn)
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("batch: {e}"))
     }
 }
 
 /// Applies the requests of `batch` in order, inside the caller's transaction,
 /// as one or more consecutive [`SubBatch`]es.
-async fn apply_batch(conn: &mut SqliteConnection, batch: &[Request]) -> Result<Outcomes, String> {
+async fn apply_batch(
+    conn: &mut SqliteConnection,
+    script: &mut Script,
+    batch: &[Request],
+) -> Result<Outcomes, String> {
     let mut outcomes: Outcomes = batch.iter().map(|_| Ok(())).collect();
     let job_ids: Vec<i64> = batch
         .iter()
@@ -353,13 +442,28 @@ async fn apply_batch(conn: &mut SqliteConnection, batch: &[Request]) -> Result<O
     // The message of each job to complete. Only jobs stored before this batch
     // can be meant: job ids are learnt from `pending_jobs`, which sees only
     // committed jobs, and a request queued after a commit is in a later batch.
-    let mut to_complete = job_messages(conn, &job_ids).await?;
+    let mut to_complete = if job_ids.is_empty() {
+        HashMap::new()
+    } else {
+        push_in(
+            script,
+            &format!("SELECT {FOUND_JOB}, message_id, id FROM jobs WHERE id"),
+            "",
+            &job_ids,
+            |list, id| {
+                list.push_bind(*id);
+            },
+        );
+        Found::parse(&script.fetch(conn).await?)?.jobs
+    };
     let mut sub = SubBatch::default();
     for (index, request) in batch.iter().enumerate() {
         match &request.op {
             Op::Commit(step) => {
                 if sub.completions_touch(step) {
-                    std::mem::take(&mut sub).apply(conn, &mut outcomes).await?;
+                    std::mem::take(&mut sub)
+                        .apply(conn, script, &mut outcomes)
+                        .await?;
                 }
                 sub.steps.push((index, step));
             }
@@ -372,7 +476,7 @@ async fn apply_batch(conn: &mut SqliteConnection, batch: &[Request]) -> Result<O
             }
         }
     }
-    sub.apply(conn, &mut outcomes).await?;
+    sub.apply(conn, script, &mut outcomes).await?;
     Ok(outcomes)
 }
 
@@ -406,47 +510,45 @@ impl SubBatch<'_> {
                     .any(|j| self.messages.contains(&j.message_id[..])))
     }
 
+    /// Adds the sub-batch's statements to `script` (running it once for the
+    /// lookups the steps need).
     async fn apply(
         self,
         conn: &mut SqliteConnection,
+        script: &mut Script,
         outcomes: &mut Outcomes,
     ) -> Result<(), String> {
         if !self.steps.is_empty() {
-            apply_steps(conn, &self.steps, outcomes).await?;
+            apply_steps(conn, script, &self.steps, outcomes).await?;
         }
-        if !self.jobs.is_empty() {
-            execute_in(
-                conn,
-                "complete jobs",
-                "DELETE FROM jobs WHERE id",
-                "",
-                &self.jobs,
-                |list, id| {
-                    list.push_bind(*id);
-                },
-            )
-            .await?;
-            let messages: Vec<&Vec<u8>> = self.messages.iter().collect();
-            execute_in(
-                conn,
-                "drop delivered messages",
-                "DELETE FROM messages WHERE message_id",
-                " AND NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.message_id = messages.message_id)",
-                &messages,
-                |list, message_id| {
-                    list.push_bind(message_id.as_slice());
-                },
-            )
-            .await?;
-        }
+        push_in(
+            script,
+            "DELETE FROM jobs WHERE id",
+            "",
+            &self.jobs,
+            |list, id| {
+                list.push_bind(*id);
+            },
+        );
+        let messages: Vec<&Vec<u8>> = self.messages.iter().collect();
+        push_in(
+            script,
+            "DELETE FROM messages WHERE message_id",
+            " AND NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.message_id = messages.message_id)",
+            &messages,
+            |list, message_id| {
+                list.push_bind(message_id.as_slice());
+            },
+        );
         Ok(())
     }
 }
 
 /// Evaluates `steps` in order against the stored versions, records each
-/// one's outcome, and writes the net effect of those that succeed.
+/// one's outcome, and adds the net effect of those that succeed to `script`.
 async fn apply_steps(
     conn: &mut SqliteConnection,
+    script: &mut Script,
     steps: &[(usize, &Step)],
     outcomes: &mut Outcomes,
 ) -> Result<(), String> {
@@ -466,8 +568,29 @@ async fn apply_steps(
             }
         }
     }
-    let stored = load_versions(conn, &group_ids).await?;
-    let mut known = existing_messages(conn, &referred).await?;
+    push_in(
+        script,
+        &format!("SELECT {FOUND_VERSION}, group_id, version FROM groups WHERE group_id"),
+        "",
+        &group_ids,
+        |list, group_id| {
+            list.push_bind(*group_id);
+        },
+    );
+    push_in(
+        script,
+        &format!("SELECT {FOUND_MESSAGE}, message_id, 0 FROM messages WHERE message_id"),
+        "",
+        &referred,
+        |list, message_id| {
+            list.push_bind(*message_id);
+        },
+    );
+    let Found {
+        versions: stored,
+        messages: mut known,
+        ..
+    } = Found::parse(&script.fetch(conn).await?)?;
 
     let mut plan = Plan::default();
     for &(index, step) in steps {
@@ -476,7 +599,8 @@ async fn apply_steps(
             *slot = outcome;
         }
     }
-    plan.write(conn).await
+    plan.write(script);
+    Ok(())
 }
 
 /// The net effect of the accepted steps of a sub-batch.
@@ -687,8 +811,9 @@ impl<'a> Plan<'a> {
         Ok(())
     }
 
-    /// Writes the net effect with a fixed number of statements (per chunk).
-    async fn write(self, conn: &mut SqliteConnection) -> Result<(), String> {
+    /// Adds the statements writing the net effect to `script`: a fixed
+    /// number of them (per chunk of rows), whatever the number of steps.
+    fn write(self, script: &mut Script) {
         let mut deleted: Vec<&[u8]> = Vec::new();
         let mut put: Vec<GroupRow<'_>> = Vec::new();
         let mut snapshot_deletes: Vec<SnapshotDelete<'_>> = Vec::new();
@@ -731,20 +856,17 @@ impl<'a> Plan<'a> {
             }
         }
 
-        execute_in(
-            conn,
-            "delete groups",
+        push_in(
+            script,
             "DELETE FROM groups WHERE group_id",
             "",
             &deleted,
             |list, group_id| {
                 list.push_bind(*group_id);
             },
-        )
-        .await?;
-        execute_values(
-            conn,
-            "write groups",
+        );
+        push_values(
+            script,
             "INSERT INTO groups (group_id, version, state, reserved_until, updated_at) ",
             " ON CONFLICT (group_id) DO UPDATE SET version = excluded.version, \
              state = excluded.state, reserved_until = excluded.reserved_until, \
@@ -757,10 +879,10 @@ impl<'a> Plan<'a> {
                     .push_bind(group.reserved_until)
                     .push_bind(group.updated_at);
             },
-        )
-        .await?;
+        );
         for chunk in snapshot_deletes.chunks(MAX_TERMS_PER_DELETE) {
-            let mut builder = QueryBuilder::<Sqlite>::new("DELETE FROM snapshots WHERE ");
+            let builder = script.statement();
+            builder.push("DELETE FROM snapshots WHERE ");
             let mut terms = builder.separated(" OR ");
             for term in chunk {
                 match *term {
@@ -785,15 +907,9 @@ impl<'a> Plan<'a> {
                     }
                 }
             }
-            builder
-                .build()
-                .execute(&mut *conn)
-                .await
-                .map_err(|e| format!("delete snapshots: {e}"))?;
         }
-        execute_values(
-            conn,
-            "write snapshots",
+        push_values(
+            script,
             "INSERT OR REPLACE INTO snapshots (group_id, epoch, created_at, data) ",
             "",
             &snapshots,
@@ -803,11 +919,9 @@ impl<'a> Plan<'a> {
                     .push_bind(s.created_at)
                     .push_bind(s.data);
             },
-        )
-        .await?;
-        execute_values(
-            conn,
-            "write messages",
+        );
+        push_values(
+            script,
             "INSERT OR IGNORE INTO messages (message_id, group_id, body, created_at) ",
             "",
             &self.messages,
@@ -817,13 +931,11 @@ impl<'a> Plan<'a> {
                     .push_bind(m.body)
                     .push_bind(m.created_at);
             },
-        )
-        .await?;
+        );
         // Rows of one statement are inserted in order: job ids follow the
         // order of the steps.
-        execute_values(
-            conn,
-            "write jobs",
+        push_values(
+            script,
             "INSERT INTO jobs (destination, message_id, recipients, attempts, created_at) ",
             "",
             &self.jobs,
@@ -834,160 +946,88 @@ impl<'a> Plan<'a> {
                     .push("0")
                     .push_bind(j.created_at);
             },
-        )
-        .await
+        );
     }
 }
 
-/// The stored version of each of `group_ids` that exists.
-async fn load_versions(
-    conn: &mut SqliteConnection,
-    group_ids: &[&[u8]],
-) -> Result<HashMap<Vec<u8>, u64>, String> {
-    let rows = fetch_in(
-        conn,
-        "load versions",
-        "SELECT group_id, version FROM groups WHERE group_id",
-        group_ids,
-        |list, group_id| {
-            list.push_bind(*group_id);
-        },
-    )
-    .await?;
-    rows.iter()
-        .map(|row| {
-            let group_id: Vec<u8> = row.try_get("group_id").map_err(|e| e.to_string())?;
-            let version = get_u64(row, "version").map_err(|e| e.to_string())?;
-            Ok((group_id, version))
-        })
-        .collect()
+/// What the lookups of a [`Script`] found: rows of `(kind, key, value)`.
+#[derive(Default)]
+struct Found {
+    /// Group id to stored version.
+    versions: HashMap<Vec<u8>, u64>,
+    /// Stored message ids.
+    messages: HashSet<Vec<u8>>,
+    /// Job id to its message id.
+    jobs: HashMap<i64, Vec<u8>>,
 }
 
-/// Which of `message_ids` are stored.
-async fn existing_messages(
-    conn: &mut SqliteConnection,
-    message_ids: &[&[u8]],
-) -> Result<HashSet<Vec<u8>>, String> {
-    let rows = fetch_in(
-        conn,
-        "look up messages",
-        "SELECT message_id FROM messages WHERE message_id",
-        message_ids,
-        |list, message_id| {
-            list.push_bind(*message_id);
-        },
-    )
-    .await?;
-    rows.iter()
-        .map(|row| row.try_get("message_id").map_err(|e| e.to_string()))
-        .collect()
-}
+const FOUND_VERSION: i64 = 0;
+const FOUND_MESSAGE: i64 = 1;
+const FOUND_JOB: i64 = 2;
 
-/// The message of each of the stored jobs among `ids`.
-async fn job_messages(
-    conn: &mut SqliteConnection,
-    ids: &[i64],
-) -> Result<HashMap<i64, Vec<u8>>, String> {
-    let rows = fetch_in(
-        conn,
-        "look up jobs",
-        "SELECT id, message_id FROM jobs WHERE id",
-        ids,
-        |list, id| {
-            list.push_bind(*id);
-        },
-    )
-    .await?;
-    rows.iter()
-        .map(|row| {
-            let id: i64 = row.try_get("id").map_err(|e| e.to_string())?;
-            let message_id: Vec<u8> = row.try_get("message_id").map_err(|e| e.to_string())?;
-            Ok((id, message_id))
-        })
-        .collect()
+impl Found {
+    fn parse(rows: &[SqliteRow]) -> Result<Found, String> {
+        let mut found = Found::default();
+        for row in rows {
+            let kind: i64 = row.try_get(0).map_err(|e| format!("lookup: {e}"))?;
+            let key: Vec<u8> = row.try_get(1).map_err(|e| format!("lookup: {e}"))?;
+            let value: i64 = row.try_get(2).map_err(|e| format!("lookup: {e}"))?;
+            match kind {
+                FOUND_VERSION => {
+                    let version = to_u64(value).map_err(|e| e.to_string())?;
+                    found.versions.insert(key, version);
+                }
+                FOUND_MESSAGE => {
+                    found.messages.insert(key);
+                }
+                _ => {
+                    found.jobs.insert(value, key);
+                }
+            }
+        }
+        Ok(found)
+    }
 }
 
 /// A list separator of a query being built.
 type List<'b> = sqlx::query_builder::Separated<'b, Sqlite, &'static str>;
 
-/// `head IN (values) tail`, for one chunk of values.
-fn in_list<T>(
+/// Adds `head IN (values) tail` over `values` to `script`, in chunks (nothing
+/// for no values).
+fn push_in<T>(
+    script: &mut Script,
     head: &str,
     tail: &str,
     values: &[T],
-    push_value: &mut impl FnMut(&mut List<'_>, &T),
-) -> QueryBuilder<Sqlite> {
-    let mut builder = QueryBuilder::<Sqlite>::new(head);
-    builder.push(" IN (");
-    let mut list = builder.separated(", ");
-    for value in values {
-        push_value(&mut list, value);
-    }
-    list.push_unseparated(")");
-    builder.push(tail);
-    builder
-}
-
-/// Runs `head IN (values) tail` over `values`, in chunks.
-async fn execute_in<T: Sync>(
-    conn: &mut SqliteConnection,
-    what: &str,
-    head: &str,
-    tail: &str,
-    values: &[T],
-    mut push_value: impl FnMut(&mut List<'_>, &T) + Send,
-) -> Result<(), String> {
+    mut push_value: impl FnMut(&mut List<'_>, &T),
+) {
     for chunk in values.chunks(MAX_ROWS_PER_STATEMENT) {
-        in_list(head, tail, chunk, &mut push_value)
-            .build()
-            .execute(&mut *conn)
-            .await
-            .map_err(|e| format!("{what}: {e}"))?;
+        let builder = script.statement();
+        builder.push(head).push(" IN (");
+        let mut list = builder.separated(", ");
+        for value in chunk {
+            push_value(&mut list, value);
+        }
+        list.push_unseparated(")");
+        builder.push(tail);
     }
-    Ok(())
 }
 
-/// Runs `head IN (values)` over `values`, in chunks, and returns all rows.
-async fn fetch_in<T: Sync>(
-    conn: &mut SqliteConnection,
-    what: &str,
-    head: &str,
-    values: &[T],
-    mut push_value: impl FnMut(&mut List<'_>, &T) + Send,
-) -> Result<Vec<SqliteRow>, String> {
-    let mut rows = Vec::new();
-    for chunk in values.chunks(MAX_ROWS_PER_STATEMENT) {
-        rows.extend(
-            in_list(head, "", chunk, &mut push_value)
-                .build()
-                .fetch_all(&mut *conn)
-                .await
-                .map_err(|e| format!("{what}: {e}"))?,
-        );
-    }
-    Ok(rows)
-}
-
-/// Runs `head VALUES (row), (row)... tail` over `rows`, in chunks.
-async fn execute_values<T: Sync>(
-    conn: &mut SqliteConnection,
-    what: &str,
+/// Adds `head VALUES (row), (row)... tail` over `rows` to `script`, in chunks
+/// (nothing for no rows). Rows of one statement are inserted in order.
+fn push_values<T>(
+    script: &mut Script,
     head: &str,
     tail: &str,
     rows: &[T],
-    mut push_row: impl FnMut(List<'_>, &T) + Send,
-) -> Result<(), String> {
+    mut push_row: impl FnMut(List<'_>, &T),
+) {
     for chunk in rows.chunks(MAX_ROWS_PER_STATEMENT) {
-        let mut builder = QueryBuilder::<Sqlite>::new(head);
+        let builder = script.statement();
+        builder.push(head);
         builder.push_values(chunk, &mut push_row);
         builder.push(tail);
-        builder
-            .build()
-            .execute(&mut *conn)
-            .await
-            .map_err(|e| format!("{what}: {e}"))?;
     }
-    Ok(())
 }
 
 fn job_from_row(row: &SqliteRow) -> Result<Job, StoreError> {
