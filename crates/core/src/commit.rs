@@ -140,12 +140,22 @@ pub(crate) fn run(
         })
         .collect::<Result<Vec<_>, HubError>>()?;
     let group_info = staged.group_info.clone();
+    // Who is where changes only with adds, removes and joins; otherwise only
+    // the committer's leaf (and maybe its key) changed.
+    let membership_changed = external
+        || staged.staged.add_proposals().next().is_some()
+        || staged.staged.remove_proposals().next().is_some();
+    let committer = staged.committer;
     group
         .public
         .merge_commit(&group.storage, staged.staged)
         .map_err(internal)?;
     group.meta.group_info = group_info.clone();
-    group.refresh_members()?;
+    if membership_changed {
+        group.refresh_members()?;
+    } else {
+        group.forget_key(committer);
+    }
     let new_epoch = group.epoch();
 
     for (welcome, recipients) in welcomes.iter().zip(welcome_targets) {

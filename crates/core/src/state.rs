@@ -382,6 +382,11 @@ impl HubGroup {
         self.members.iter().find(|m| m.leaf_index == leaf_index)
     }
 
+    /// Drops a leaf's cached key (its update path may have changed it).
+    pub(crate) fn forget_key(&mut self, leaf_index: u32) {
+        self.ed25519_keys.borrow_mut().remove(&leaf_index);
+    }
+
     pub(crate) fn refresh_members(&mut self) -> Result<(), HubError> {
         self.members = members_of(&self.public)?;
         self.ed25519_keys.borrow_mut().clear();

@@ -286,7 +286,8 @@ impl<S: Store> HubService<S> {
             (Write::None, v) => v,
             _ => None,
         };
-        let pending = match self.step(group_id, version, &outcome, ctx)? {
+        let response = outcome.response.clone();
+        let pending = match self.step(group_id, version, outcome, ctx)? {
             Some(step) => Some(self.store.enqueue(step).await?),
             None => None,
         };
@@ -299,7 +300,7 @@ impl<S: Store> HubService<S> {
                 },
             );
         }
-        Ok((outcome.response, pending))
+        Ok((response, pending))
     }
 
     /// The store step of an outcome, or `None` when nothing is written.
@@ -307,17 +308,17 @@ impl<S: Store> HubService<S> {
         &self,
         group_id: &[u8],
         version: Option<u64>,
-        outcome: &Outcome,
+        outcome: Outcome,
         ctx: &Context,
     ) -> Result<Option<Step>, ServiceError> {
-        let write = match &outcome.write {
+        let write = match outcome.write {
             Write::None => GroupWrite::Keep,
             Write::Reserve { until } => GroupWrite::Put {
                 state: Vec::new(),
-                reserved_until: Some(*until),
+                reserved_until: Some(until),
             },
             Write::Put(state) => GroupWrite::Put {
-                state: state.clone(),
+                state,
                 reserved_until: None,
             },
             Write::Delete => GroupWrite::Delete,
