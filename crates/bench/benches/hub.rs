@@ -27,6 +27,9 @@ use mimid_wire::{DSRequest, DSRequestBody, Limits, Wire};
 use openmls::prelude::{MlsMessageIn, ProcessedMessageContent, tls_codec::DeserializeBytes};
 use openmls_rust_crypto::RustCrypto;
 
+/// Successive commits per chain in the service benchmarks.
+const CHAIN: usize = 40;
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -120,6 +123,16 @@ fn commit_path(c: &mut Criterion) {
                 BatchSize::PerIteration,
             )
         });
+        // Through the service: a chain of successive commits, as a busy
+        // group sees them; when the chain runs out the group is put back
+        // at the first commit's epoch (untimed), so restores are rare.
+        let chain: Vec<Vec<u8>> = fx
+            .group
+            .update_chain(CHAIN)
+            .expect("chain")
+            .iter()
+            .map(|r| r.to_bytes().expect("encode"))
+            .collect();
         for (name, durability) in [
             ("hub_sqlite_process", Durability::Process),
             ("hub_sqlite_powerloss", Durability::PowerLoss),
@@ -128,35 +141,41 @@ fn commit_path(c: &mut Criterion) {
             let svc = service(&rt, &fx, durability, dir.path());
             let gid = fx.group.group_id.clone();
             let mut version = 1u64;
+            let mut next = 0usize;
             g.bench_function(name, |b| {
                 b.iter_custom(|iters| {
                     let mut total = Duration::ZERO;
                     for _ in 0..iters {
-                        // Put the group back to the commit's epoch, loaded in
-                        // the cache as a busy hub would have it (untimed).
-                        let restore = Step {
-                            group_id: gid.to_mls_bytes(),
-                            expected_version: Some(version),
-                            write: GroupWrite::Put {
-                                state: fx.state.clone(),
-                                reserved_until: None,
-                            },
-                            snapshot: None,
-                            prune_snapshots_before: None,
-                            messages: Vec::new(),
-                            jobs: Vec::new(),
-                            now: now(),
-                        };
-                        rt.block_on(svc.store().commit(restore)).expect("restore");
-                        svc.evict(&gid);
-                        rt.block_on(svc.group_epoch(&gid)).expect("warm");
+                        if next == chain.len() {
+                            let restore = Step {
+                                group_id: gid.to_mls_bytes(),
+                                expected_version: Some(version),
+                                write: GroupWrite::Put {
+                                    state: fx.state.clone(),
+                                    reserved_until: None,
+                                },
+                                snapshot: None,
+                                prune_snapshots_before: None,
+                                messages: Vec::new(),
+                                jobs: Vec::new(),
+                                now: now(),
+                            };
+                            rt.block_on(svc.store().commit(restore)).expect("restore");
+                            version += 1;
+                            next = 0;
+                        }
+                        if next == 0 {
+                            svc.evict(&gid);
+                            rt.block_on(svc.group_epoch(&gid)).expect("warm");
+                        }
                         let start = Instant::now();
-                        let req =
-                            DSRequest::decode_exact(&body, &Limits::default()).expect("decode");
+                        let req = DSRequest::decode_exact(&chain[next], &Limits::default())
+                            .expect("decode");
                         rt.block_on(svc.handle(DsEndpoint::GroupOperation, &req, Origin::Local))
                             .expect("accepted");
                         total += start.elapsed();
-                        version += 2;
+                        version += 1;
+                        next += 1;
                     }
                     total
                 })

@@ -66,6 +66,18 @@ impl BenchGroup {
         Ok(request)
     }
 
+    /// `count` successive `ds_update_client` requests, each for the epoch
+    /// the previous one leads to (the creator merges each).
+    pub fn update_chain(&mut self, count: usize) -> Result<Vec<DSRequest>, ClientError> {
+        (0..count)
+            .map(|_| {
+                let request = self.creator.update(&self.group_id)?;
+                self.creator.merge_pending_commit(&self.group_id)?;
+                Ok(request)
+            })
+            .collect()
+    }
+
     /// A `ds_send_message` request with `len` bytes of plaintext.
     pub fn message_request(&mut self, len: usize) -> Result<DSRequest, ClientError> {
         self.creator.send_message(&self.group_id, &vec![0x61; len])
