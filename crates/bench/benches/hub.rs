@@ -19,10 +19,10 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use mimid_bench::{HubFixture, cpu_seconds, memory_kib, now};
-use mimid_core::{Context, DsEndpoint, Hub, HubConfig, HubGroup, Origin, Slot};
-use mimid_service::{HubService, ServiceConfig};
-use mimid_store::{Durability, GroupWrite, SqliteStore, Step, Store};
+use mimid_bench::{HubFixture, cpu_seconds, memory_kib, now, put_state, seeded_service};
+use mimid_core::{Context, DsEndpoint, HubGroup, Origin, Slot};
+use mimid_service::HubService;
+use mimid_store::{Durability, SqliteStore, Store};
 use mimid_wire::{DSRequest, DSRequestBody, Limits, Wire};
 use openmls::prelude::{MlsMessageIn, ProcessedMessageContent, tls_codec::DeserializeBytes};
 use openmls_rust_crypto::RustCrypto;
@@ -44,25 +44,9 @@ fn service(
     durability: Durability,
     dir: &std::path::Path,
 ) -> HubService<SqliteStore> {
-    let store = rt
-        .block_on(SqliteStore::open(&dir.join("hub.db"), durability))
-        .expect("store");
-    let step = Step {
-        group_id: fx.group.group_id.to_mls_bytes(),
-        expected_version: None,
-        write: GroupWrite::Put {
-            state: fx.state.clone(),
-            reserved_until: None,
-        },
-        snapshot: None,
-        prune_snapshots_before: None,
-        messages: Vec::new(),
-        jobs: Vec::new(),
-        now: now(),
-    };
-    rt.block_on(store.commit(step)).expect("seed");
-    let hub = Hub::new(HubConfig::new(fx.group.group_id.hub_domain.clone()));
-    HubService::new(hub, store, ServiceConfig::default())
+    let cache = std::num::NonZeroUsize::new(64).expect("non-zero");
+    rt.block_on(seeded_service(fx, durability, dir, cache))
+        .expect("service")
 }
 
 fn commit_path(c: &mut Criterion) {
@@ -147,19 +131,7 @@ fn commit_path(c: &mut Criterion) {
                     let mut total = Duration::ZERO;
                     for _ in 0..iters {
                         if next == chain.len() {
-                            let restore = Step {
-                                group_id: gid.to_mls_bytes(),
-                                expected_version: Some(version),
-                                write: GroupWrite::Put {
-                                    state: fx.state.clone(),
-                                    reserved_until: None,
-                                },
-                                snapshot: None,
-                                prune_snapshots_before: None,
-                                messages: Vec::new(),
-                                jobs: Vec::new(),
-                                now: now(),
-                            };
+                            let restore = put_state(&gid, fx.state.clone(), Some(version));
                             rt.block_on(svc.store().commit(restore)).expect("restore");
                             version += 1;
                             next = 0;

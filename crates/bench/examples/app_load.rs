@@ -5,10 +5,9 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use mimid_bench::{HubFixture, cpu_seconds, memory_kib, now};
-use mimid_core::{DsEndpoint, Hub, HubConfig, Origin};
-use mimid_service::{HubService, ServiceConfig};
-use mimid_store::{Durability, GroupWrite, SqliteStore, Step, Store};
+use mimid_bench::{HubFixture, cpu_seconds, memory_kib, seeded_service};
+use mimid_core::{DsEndpoint, Origin};
+use mimid_store::Durability;
 use mimid_wire::{DSRequest, Limits, Wire};
 
 fn main() -> Result<(), String> {
@@ -27,31 +26,8 @@ fn main() -> Result<(), String> {
         .to_bytes()
         .map_err(|e| e.to_string())?;
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let svc = rt.block_on(async {
-        let store = SqliteStore::open(&dir.path().join("hub.db"), Durability::Process)
-            .await
-            .map_err(|e| e.to_string())?;
-        let seed = Step {
-            group_id: fx.group.group_id.to_mls_bytes(),
-            expected_version: None,
-            write: GroupWrite::Put {
-                state: fx.state.clone(),
-                reserved_until: None,
-            },
-            snapshot: None,
-            prune_snapshots_before: None,
-            messages: Vec::new(),
-            jobs: Vec::new(),
-            now: now(),
-        };
-        store.commit(seed).await.map_err(|e| e.to_string())?;
-        let hub = Hub::new(HubConfig::new(fx.group.group_id.hub_domain.clone()));
-        Ok::<_, String>(Arc::new(HubService::new(
-            hub,
-            store,
-            ServiceConfig::default(),
-        )))
-    })?;
+    let cache = std::num::NonZeroUsize::new(64).ok_or("cache")?;
+    let svc = Arc::new(rt.block_on(seeded_service(&fx, Durability::Process, dir.path(), cache))?);
     let body = Arc::new(body);
     let (cpu0, wall0) = (cpu_seconds(), Instant::now());
     rt.block_on(async {

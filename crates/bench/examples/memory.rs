@@ -7,10 +7,10 @@
 
 use std::num::NonZeroUsize;
 
-use mimid_bench::{HubFixture, memory_kib, now};
+use mimid_bench::{HubFixture, memory_kib, put_state};
 use mimid_core::{Hub, HubConfig};
 use mimid_service::{HubService, ServiceConfig};
-use mimid_store::{Durability, GroupWrite, SqliteStore, Step, Store};
+use mimid_store::{Durability, SqliteStore, Store};
 use mimid_wire::GroupId;
 
 fn main() -> Result<(), String> {
@@ -33,19 +33,7 @@ fn main() -> Result<(), String> {
             local_id: (i as u128).to_be_bytes(),
         };
         for i in 0..groups {
-            let step = Step {
-                group_id: id(i).to_mls_bytes(),
-                expected_version: None,
-                write: GroupWrite::Put {
-                    state: fx.state.clone(),
-                    reserved_until: None,
-                },
-                snapshot: None,
-                prune_snapshots_before: None,
-                messages: Vec::new(),
-                jobs: Vec::new(),
-                now: now(),
-            };
+            let step = put_state(&id(i), fx.state.clone(), None);
             store.enqueue(step).await.map_err(|e| e.to_string())?;
         }
         let hub = Hub::new(HubConfig::new(fx.group.group_id.hub_domain.clone()));

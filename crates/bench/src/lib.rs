@@ -162,3 +162,47 @@ pub fn cpu_seconds() -> f64 {
     // utime and stime are fields 14 and 15 of the file, 12 and 13 here.
     (ticks(11) + ticks(12)) / 100.0
 }
+
+/// A store step that only writes `state` for `group_id`, expecting the
+/// stored version `expected` (`None`: a new group).
+pub fn put_state(group_id: &GroupId, state: Vec<u8>, expected: Option<u64>) -> mimid_store::Step {
+    mimid_store::Step {
+        group_id: group_id.to_mls_bytes(),
+        expected_version: expected,
+        write: mimid_store::GroupWrite::Put {
+            state,
+            reserved_until: None,
+        },
+        snapshot: None,
+        prune_snapshots_before: None,
+        messages: Vec::new(),
+        jobs: Vec::new(),
+        now: now(),
+    }
+}
+
+/// A hub service on a SQLite file in `dir`, holding the fixture's group at
+/// version 1.
+pub async fn seeded_service(
+    fx: &HubFixture,
+    durability: mimid_store::Durability,
+    dir: &std::path::Path,
+    cache_groups: std::num::NonZeroUsize,
+) -> Result<mimid_service::HubService<mimid_store::SqliteStore>, String> {
+    use mimid_store::Store as _;
+    let store = mimid_store::SqliteStore::open(&dir.join("hub.db"), durability)
+        .await
+        .map_err(|e| e.to_string())?;
+    store
+        .commit(put_state(&fx.group.group_id, fx.state.clone(), None))
+        .await
+        .map_err(|e| e.to_string())?;
+    let hub = mimid_core::Hub::new(mimid_core::HubConfig::new(
+        fx.group.group_id.hub_domain.clone(),
+    ));
+    Ok(mimid_service::HubService::new(
+        hub,
+        store,
+        mimid_service::ServiceConfig { cache_groups },
+    ))
+}

@@ -106,3 +106,29 @@ pub(crate) fn no_duplicate_clients(
     }
     Ok(())
 }
+
+/// The clients a removing commit removes: only Remove proposals by value,
+/// at least one, never the committer (who leaves by self-remove), and the
+/// committer's identity unchanged.
+pub(crate) fn removals(
+    group: &HubGroup,
+    staged: &Staged,
+    op: &str,
+) -> Result<Vec<(u32, mimid_wire::ClientId)>, HubError> {
+    only_by_value(staged, "Remove proposals", |p| {
+        matches!(p, Proposal::Remove(_))
+    })?;
+    committer_unchanged(group, staged)?;
+    let removed = removed_clients(group, staged)?;
+    if removed.is_empty() {
+        return Err(HubError::NotAllowed(format!(
+            "{op} must remove at least one client"
+        )));
+    }
+    if removed.iter().any(|(i, _)| *i == staged.committer) {
+        return Err(HubError::NotAllowed(
+            "use self_remove_client to leave".into(),
+        ));
+    }
+    Ok(removed)
+}

@@ -1,9 +1,8 @@
 //! `ds_remove_users`: remove whole users (every client of each).
 
 use mimid_wire::MLSGroupUpdate;
-use openmls::prelude::Proposal;
 
-use super::{Req, committer_unchanged, only_by_value, removed_clients};
+use super::{Req, removals};
 use crate::commit;
 use crate::error::HubError;
 use crate::hub::Outcome;
@@ -15,21 +14,7 @@ pub(crate) fn handle(
     update: &MLSGroupUpdate,
 ) -> Result<Outcome, HubError> {
     commit::run(req, group, update, &[], false, &|group, staged| {
-        only_by_value(staged, "Remove proposals", |p| {
-            matches!(p, Proposal::Remove(_))
-        })?;
-        committer_unchanged(group, staged)?;
-        let removed = removed_clients(group, staged)?;
-        if removed.is_empty() {
-            return Err(HubError::NotAllowed(
-                "remove_users must remove at least one client".into(),
-            ));
-        }
-        if removed.iter().any(|(i, _)| *i == staged.committer) {
-            return Err(HubError::NotAllowed(
-                "use self_remove_client to leave".into(),
-            ));
-        }
+        let removed = removals(group, staged, "remove_users")?;
         for (_, client) in &removed {
             let user = client.user();
             let left = group
