@@ -29,6 +29,12 @@
 //!   queued with. A step queued *after* a completion and touching the same
 //!   message starts a new sub-batch (in the same transaction), so the queue
 //!   order is kept.
+//! * **Recipient lists are stored once.** Consecutive messages of a group go
+//!   to the same recipients, so a job refers to its list by SHA-256 (table
+//!   `recipient_sets`, hashed once per distinct list per sub-batch) instead
+//!   of carrying a copy; a list is removed with the last job that refers to
+//!   it. Jobs written before schema version 2 keep their own copy
+//!   (`recipient_set` NULL), and [`Store::pending_jobs`] returns either.
 //! * **Concurrent readers.** Reads use a separate pool of `query_only`
 //!   connections; WAL mode lets them run while the writer writes, and they see
 //!   every step whose [`Pending`] has resolved.
@@ -43,6 +49,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use sha2::{Digest, Sha256};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteRow, SqliteSynchronous,
@@ -150,7 +157,12 @@ impl SqliteStore {
             // beyond 64 KiB SQLite spills it to a temporary file unless
             // temporary storage is in memory. It holds at most the pages one
             // statement touches.
-            .pragma("temp_store", "MEMORY");
+            .pragma("temp_store", "MEMORY")
+            // Checkpoint every 40 MiB of log instead of 4 MiB: a busy
+            // group's state is rewritten in the same pages commit after
+            // commit, and a checkpoint copies each page once however often
+            // it was rewritten since the last one.
+            .pragma("wal_autocheckpoint", "10000");
         let mut conn = SqliteConnection::connect_with(&write_options)
             .await
             .map_err(db)?;
@@ -269,9 +281,11 @@ impl Store for SqliteStore {
 
     async fn pending_jobs(&self, destination: &str, limit: u32) -> Result<Vec<Job>, StoreError> {
         let rows = sqlx::query(
-            "SELECT j.id, j.destination, j.message_id, j.recipients, m.body, j.attempts, \
+            "SELECT j.id, j.destination, j.message_id, \
+                    COALESCE(rs.recipients, j.recipients) AS recipients, m.body, j.attempts, \
                     j.created_at \
              FROM jobs j JOIN messages m ON m.message_id = j.message_id \
+             LEFT JOIN recipient_sets rs ON rs.hash = j.recipient_set \
              WHERE j.destination = ?1 \
              ORDER BY j.id \
              LIMIT ?2",
@@ -439,15 +453,16 @@ async fn apply_batch(
             Op::Commit(_) => None,
         })
         .collect();
-    // The message of each job to complete. Only jobs stored before this batch
-    // can be meant: job ids are learnt from `pending_jobs`, which sees only
-    // committed jobs, and a request queued after a commit is in a later batch.
+    // The message (and recipient set) of each job to complete. Only jobs
+    // stored before this batch can be meant: job ids are learnt from
+    // `pending_jobs`, which sees only committed jobs, and a request queued
+    // after a commit is in a later batch.
     let mut to_complete = if job_ids.is_empty() {
         HashMap::new()
     } else {
         push_in(
             script,
-            &format!("SELECT {FOUND_JOB}, message_id, id FROM jobs WHERE id"),
+            &format!("SELECT {FOUND_JOB}, message_id, id, recipient_set FROM jobs WHERE id"),
             "",
             &job_ids,
             |list, id| {
@@ -469,9 +484,10 @@ async fn apply_batch(
             }
             Op::CompleteJob(id) => {
                 // Unknown, or completed earlier in this batch: nothing to do.
-                if let Some(message_id) = to_complete.remove(id) {
+                if let Some((message_id, recipient_set)) = to_complete.remove(id) {
                     sub.jobs.push(*id);
                     sub.messages.insert(message_id);
+                    sub.recipient_sets.extend(recipient_set);
                 }
             }
         }
@@ -485,6 +501,9 @@ async fn apply_batch(
 /// completions. That equals applying them in their queue order as long as no
 /// step comes after the completion of a job whose message it writes or refers
 /// to, which [`apply_batch`] ensures by starting a new sub-batch there.
+/// Recipient sets need no such care: the steps only ever add sets (and jobs
+/// referring to them), and a set goes only if no job refers to it once the
+/// completions are done, in either order.
 #[derive(Default)]
 struct SubBatch<'a> {
     /// Steps and their index in the batch.
@@ -493,6 +512,8 @@ struct SubBatch<'a> {
     jobs: Vec<i64>,
     /// Their messages.
     messages: BTreeSet<Vec<u8>>,
+    /// Their recipient sets (of those written since schema version 2).
+    recipient_sets: BTreeSet<Vec<u8>>,
 }
 
 impl SubBatch<'_> {
@@ -538,6 +559,16 @@ impl SubBatch<'_> {
             &messages,
             |list, message_id| {
                 list.push_bind(message_id.as_slice());
+            },
+        );
+        let recipient_sets: Vec<&Vec<u8>> = self.recipient_sets.iter().collect();
+        push_in(
+            script,
+            "DELETE FROM recipient_sets WHERE hash",
+            " AND NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.recipient_set = recipient_sets.hash)",
+            &recipient_sets,
+            |list, hash| {
+                list.push_bind(hash.as_slice());
             },
         );
         Ok(())
@@ -609,7 +640,12 @@ struct Plan<'a> {
     groups: HashMap<&'a [u8], GroupPlan<'a>>,
     messages: Vec<MessageRow<'a>>,
     jobs: Vec<JobRow<'a>>,
+    /// The distinct recipient lists of `jobs` and their SHA-256.
+    recipient_sets: HashMap<&'a [u8], RecipientSetHash>,
 }
+
+/// SHA-256 of a recipient list: its key in `recipient_sets`.
+type RecipientSetHash = [u8; 32];
 
 /// What the accepted steps do to one group.
 struct GroupPlan<'a> {
@@ -691,7 +727,7 @@ struct MessageRow<'a> {
 struct JobRow<'a> {
     destination: &'a str,
     message_id: &'a [u8],
-    recipients: &'a [u8],
+    recipient_set: RecipientSetHash,
     created_at: i64,
 }
 
@@ -801,10 +837,14 @@ impl<'a> Plan<'a> {
             });
         }
         for job in &step.jobs {
+            let recipient_set = *self
+                .recipient_sets
+                .entry(&job.recipients)
+                .or_insert_with(|| Sha256::digest(&job.recipients).into());
             self.jobs.push(JobRow {
                 destination: &job.destination,
                 message_id: &job.message_id,
-                recipients: &job.recipients,
+                recipient_set,
                 created_at: now,
             });
         }
@@ -932,17 +972,34 @@ impl<'a> Plan<'a> {
                     .push_bind(m.created_at);
             },
         );
+        // A list already stored (by an earlier batch) is not written again.
+        let recipient_sets: Vec<(&[u8], &RecipientSetHash)> = self
+            .recipient_sets
+            .iter()
+            .map(|(&recipients, hash)| (recipients, hash))
+            .collect();
+        push_values(
+            script,
+            "INSERT OR IGNORE INTO recipient_sets (hash, recipients) ",
+            "",
+            &recipient_sets,
+            |mut row, &(recipients, hash)| {
+                row.push_bind(hash.as_slice()).push_bind(recipients);
+            },
+        );
         // Rows of one statement are inserted in order: job ids follow the
         // order of the steps.
         push_values(
             script,
-            "INSERT INTO jobs (destination, message_id, recipients, attempts, created_at) ",
+            "INSERT INTO jobs (destination, message_id, recipients, recipient_set, attempts, \
+             created_at) ",
             "",
             &self.jobs,
             |mut row, j| {
                 row.push_bind(j.destination)
                     .push_bind(j.message_id)
-                    .push_bind(j.recipients)
+                    .push("x''")
+                    .push_bind(j.recipient_set.as_slice())
                     .push("0")
                     .push_bind(j.created_at);
             },
@@ -950,15 +1007,17 @@ impl<'a> Plan<'a> {
     }
 }
 
-/// What the lookups of a [`Script`] found: rows of `(kind, key, value)`.
+/// What the lookups of a [`Script`] found: rows of `(kind, key, value)`, and
+/// for jobs their recipient set.
 #[derive(Default)]
 struct Found {
     /// Group id to stored version.
     versions: HashMap<Vec<u8>, u64>,
     /// Stored message ids.
     messages: HashSet<Vec<u8>>,
-    /// Job id to its message id.
-    jobs: HashMap<i64, Vec<u8>>,
+    /// Job id to its message id and recipient set (`None` for a job written
+    /// before schema version 2).
+    jobs: HashMap<i64, (Vec<u8>, Option<Vec<u8>>)>,
 }
 
 const FOUND_VERSION: i64 = 0;
@@ -981,7 +1040,9 @@ impl Found {
                     found.messages.insert(key);
                 }
                 _ => {
-                    found.jobs.insert(value, key);
+                    let recipient_set: Option<Vec<u8>> =
+                        row.try_get(3).map_err(|e| format!("lookup: {e}"))?;
+                    found.jobs.insert(value, (key, recipient_set));
                 }
             }
         }

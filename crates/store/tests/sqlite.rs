@@ -752,14 +752,17 @@ type GroupRow = (Vec<u8>, i64, Vec<u8>, Option<i64>, i64);
 type SnapshotRow = (Vec<u8>, i64, i64, Vec<u8>);
 type MessageRow = (Vec<u8>, Vec<u8>, Vec<u8>, i64);
 type JobRow = (i64, String, Vec<u8>, Vec<u8>, i64, i64);
+type RecipientSetRow = (Vec<u8>, Vec<u8>);
 
-/// Every row of every table, in a fixed order.
+/// Every row of every table, in a fixed order (a job with its full
+/// recipient list, wherever it is stored).
 #[derive(Debug, PartialEq, Eq)]
 struct Dump {
     groups: Vec<GroupRow>,
     snapshots: Vec<SnapshotRow>,
     messages: Vec<MessageRow>,
     jobs: Vec<JobRow>,
+    recipient_sets: Vec<RecipientSetRow>,
 }
 
 async fn dump(path: &Path) -> Dump {
@@ -785,12 +788,18 @@ async fn dump(path: &Path) -> Dump {
         .await
         .expect("messages"),
         jobs: sqlx::query_as(
-            "SELECT id, destination, message_id, recipients, attempts, created_at FROM jobs \
-             ORDER BY id",
+            "SELECT j.id, j.destination, j.message_id, COALESCE(rs.recipients, j.recipients), \
+                    j.attempts, j.created_at \
+             FROM jobs j LEFT JOIN recipient_sets rs ON rs.hash = j.recipient_set \
+             ORDER BY j.id",
         )
         .fetch_all(&mut conn)
         .await
         .expect("jobs"),
+        recipient_sets: sqlx::query_as("SELECT hash, recipients FROM recipient_sets ORDER BY hash")
+            .fetch_all(&mut conn)
+            .await
+            .expect("recipient_sets"),
     };
     conn.close().await.expect("close raw");
     dump
@@ -1154,6 +1163,12 @@ async fn completions_and_steps_of_one_batch_keep_their_order() {
     );
     let jobs: Vec<_> = rows.jobs.iter().map(|j| (j.0, j.2[0], j.5)).collect();
     assert_eq!(jobs, vec![(5, 1, 600), (6, 2, 601)]);
+    let recipients: Vec<_> = rows.jobs.iter().map(|j| j.3.as_slice()).collect();
+    assert_eq!(recipients, vec![&b"j5"[..], &b"j6"[..]]);
+    // The lists of the completed jobs went with them.
+    let mut sets: Vec<_> = rows.recipient_sets.iter().map(|r| r.1.as_slice()).collect();
+    sets.sort();
+    assert_eq!(sets, vec![&b"j5"[..], &b"j6"[..]]);
     assert_eq!(rows.groups.first().map(|r| r.1), Some(2));
 }
 
@@ -1302,4 +1317,410 @@ async fn many_small_steps_share_few_transactions() {
         assert_eq!(group(&store, g).await.map(|g| g.version), Some(1));
         store.close().await.expect("close");
     }
+}
+
+/// A recipient list as the service encodes it: newline-separated ClientIDs
+/// (about 1 KiB for 20 members).
+fn recipient_list(destination: &str, members: usize) -> Vec<u8> {
+    (0..members)
+        .map(|m| format!("{m:04}-0123456789abcdef0123456789abcdef@{destination}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+        .into_bytes()
+}
+
+fn sha256(bytes: &[u8]) -> Vec<u8> {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).to_vec()
+}
+
+/// `(hash, recipients)` of every stored recipient list, by hash.
+async fn recipient_sets(conn: &mut SqliteConnection) -> Vec<(Vec<u8>, Vec<u8>)> {
+    sqlx::query_as("SELECT hash, recipients FROM recipient_sets ORDER BY hash")
+        .fetch_all(conn)
+        .await
+        .expect("recipient_sets")
+}
+
+/// The recipients of each pending job of `destination`, oldest first.
+async fn pending_recipients(store: &SqliteStore, destination: &str) -> Vec<Vec<u8>> {
+    store
+        .pending_jobs(destination, 10_000)
+        .await
+        .expect("pending_jobs")
+        .into_iter()
+        .map(|j| j.recipients)
+        .collect()
+}
+
+/// Steps of one group repeating the same recipient lists store each list
+/// once (keyed by its SHA-256), whether the steps share a transaction or
+/// not; jobs keep only the hash, and `pending_jobs` returns the full lists.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identical_recipient_lists_are_stored_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = db_path(&dir);
+    let store = open(&path, Durability::Process).await;
+    let g = b"group";
+    store
+        .commit(step(g, None, put(b"state")))
+        .await
+        .expect("create");
+    let here = recipient_list("here.example", 20);
+    assert!(here.len() > 1_000);
+    let mail = |i: u32, jobs: Vec<(&str, &[u8])>| {
+        let message_id = u128::from(i).to_be_bytes();
+        let mut s = step(g, Some(1), GroupWrite::Keep);
+        s.messages = vec![NewMessage {
+            message_id,
+            body: vec![0x5a; 1_400],
+        }];
+        s.jobs = jobs
+            .into_iter()
+            .map(|(destination, recipients)| NewJob {
+                destination: destination.into(),
+                message_id,
+                recipients: recipients.to_vec(),
+            })
+            .collect();
+        s
+    };
+
+    // 100 steps with the same list: half queued at once (few transactions),
+    // half one by one (one transaction each).
+    let mut pending = Vec::new();
+    for i in 0..50 {
+        pending.push(
+            store
+                .enqueue(mail(i, vec![("here.example", &here)]))
+                .await
+                .expect("enqueue"),
+        );
+    }
+    for p in pending {
+        p.await.expect("durable");
+    }
+    for i in 50..100 {
+        store
+            .commit(mail(i, vec![("here.example", &here)]))
+            .await
+            .expect("commit");
+    }
+    let mut conn = raw(&path).await;
+    assert_eq!(count(&mut conn, "jobs").await, 100);
+    assert_eq!(
+        recipient_sets(&mut conn).await,
+        vec![(sha256(&here), here.clone())]
+    );
+    let (copies, hashes): (i64, i64) = sqlx::query_as(
+        "SELECT COUNT(*) FILTER (WHERE length(recipients) > 0), \
+                COUNT(*) FILTER (WHERE recipient_set = ?1) FROM jobs",
+    )
+    .bind(sha256(&here))
+    .fetch_one(&mut conn)
+    .await
+    .expect("job rows");
+    assert_eq!((copies, hashes), (0, 100));
+    assert_eq!(
+        pending_recipients(&store, "here.example").await,
+        vec![here.clone(); 100]
+    );
+
+    // Distinct lists are distinct rows, the same list on two destinations
+    // one row; an empty list is a list like any other.
+    let there = recipient_list("there.example", 20);
+    let few = recipient_list("there.example", 2);
+    let mut pending = Vec::new();
+    for i in 100..110 {
+        pending.push(
+            store
+                .enqueue(mail(
+                    i,
+                    vec![
+                        ("here.example", &here),
+                        ("there.example", &there),
+                        ("elsewhere.example", &few),
+                        ("empty.example", b""),
+                    ],
+                ))
+                .await
+                .expect("enqueue"),
+        );
+    }
+    for p in pending {
+        p.await.expect("durable");
+    }
+    store
+        .commit(mail(110, vec![("elsewhere.example", &there)]))
+        .await
+        .expect("commit");
+    let mut expected = vec![
+        (sha256(&here), here.clone()),
+        (sha256(&there), there.clone()),
+        (sha256(&few), few.clone()),
+        (sha256(b""), Vec::new()),
+    ];
+    expected.sort();
+    assert_eq!(recipient_sets(&mut conn).await, expected);
+    assert_eq!(
+        pending_recipients(&store, "here.example").await,
+        vec![here.clone(); 110]
+    );
+    assert_eq!(
+        pending_recipients(&store, "there.example").await,
+        vec![there.clone(); 10]
+    );
+    let mut elsewhere = vec![few.clone(); 10];
+    elsewhere.push(there.clone());
+    assert_eq!(
+        pending_recipients(&store, "elsewhere.example").await,
+        elsewhere
+    );
+    assert_eq!(
+        pending_recipients(&store, "empty.example").await,
+        vec![Vec::<u8>::new(); 10]
+    );
+    conn.close().await.expect("close raw");
+    store.close().await.expect("close");
+}
+
+/// A recipient list stays while a job refers to it and goes with the last
+/// one, however the completions are batched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recipient_list_goes_with_its_last_job() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = db_path(&dir);
+    let store = open(&path, Durability::PowerLoss).await;
+    let g = b"g";
+    store
+        .commit(step(g, None, put(b"1")))
+        .await
+        .expect("create");
+    store
+        .commit(with_mail(
+            step(g, Some(1), GroupWrite::Keep),
+            vec![message(1, "m1"), message(2, "m2")],
+            vec![
+                job("x.example", 1, "shared"),
+                job("y.example", 1, "own"),
+                job("x.example", 2, "shared"),
+            ],
+        ))
+        .await
+        .expect("mail 1");
+    store
+        .commit(with_mail(
+            step(g, Some(1), GroupWrite::Keep),
+            vec![message(3, "m3")],
+            vec![job("x.example", 3, "shared")],
+        ))
+        .await
+        .expect("mail 2");
+    let mut conn = raw(&path).await;
+    assert_eq!(count(&mut conn, "recipient_sets").await, 2);
+
+    // Some of the jobs of "shared" complete: it stays.
+    store.complete_job(1).await.expect("complete 1");
+    store.complete_job(3).await.expect("complete 3");
+    assert_eq!(count(&mut conn, "recipient_sets").await, 2);
+    assert_eq!(
+        pending_recipients(&store, "x.example").await,
+        vec![b"shared".to_vec()]
+    );
+
+    // Its last job completes (with another job, and again): it goes, "own"
+    // stays.
+    let mut pending = Vec::new();
+    for id in [4, 4, 999] {
+        pending.push(store.complete_job(id));
+    }
+    for p in pending {
+        p.await.expect("complete");
+    }
+    assert_eq!(
+        recipient_sets(&mut conn).await,
+        vec![(sha256(b"own"), b"own".to_vec())]
+    );
+    assert_eq!(
+        pending_recipients(&store, "x.example").await,
+        Vec::<Vec<u8>>::new()
+    );
+    assert_eq!(
+        pending_recipients(&store, "y.example").await,
+        vec![b"own".to_vec()]
+    );
+    store.complete_job(2).await.expect("complete 2");
+    assert_eq!(count(&mut conn, "recipient_sets").await, 0);
+    assert_eq!(count(&mut conn, "jobs").await, 0);
+    assert_eq!(count(&mut conn, "messages").await, 0);
+    conn.close().await.expect("close raw");
+    store.close().await.expect("close");
+}
+
+/// A list whose last job completes and that a later step of the same batch
+/// uses again is stored again: exactly the outcome of one by one.
+#[tokio::test(flavor = "current_thread")]
+async fn recipient_lists_of_one_batch_keep_their_order() {
+    use Request::{Commit, Complete};
+    let g = b"g";
+    let setup = [
+        Commit(step(g, None, put(b"1"))),
+        Commit(with_mail(
+            step(g, Some(1), GroupWrite::Keep),
+            vec![message(1, "m1"), message(2, "m2")],
+            vec![
+                job("x.example", 1, "a"),
+                job("x.example", 2, "a"),
+                job("y.example", 1, "b"),
+            ],
+        )),
+    ];
+    let batch = [
+        Complete(1),
+        Complete(2),
+        // "a" has no job left here, and is used again.
+        Commit(with_mail(
+            step(g, Some(1), GroupWrite::Keep),
+            vec![message(3, "m3")],
+            vec![job("x.example", 3, "a"), job("y.example", 3, "c")],
+        )),
+        // "b" goes for good.
+        Complete(3),
+        // A step that fails stores no list.
+        Commit(with_mail(
+            step(g, Some(7), GroupWrite::Keep),
+            vec![message(4, "m4")],
+            vec![job("x.example", 4, "d")],
+        )),
+    ];
+    let (outcomes, rows) = batched_equals_sequential(&setup, &batch).await;
+    assert_eq!(outcomes, ["ok", "ok", "ok", "ok", "conflict"]);
+    let mut sets: Vec<_> = rows.recipient_sets.iter().map(|r| r.1.as_slice()).collect();
+    sets.sort();
+    assert_eq!(sets, vec![&b"a"[..], &b"c"[..]]);
+    let jobs: Vec<_> = rows.jobs.iter().map(|j| (j.0, j.3.as_slice())).collect();
+    assert_eq!(jobs, vec![(4, &b"a"[..]), (5, &b"c"[..])]);
+}
+
+/// A database written before recipient lists were stored apart (schema
+/// version 1) is migrated on open; its jobs keep their own lists and
+/// complete as before, next to new jobs; reopening changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_from_before_recipient_sets_keep_working() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = db_path(&dir);
+
+    // Schema version 1 only, with one group, a message and two jobs.
+    let migrations = dir.path().join("migrations-v1");
+    std::fs::create_dir(&migrations).expect("mkdir");
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/0001_init.sql"),
+        migrations.join("0001_init.sql"),
+    )
+    .expect("copy 0001");
+    let old_list = recipient_list("x.example", 20);
+    {
+        let mut conn = SqliteConnection::connect_with(
+            &SqliteConnectOptions::new()
+                .filename(&path)
+                .create_if_missing(true),
+        )
+        .await
+        .expect("connect");
+        sqlx::migrate::Migrator::new(migrations)
+            .await
+            .expect("migrator v1")
+            .run(&mut conn)
+            .await
+            .expect("migrate to v1");
+        sqlx::query(
+            "INSERT INTO groups (group_id, version, state, updated_at) VALUES (?1, 1, ?2, 10)",
+        )
+        .bind(&b"g"[..])
+        .bind(&b"state"[..])
+        .execute(&mut conn)
+        .await
+        .expect("group");
+        sqlx::query(
+            "INSERT INTO messages (message_id, group_id, body, created_at) \
+             VALUES (?1, ?2, ?3, 10)",
+        )
+        .bind(vec![1u8; 16])
+        .bind(&b"g"[..])
+        .bind(&b"old body"[..])
+        .execute(&mut conn)
+        .await
+        .expect("message");
+        for (destination, recipients) in [("x.example", &old_list[..]), ("y.example", b"y")] {
+            sqlx::query(
+                "INSERT INTO jobs (destination, message_id, recipients, created_at) \
+                 VALUES (?1, ?2, ?3, 10)",
+            )
+            .bind(destination)
+            .bind(vec![1u8; 16])
+            .bind(recipients)
+            .execute(&mut conn)
+            .await
+            .expect("job");
+        }
+        conn.close().await.expect("close v1");
+    }
+
+    let store = open(&path, Durability::PowerLoss).await;
+    let mut conn = raw(&path).await;
+    let nulls: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE recipient_set IS NULL")
+        .fetch_one(&mut conn)
+        .await
+        .expect("old jobs");
+    assert_eq!(nulls, 2);
+    let old = store.pending_jobs("x.example", 10).await.expect("pending");
+    assert_eq!(old.len(), 1);
+    assert_eq!(old[0].recipients, old_list);
+    assert_eq!(old[0].body, b"old body");
+
+    // A new job with the same list as an old one stores it apart.
+    store
+        .commit(with_mail(
+            step(b"g", Some(1), GroupWrite::Keep),
+            vec![message(2, "new body")],
+            vec![NewJob {
+                destination: "x.example".into(),
+                message_id: [2; 16],
+                recipients: old_list.clone(),
+            }],
+        ))
+        .await
+        .expect("new mail");
+    assert_eq!(
+        pending_recipients(&store, "x.example").await,
+        vec![old_list.clone(), old_list.clone()]
+    );
+    assert_eq!(count(&mut conn, "recipient_sets").await, 1);
+
+    // The old jobs complete as before, and leave the new list alone.
+    store.complete_job(old[0].id).await.expect("complete old x");
+    assert_eq!(count(&mut conn, "recipient_sets").await, 1);
+    assert_eq!(count(&mut conn, "messages").await, 2);
+    store.close().await.expect("close");
+
+    // Reopening (nothing to migrate) changes nothing.
+    let store = open(&path, Durability::PowerLoss).await;
+    assert_eq!(
+        pending_recipients(&store, "x.example").await,
+        vec![old_list.clone()]
+    );
+    assert_eq!(
+        pending_recipients(&store, "y.example").await,
+        vec![b"y".to_vec()]
+    );
+    for destination in ["x.example", "y.example"] {
+        for job in store.pending_jobs(destination, 10).await.expect("pending") {
+            store.complete_job(job.id).await.expect("complete");
+        }
+    }
+    assert_eq!(count(&mut conn, "recipient_sets").await, 0);
+    assert_eq!(count(&mut conn, "jobs").await, 0);
+    assert_eq!(count(&mut conn, "messages").await, 0);
+    conn.close().await.expect("close raw");
+    store.close().await.expect("close");
 }
