@@ -95,20 +95,24 @@ impl<'a> Reader<'a> {
 
     /// Takes `n` raw bytes.
     pub fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+        let truncated = || DecodeErrorKind::Truncated {
+            needed: n,
+            available: self.remaining(),
+        };
         if n > self.remaining() {
-            return Err(self.error(DecodeErrorKind::Truncated {
-                needed: n,
-                available: self.remaining(),
-            }));
+            return Err(self.error(truncated()));
         }
-        let bytes = &self.buf[self.pos..self.pos + n];
+        let bytes = self
+            .buf
+            .get(self.pos..self.pos + n)
+            .ok_or_else(|| self.error(truncated()))?;
         self.pos += n;
         Ok(bytes)
     }
 
     /// The unread bytes up to the current bound, without consuming them.
     pub fn rest(&self) -> &'a [u8] {
-        &self.buf[self.pos..self.end]
+        self.buf.get(self.pos..self.end).unwrap_or_default()
     }
 
     /// Marks `n` bytes of [`Reader::rest`] as consumed.
@@ -163,6 +167,12 @@ impl<'a> Reader<'a> {
         len: usize,
         f: impl FnOnce(&mut Reader<'a>) -> Result<T, DecodeError>,
     ) -> Result<T, DecodeError> {
+        if len > self.remaining() {
+            return Err(self.error(DecodeErrorKind::Truncated {
+                needed: len,
+                available: self.remaining(),
+            }));
+        }
         let mut sub = Reader {
             buf: self.buf,
             pos: self.pos,
