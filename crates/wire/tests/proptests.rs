@@ -569,6 +569,52 @@ fn provider_signature() -> impl Strategy<Value = ProviderSignature> {
         )
 }
 
+fn client_signature_tbs() -> impl Strategy<Value = ClientSignatureTBS> {
+    (any::<u16>(), ds_request_body(), any::<u32>()).prop_map(
+        |(protocol_version, request_body, sender_index)| ClientSignatureTBS {
+            protocol_version,
+            request_body,
+            sender_index,
+        },
+    )
+}
+
+fn provider_signature_tbs() -> impl Strategy<Value = ProviderSignatureTBS> {
+    (
+        provider_domain(),
+        provider_domain(),
+        bytes(),
+        bytes(),
+        any::<u64>(),
+        any::<[u8; 16]>(),
+        any::<[u8; 32]>(),
+    )
+        .prop_map(
+            |(sender, recipient, method, path, timestamp, nonce, body_sha256)| {
+                ProviderSignatureTBS {
+                    sender,
+                    recipient,
+                    method,
+                    path,
+                    timestamp,
+                    nonce,
+                    body_sha256,
+                }
+            },
+        )
+}
+
+fn provider_sign_content() -> impl Strategy<Value = ProviderSignContent> {
+    (bytes(), bytes()).prop_map(|(label, content)| ProviderSignContent { label, content })
+}
+
+fn verification_key_id() -> impl Strategy<Value = VerificationKeyId> {
+    bytes().prop_map(|public_key| VerificationKeyId {
+        algorithm: ProviderKeyAlgorithm::Ed25519,
+        public_key,
+    })
+}
+
 fn mimi_ds_group() -> impl Strategy<Value = MimiDsGroup> {
     (
         any::<u16>(),
@@ -796,6 +842,11 @@ properties! {
     provider_signature: ProviderSignature = provider_signature();
     ds_error: DSError = ds_error();
     mimi_ds_group: MimiDsGroup = mimi_ds_group();
+    // The signed structs, which no body contains.
+    client_signature_tbs: ClientSignatureTBS = client_signature_tbs();
+    provider_signature_tbs: ProviderSignatureTBS = provider_signature_tbs();
+    provider_sign_content: ProviderSignContent = provider_sign_content();
+    verification_key_id: VerificationKeyId = verification_key_id();
 }
 
 // ---------------------------------------------------------------------------
