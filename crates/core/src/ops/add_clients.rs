@@ -1,9 +1,8 @@
 //! `ds_add_clients`: add new clients of users already in the group.
 
 use mimid_wire::{MLSGroupUpdate, WelcomeMessage};
-use openmls::prelude::Proposal;
 
-use super::{Req, added_clients, committer_unchanged, no_duplicate_clients, only_by_value};
+use super::{Req, additions};
 use crate::commit;
 use crate::error::HubError;
 use crate::hub::Outcome;
@@ -16,15 +15,7 @@ pub(crate) fn handle(
     welcomes: &[WelcomeMessage],
 ) -> Result<Outcome, HubError> {
     commit::run(req, group, update, welcomes, false, &|group, staged| {
-        only_by_value(staged, "Add proposals", |p| matches!(p, Proposal::Add(_)))?;
-        committer_unchanged(group, staged)?;
-        let added = added_clients(staged)?;
-        if added.is_empty() {
-            return Err(HubError::NotAllowed(
-                "add_clients must add at least one client".into(),
-            ));
-        }
-        no_duplicate_clients(group, &added)?;
+        let added = additions(group, staged, "add_clients")?;
         if let Some(c) = added.iter().find(|c| !group.has_user(&c.user())) {
             return Err(HubError::NotAllowed(format!(
                 "{} has no client in the group: use add_users",

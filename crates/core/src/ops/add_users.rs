@@ -1,9 +1,8 @@
 //! `ds_add_users`: add users new to the group, with Welcomes.
 
 use mimid_wire::{GroupKind, MLSGroupUpdate, WelcomeMessage};
-use openmls::prelude::Proposal;
 
-use super::{Req, added_clients, committer_unchanged, no_duplicate_clients, only_by_value};
+use super::{Req, additions};
 use crate::commit;
 use crate::error::HubError;
 use crate::hub::{Outcome, Write};
@@ -18,15 +17,12 @@ pub(crate) fn handle(
     // The user a connection group invites, noted for external-commit info.
     let invited = std::cell::RefCell::new(None);
     let mut outcome = commit::run(req, group, update, welcomes, false, &|group, staged| {
-        only_by_value(staged, "Add proposals", |p| matches!(p, Proposal::Add(_)))?;
-        committer_unchanged(group, staged)?;
-        let added = added_clients(staged)?;
+        let added = additions(group, staged, "add_users")?;
         let Some(first) = added.first() else {
             return Err(HubError::NotAllowed(
                 "add_users must add at least one client".into(),
             ));
         };
-        no_duplicate_clients(group, &added)?;
         if let Some(c) = added.iter().find(|c| group.has_user(&c.user())) {
             return Err(HubError::NotAllowed(format!(
                 "{} is already in the group: use add_clients",

@@ -132,3 +132,23 @@ pub(crate) fn removals(
     }
     Ok(removed)
 }
+
+/// The clients an adding commit adds: only Add proposals by value, at least
+/// one, none already a member or added twice, and the committer's identity
+/// unchanged.
+pub(crate) fn additions(
+    group: &HubGroup,
+    staged: &Staged,
+    op: &str,
+) -> Result<Vec<mimid_wire::ClientId>, HubError> {
+    only_by_value(staged, "Add proposals", |p| matches!(p, Proposal::Add(_)))?;
+    committer_unchanged(group, staged)?;
+    let added = added_clients(staged)?;
+    if added.is_empty() {
+        return Err(HubError::NotAllowed(format!(
+            "{op} must add at least one client"
+        )));
+    }
+    no_duplicate_clients(group, &added)?;
+    Ok(added)
+}
