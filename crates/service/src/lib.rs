@@ -36,9 +36,8 @@ impl ServiceError {
     pub fn to_ds_error(&self) -> mimid_wire::DSError {
         match self {
             ServiceError::Hub(e) => e.to_ds_error(),
-            ServiceError::Store(_) => {
-                mimid_wire::DSError::text(mimid_wire::ErrorCode::Unavailable, "")
-            }
+            // The store failed and nothing was acknowledged: try again soon.
+            ServiceError::Store(_) => mimid_wire::DSError::unavailable(1),
         }
     }
 }

@@ -105,7 +105,8 @@ pub struct DSError {
 }
 
 impl DSError {
-    /// An error whose detail is text.
+    /// An error whose detail is text (only for codes whose registry detail
+    /// is text; the others have their own constructors).
     pub fn text(code: ErrorCode, text: impl Into<String>) -> Self {
         let mut text = text.into();
         // Text is informative; cut it (on a char boundary) to the default bound.
@@ -134,6 +135,14 @@ impl DSError {
         DSError {
             code: ErrorCode::UnsupportedVersion,
             detail: ErrorDetail::Supported(supported),
+        }
+    }
+
+    /// `unavailable` (503), retry after the given seconds.
+    pub fn unavailable(retry_after_seconds: u32) -> Self {
+        DSError {
+            code: ErrorCode::Unavailable,
+            detail: ErrorDetail::RetryAfter(retry_after_seconds),
         }
     }
 

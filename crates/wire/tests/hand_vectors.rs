@@ -111,3 +111,27 @@ fn identifiers_split_into_user_and_domain() {
         assert!(bad.parse::<ClientId>().is_err(), "{bad}");
     }
 }
+
+#[test]
+fn every_registered_code_round_trips_in_its_detail_form() {
+    for &code in ErrorCode::ALL {
+        let err = match code {
+            ErrorCode::WrongEpoch => DSError::wrong_epoch(3),
+            ErrorCode::UnsupportedVersion => DSError::unsupported_version(vec![1]),
+            ErrorCode::RateLimited => DSError::rate_limited(5),
+            ErrorCode::Unavailable => DSError::unavailable(5),
+            ErrorCode::PayloadTooLarge => DSError {
+                code,
+                detail: ErrorDetail::LimitBytes(1024),
+            },
+            _ => DSError::text(code, "why"),
+        };
+        let bytes = err.to_bytes().unwrap();
+        assert_eq!(
+            DSError::decode_exact(&bytes, &limits()).unwrap(),
+            err,
+            "{}",
+            code.name()
+        );
+    }
+}
