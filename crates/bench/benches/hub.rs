@@ -20,11 +20,15 @@ use std::time::{Duration, Instant};
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use mimid_bench::{HubFixture, cpu_seconds, memory_kib, now, put_state, seeded_service};
+use mimid_core::state::GroupStorage;
 use mimid_core::{Context, DsEndpoint, HubGroup, Origin, Slot};
 use mimid_service::HubService;
 use mimid_store::{Durability, SqliteStore, Store};
 use mimid_wire::{DSRequest, DSRequestBody, Limits, Wire};
-use openmls::prelude::{MlsMessageIn, ProcessedMessageContent, tls_codec::DeserializeBytes};
+use openmls::prelude::{
+    MlsMessageBodyIn, MlsMessageIn, ProcessedMessageContent, ProposalStore, PublicGroup,
+    tls_codec::{DeserializeBytes, Serialize as _},
+};
 use openmls_rust_crypto::RustCrypto;
 
 /// Successive commits per chain in the service benchmarks.
@@ -153,6 +157,43 @@ fn commit_path(c: &mut Criterion) {
                 })
             });
         }
+        // Loading the group: the hub's stored state against rebuilding it
+        // from GroupInfo + tree, which re-validates every leaf.
+        let loaded = HubGroup::from_bytes(&fx.state).expect("load");
+        let tree_bytes = loaded
+            .public_group()
+            .export_ratchet_tree()
+            .tls_serialize_detached()
+            .expect("tree");
+        let tree = mimid_wire::RatchetTree::from_bytes(&tree_bytes)
+            .expect("tree")
+            .parsed()
+            .clone();
+        let MlsMessageBodyIn::GroupInfo(group_info) =
+            mimid_wire::GroupInfoMessage::from_bytes(&loaded.meta().group_info)
+                .expect("group info")
+                .parsed()
+                .clone()
+        else {
+            unreachable!()
+        };
+        g.bench_function("load_stored_state", |b| {
+            b.iter(|| black_box(HubGroup::from_bytes(&fx.state).expect("load")))
+        });
+        g.bench_function("load_from_external", |b| {
+            b.iter(|| {
+                black_box(
+                    PublicGroup::from_external(
+                        &crypto,
+                        &GroupStorage::default(),
+                        tree.clone(),
+                        group_info.clone(),
+                        ProposalStore::new(),
+                    )
+                    .expect("from_external"),
+                )
+            })
+        });
         g.finish();
     }
 }
