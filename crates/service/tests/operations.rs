@@ -576,6 +576,115 @@ fn groups_of_other_hubs_are_misrouted<B: Backend>() {
     assert_eq!(err.code(), ErrorCode::WrongRecipient);
 }
 
+/// A connection group (G12): connection KeyPackages only, exactly one
+/// invited user, whose other devices may then fetch external-commit info.
+fn connection_groups_connect_two_users<B: Backend>() {
+    let mut hub = B::new("a.example");
+    let mut alice = client(ALICE);
+    let ask = DSRequest {
+        version: 1,
+        request_body: DSRequestBody::RequestGroupId,
+        authentication_data: DSAuthData::Anonymous,
+    };
+    let DSResponseBody::GroupId(GroupIdField(g)) = hub.op(&ask, Origin::Local).unwrap().response
+    else {
+        panic!("no group id")
+    };
+    hub.op(
+        &alice.create_group(&g, GroupKind::Connection).unwrap(),
+        Origin::Local,
+    )
+    .expect("create");
+    let bob = client(BOB);
+    let carol = client(CAROL);
+
+    // A regular KeyPackage does not go into a connection group.
+    let regular = alice
+        .add(&g, &[bob.key_package(false, false).unwrap()], false)
+        .unwrap();
+    alice.clear_pending_commit(&g).unwrap();
+    let before = hub.fingerprint(&g);
+    assert!(matches!(
+        hub.op(&regular, Origin::Local),
+        Err(HubError::NotAllowed(_))
+    ));
+    assert_eq!(hub.fingerprint(&g), before);
+
+    // Two users at once are refused; Bob alone is accepted.
+    let both = alice
+        .add(
+            &g,
+            &[
+                bob.key_package(true, false).unwrap(),
+                carol.key_package(true, false).unwrap(),
+            ],
+            false,
+        )
+        .unwrap();
+    alice.clear_pending_commit(&g).unwrap();
+    assert!(matches!(
+        hub.op(&both, Origin::Local),
+        Err(HubError::NotAllowed(_))
+    ));
+    let add = alice
+        .add(&g, &[bob.key_package(true, false).unwrap()], false)
+        .unwrap();
+    let outcome = hub.op(&add, Origin::Local).expect("connection add");
+    alice.merge_pending_commit(&g).unwrap();
+    assert!(outcome.welcome_for(BOB).is_some());
+
+    // A third user is refused afterwards too.
+    let third = alice
+        .add(&g, &[carol.key_package(true, false).unwrap()], false)
+        .unwrap();
+    alice.clear_pending_commit(&g).unwrap();
+    assert!(matches!(
+        hub.op(&third, Origin::Local),
+        Err(HubError::NotAllowed(_))
+    ));
+
+    // Bob's other device may ask for external-commit information; Carol may not.
+    for (requester, allowed) in [
+        ("mimi://b.example/d/bob/laptop", true),
+        ("mimi://c.example/d/carol/phone", false),
+    ] {
+        let request = DSRequest {
+            version: 1,
+            request_body: DSRequestBody::ExternalCommitInformation(
+                ExternalCommitInformationRequest {
+                    group_id: GroupIdField(g.clone()),
+                    requester: requester.parse().unwrap(),
+                },
+            ),
+            authentication_data: DSAuthData::Anonymous,
+        };
+        let domain = requester.parse::<ClientId>().unwrap().domain();
+        let answer = hub.call(
+            DsEndpoint::ExternalCommitInformation,
+            &request,
+            provider(domain.as_str()),
+        );
+        assert_eq!(answer.is_ok(), allowed, "{requester}: {answer:?}");
+    }
+
+    // And a connection KeyPackage does not go into a regular group.
+    let w = World::<B>::new();
+    let mut alice = w.alice;
+    let dave = client("mimi://b.example/d/dave/desk");
+    let add = alice
+        .add(
+            &w.group_id,
+            &[dave.key_package(true, false).unwrap()],
+            false,
+        )
+        .unwrap();
+    let mut hub = w.hub;
+    assert!(matches!(
+        hub.op(&add, Origin::Local),
+        Err(HubError::NotAllowed(_))
+    ));
+}
+
 /// Each scenario on both backends.
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
@@ -590,6 +699,7 @@ macro_rules! on_both_backends {
 
 on_both_backends!(
     application_messages_fan_out_by_provider,
+    connection_groups_connect_two_users,
     every_operation_in_one_conversation,
     non_member_cannot_post,
     forged_client_signature_is_refused,
