@@ -319,12 +319,7 @@ impl MimiClient {
         let (group, provider, signer) = self.parts(group_id)?;
         let proposal = group.leave_group(provider, signer).map_err(mls)?;
         let sender = group.own_leaf_index().u32();
-        let proposal =
-            wire::PublicMessage::from_bytes(&proposal.tls_serialize_detached().map_err(mls)?)?;
-        self.sign_request(
-            DSRequestBody::SelfRemoveClient(wire::SelfRemoveClientRequest { proposal }),
-            sender,
-        )
+        self.self_remove_request(&proposal, sender)
     }
 
     /// A Remove proposal of any leaf, framed as `ds_self_remove_client`
@@ -339,6 +334,15 @@ impl MimiClient {
             .propose_remove_member(provider, signer, LeafNodeIndex::new(leaf))
             .map_err(mls)?;
         let sender = group.own_leaf_index().u32();
+        self.self_remove_request(&proposal, sender)
+    }
+
+    /// Frames a Remove proposal as a signed `ds_self_remove_client`.
+    fn self_remove_request(
+        &self,
+        proposal: &MlsMessageOut,
+        sender: u32,
+    ) -> Result<DSRequest, ClientError> {
         let proposal =
             wire::PublicMessage::from_bytes(&proposal.tls_serialize_detached().map_err(mls)?)?;
         self.sign_request(
