@@ -73,6 +73,7 @@ fn commit_path(c: &mut Criterion) {
             origin: Origin::Local,
             now: now(),
             random: [2; 16],
+            verified: None,
         };
 
         let mut g = c.benchmark_group(format!("commit_{n}"));
@@ -239,6 +240,7 @@ fn app_messages(c: &mut Criterion) {
         origin: Origin::Local,
         now: now(),
         random: [3; 16],
+        verified: None,
     };
     let mut slot = Slot::Active(Box::new(HubGroup::from_bytes(&fx.state).expect("load")));
     g.bench_function("hub_core", |b| {

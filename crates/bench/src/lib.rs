@@ -1,6 +1,11 @@
 //! Workloads shared by the benchmarks: real MLS groups built with
 //! `mimid-client`, so that every benchmark measures real messages.
 
+/// The allocator of the `mimid` binary, so that benchmarks measure what
+/// runs in production (raw baselines in the same process use it too).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use mimid_client::{ClientError, MimiClient};
 use mimid_wire::{ClientId, DSRequest, GroupId, GroupKind, ProviderDomain};
 
@@ -101,6 +106,7 @@ impl HubFixture {
             origin: Origin::Local,
             now: now(),
             random: [1; 16],
+            verified: None,
         };
         let mut slot = Slot::Reserved { until: u64::MAX };
         let create = group

@@ -57,12 +57,7 @@ pub(crate) fn run(
     let member = if external {
         None
     } else {
-        Some(auth::verify_member(
-            crypto,
-            group,
-            req.request,
-            &req.ctx.origin,
-        )?)
+        Some(auth::verify_member(crypto, group, req.request, req.ctx)?)
     };
     let staged = stage(req, group, update)?;
     if staged.external != external {

@@ -12,6 +12,7 @@ use mimid_wire::{
 use openmls::prelude::MlsMessageBodyIn;
 use openmls_rust_crypto::RustCrypto;
 
+use crate::auth::Verified;
 use crate::error::HubError;
 use crate::ops;
 use crate::state::{HubGroup, JoinerSnapshot};
@@ -67,6 +68,9 @@ pub struct Context {
     pub now: u64,
     /// Fresh randomness (used for new group ids).
     pub random: [u8; 16],
+    /// The request's client signature, if it was already found valid in a
+    /// batch ([`crate::verify_batch`]).
+    pub verified: Option<Verified>,
 }
 
 /// What the adapter must load before calling [`Hub::handle`].

@@ -14,6 +14,7 @@ pub mod hub;
 mod ops;
 pub mod state;
 
+pub use auth::{SignatureCheck, SignerKey, Verified, claimed_signer, verify_batch};
 pub use error::HubError;
 pub use hub::{
     Context, Delivery, DeliveryKind, DsEndpoint, Hub, HubConfig, Origin, Outcome, Slot, Target,

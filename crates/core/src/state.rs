@@ -14,7 +14,9 @@ use openmls::prelude::{GroupId as MlsGroupId, LeafNodeIndex, PublicGroup};
 use openmls_traits::public_storage::PublicStorageProvider;
 use openmls_traits::storage::{CURRENT_VERSION, traits};
 use serde::{Deserialize, Serialize};
+use serde_bytes::ByteBuf;
 
+use crate::auth::SignerKey;
 use crate::error::{HubError, internal};
 
 /// Format tag of the persisted state; bumped when the layout changes.
@@ -33,26 +35,28 @@ fn dec<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, StorageError> 
     postcard::from_bytes(bytes).map_err(|e| StorageError(e.to_string()))
 }
 
-/// One group's OpenMLS public state, serialized value by value.
+/// One group's OpenMLS public state, serialized value by value. The values
+/// are byte strings to serde (`ByteBuf`), so persisting the state copies
+/// them instead of visiting every byte.
 #[derive(Default, Clone, Serialize, Deserialize)]
 pub struct GroupStorage {
-    tree: RefCell<Option<Vec<u8>>>,
-    context: RefCell<Option<Vec<u8>>>,
-    interim_transcript_hash: RefCell<Option<Vec<u8>>>,
-    confirmation_tag: RefCell<Option<Vec<u8>>>,
+    tree: RefCell<Option<ByteBuf>>,
+    context: RefCell<Option<ByteBuf>>,
+    interim_transcript_hash: RefCell<Option<ByteBuf>>,
+    confirmation_tag: RefCell<Option<ByteBuf>>,
     /// (proposal ref, queued proposal), in arrival order.
-    proposals: RefCell<Vec<(Vec<u8>, Vec<u8>)>>,
+    proposals: RefCell<Vec<(ByteBuf, ByteBuf)>>,
 }
 
-fn put<T: Serialize>(cell: &RefCell<Option<Vec<u8>>>, value: &T) -> Result<(), StorageError> {
-    *cell.borrow_mut() = Some(enc(value)?);
+fn put<T: Serialize>(cell: &RefCell<Option<ByteBuf>>, value: &T) -> Result<(), StorageError> {
+    *cell.borrow_mut() = Some(ByteBuf::from(enc(value)?));
     Ok(())
 }
 
 fn get<T: serde::de::DeserializeOwned>(
-    cell: &RefCell<Option<Vec<u8>>>,
+    cell: &RefCell<Option<ByteBuf>>,
 ) -> Result<Option<T>, StorageError> {
-    cell.borrow().as_deref().map(dec).transpose()
+    cell.borrow().as_deref().map(|b| dec(b)).transpose()
 }
 
 impl PublicStorageProvider<CURRENT_VERSION> for GroupStorage {
@@ -109,9 +113,10 @@ impl PublicStorageProvider<CURRENT_VERSION> for GroupStorage {
         proposal_ref: &R,
         proposal: &P,
     ) -> Result<(), StorageError> {
-        self.proposals
-            .borrow_mut()
-            .push((enc(proposal_ref)?, enc(proposal)?));
+        self.proposals.borrow_mut().push((
+            ByteBuf::from(enc(proposal_ref)?),
+            ByteBuf::from(enc(proposal)?),
+        ));
         Ok(())
     }
 
@@ -205,7 +210,9 @@ impl PublicStorageProvider<CURRENT_VERSION> for GroupStorage {
         proposal_ref: &R,
     ) -> Result<(), StorageError> {
         let key = enc(proposal_ref)?;
-        self.proposals.borrow_mut().retain(|(r, _)| *r != key);
+        self.proposals
+            .borrow_mut()
+            .retain(|(r, _)| r[..] != key[..]);
         Ok(())
     }
 
@@ -225,8 +232,10 @@ impl PublicStorageProvider<CURRENT_VERSION> for GroupStorage {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AddedClient {
     /// `KeyPackageRef` of the KeyPackage it was added with.
+    #[serde(with = "serde_bytes")]
     pub key_package_ref: Vec<u8>,
     pub leaf_index: u32,
+    #[serde(with = "serde_bytes")]
     pub signature_key: Vec<u8>,
     /// The provider of the added client (only it may fetch for it).
     pub client_domain: String,
@@ -238,8 +247,10 @@ pub struct AddedClient {
 pub struct JoinerSnapshot {
     pub epoch: u64,
     /// `optional<Node> ratchet_tree<V>` of the epoch.
+    #[serde(with = "serde_bytes")]
     pub ratchet_tree: Vec<u8>,
     /// `MLSMessage` (group_info) of the epoch.
+    #[serde(with = "serde_bytes")]
     pub group_info: Vec<u8>,
     pub added: Vec<AddedClient>,
 }
@@ -259,6 +270,7 @@ pub struct GroupMeta {
     pub kind: u8,
     /// The current epoch's GroupInfo (`MLSMessage`), rebuilt from the last
     /// commit and its PartialGroupInfo.
+    #[serde(with = "serde_bytes")]
     pub group_info: Vec<u8>,
     /// For a connection group: the user invited into it.
     pub invited_user: Option<String>,
@@ -299,9 +311,8 @@ pub struct HubGroup {
     /// Members by leaf index, derived from the tree (cached because every
     /// message needs them).
     pub(crate) members: Vec<MemberInfo>,
-    /// Decoded Ed25519 keys of members who signed since the last commit
-    /// (decoding a key is a good part of a verification).
-    ed25519_keys: RefCell<std::collections::HashMap<u32, ed25519_dalek::VerifyingKey>>,
+    /// Decoded Ed25519 keys of members who signed since the last commit.
+    ed25519_keys: RefCell<std::collections::HashMap<u32, SignerKey>>,
 }
 
 impl HubGroup {
@@ -400,34 +411,17 @@ impl HubGroup {
             .map(|leaf| leaf.signature_key().as_slice().to_vec())
     }
 
-    /// Verifies an Ed25519 signature by the leaf `leaf_index` (strict RFC
-    /// 8032 verification, as OpenMLS does).
-    pub(crate) fn verify_ed25519(
-        &self,
-        leaf_index: u32,
-        content: &[u8],
-        signature: &[u8],
-    ) -> Result<(), HubError> {
-        let bad = |what: &str| HubError::ClientSignature(what.to_string());
-        let key = match self.ed25519_keys.borrow().get(&leaf_index) {
-            Some(key) => *key,
-            None => {
-                let bytes = self
-                    .leaf_key(leaf_index)
-                    .ok_or_else(|| bad("no member at that leaf"))?;
-                let bytes: [u8; 32] = bytes
-                    .try_into()
-                    .map_err(|_| bad("leaf key is not an Ed25519 key"))?;
-                ed25519_dalek::VerifyingKey::from_bytes(&bytes)
-                    .map_err(|_| bad("leaf key is not an Ed25519 key"))?
-            }
-        };
-        let signature = ed25519_dalek::Signature::from_slice(signature)
-            .map_err(|_| bad("malformed signature"))?;
-        key.verify_strict(content, &signature)
-            .map_err(|_| bad("signature does not verify"))?;
-        self.ed25519_keys.borrow_mut().insert(leaf_index, key);
-        Ok(())
+    /// The decoded Ed25519 key of the leaf `leaf_index` (cached: decoding a
+    /// key is a good part of a verification). `None`: no such leaf.
+    pub fn signer_key(&self, leaf_index: u32) -> Option<Result<SignerKey, HubError>> {
+        if let Some(key) = self.ed25519_keys.borrow().get(&leaf_index) {
+            return Some(Ok(*key));
+        }
+        let key = SignerKey::from_slice(&self.leaf_key(leaf_index)?);
+        if let Ok(key) = &key {
+            self.ed25519_keys.borrow_mut().insert(leaf_index, *key);
+        }
+        Some(key)
     }
 
     /// Does any current member belong to `user`?

@@ -5,6 +5,12 @@
 
 mod inspect;
 
+/// mimalloc: a request allocates many small buffers (decoded MLS structs,
+/// recipient lists), which the system allocator serves markedly slower
+/// (`docs/performance.md`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;

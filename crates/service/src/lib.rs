@@ -11,9 +11,12 @@ use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+mod verifier;
+
 use lru::LruCache;
 use mimid_core::{
-    Context, DsEndpoint, Hub, HubError, HubGroup, JoinerSnapshot, Origin, Outcome, Slot, Write,
+    Context, DsEndpoint, Hub, HubError, HubGroup, JoinerSnapshot, Origin, Outcome, SignatureCheck,
+    SignerKey, Slot, Verified, Write,
 };
 use mimid_store::{GroupWrite, NewJob, NewMessage, Snapshot, Step, Store, StoreError, StoredGroup};
 use mimid_wire::{DSRequest, DSResponseBody};
@@ -70,6 +73,14 @@ pub struct HubService<S: Store> {
     rand: RustCrypto,
     cache: Mutex<LruCache<Vec<u8>, Cached>>,
     locks: Mutex<HashMap<Vec<u8>, Weak<tokio::sync::Mutex<()>>>>,
+    /// Signature keys of members who signed lately, by group, read without
+    /// the group's lock so that their next requests' signatures can be
+    /// checked in batches before the step ([`verifier`]). Only a hint: the
+    /// step accepts a batch result only if the leaf still has that key.
+    signers: Mutex<LruCache<Vec<u8>, HashMap<u32, SignerKey>>>,
+    /// `None` if its thread could not be started: each step then checks its
+    /// signature itself.
+    verifier: Option<verifier::BatchVerifier>,
 }
 
 fn unix_now() -> u64 {
@@ -106,6 +117,8 @@ impl<S: Store> HubService<S> {
             rand: RustCrypto::default(),
             cache: Mutex::new(LruCache::new(config.cache_groups)),
             locks: Mutex::new(HashMap::new()),
+            signers: Mutex::new(LruCache::new(config.cache_groups)),
+            verifier: verifier::BatchVerifier::start().ok(),
         }
     }
 
@@ -128,6 +141,13 @@ impl<S: Store> HubService<S> {
         let _ = self.cache_take(&group_id.to_mls_bytes());
     }
 
+    /// Batches of client signatures checked ahead of their steps, and the
+    /// signatures in them (requests whose signer's key was not known yet,
+    /// and large ones, are checked by their step instead).
+    pub fn signature_batches(&self) -> (u64, u64) {
+        self.verifier.as_ref().map_or((0, 0), |v| v.stats())
+    }
+
     /// Groups currently loaded in memory.
     pub fn cached_groups(&self) -> usize {
         self.cache.lock().map(|c| c.len()).unwrap_or(0)
@@ -137,6 +157,34 @@ impl<S: Store> HubService<S> {
         self.rand
             .random_array::<16>()
             .map_err(|e| ServiceError::Hub(HubError::Internal(format!("randomness: {e:?}"))))
+    }
+
+    /// Checks the request's client signature in a batch with concurrent
+    /// requests', if its signer's key is known from an earlier request.
+    async fn verify_ahead(&self, group_id: &[u8], request: &DSRequest) -> Option<Verified> {
+        let verifier = self.verifier.as_ref()?;
+        let index = mimid_core::claimed_signer(request)?;
+        let key = *self.signers.lock().ok()?.get(group_id)?.get(&index)?;
+        verifier.verify(SignatureCheck::new(request, &key)?).await
+    }
+
+    /// Remembers the key of the member who signed an accepted request.
+    fn note_signer(&self, group_id: &[u8], group: &HubGroup, request: &DSRequest) {
+        let Some(index) = mimid_core::claimed_signer(request) else {
+            return;
+        };
+        let (Some(Ok(key)), Ok(mut signers)) = (group.signer_key(index), self.signers.lock())
+        else {
+            return;
+        };
+        match signers.get_mut(group_id) {
+            Some(keys) => {
+                keys.insert(index, key);
+            }
+            None => {
+                signers.put(group_id.to_vec(), HashMap::from([(index, key)]));
+            }
+        }
     }
 
     fn lock_for(&self, group_id: &[u8]) -> Arc<tokio::sync::Mutex<()>> {
@@ -201,13 +249,15 @@ impl<S: Store> HubService<S> {
         request: &DSRequest,
         origin: Origin,
     ) -> Result<DSResponseBody, ServiceError> {
-        let ctx = Context {
+        let mut ctx = Context {
             origin,
             now: unix_now(),
             random: self.random16()?,
+            verified: None,
         };
         let target = self.hub.target(endpoint, request, &ctx)?;
         let group_id = target.group_id.to_mls_bytes();
+        ctx.verified = self.verify_ahead(&group_id, request).await;
         let lock = self.lock_for(&group_id);
         // A conflict means the state this step was built on did not become
         // durable (an earlier step failed, or another process wrote the
@@ -291,6 +341,9 @@ impl<S: Store> HubService<S> {
             None => None,
         };
         if let (Slot::Active(group), Some(version)) = (slot, next_version) {
+            if ctx.verified.is_none() {
+                self.note_signer(group_id, &group, request);
+            }
             self.cache_put(
                 group_id.to_vec(),
                 Cached {
@@ -332,7 +385,9 @@ impl<S: Store> HubService<S> {
             let Some(first) = outcome.deliveries.iter().find(|d| d.message == index) else {
                 continue;
             };
-            let message_id = self.random16()?;
+            // Time-ordered (UUIDv7): stored rows and their indexes grow at
+            // the end instead of at random places.
+            let message_id = uuid::Uuid::now_v7().into_bytes();
             // Stored once, in the form the delivery worker sends (its
             // recipients come from each job).
             let stored =

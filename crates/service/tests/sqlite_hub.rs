@@ -6,7 +6,10 @@ use std::path::Path;
 use std::sync::Arc;
 
 use mimid_client::MimiClient;
-use mimid_core::{DsEndpoint, Hub, HubConfig, HubError, Origin};
+use mimid_core::{
+    Context, DsEndpoint, Hub, HubConfig, HubError, HubGroup, Origin, SignatureCheck, Slot,
+    verify_batch,
+};
 use mimid_service::{HubService, ServiceConfig, ServiceError, decode_recipients};
 use mimid_store::{Durability, SqliteStore, Store};
 use mimid_wire::*;
@@ -294,4 +297,183 @@ async fn memory_holds_a_bounded_number_of_groups() {
         assert_eq!(svc.group_epoch(g).await.unwrap().map(|(e, _)| e), Some(1));
         assert!(svc.cached_groups() <= 2);
     }
+}
+
+/// Flips one bit of a request's client signature.
+fn forge(mut request: DSRequest) -> DSRequest {
+    if let DSAuthData::ClientSignature(sig) = &mut request.authentication_data {
+        sig.signature.0[0] ^= 1;
+    }
+    request
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batched_signatures_accept_the_valid_and_refuse_the_forged() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = Arc::new(service(&dir.path().join("hub.db"), Durability::Process, 64).await);
+    let mut c = conversation(&svc).await;
+    let g = c.group_id.clone();
+    // A sender's first accepted request teaches the service its key; from
+    // then on its signatures are checked in batches before the step.
+    for (sender, origin) in [
+        (&mut c.alice, Origin::Local),
+        (&mut c.bob, provider("b.example")),
+    ] {
+        let first = sender.send_message(&g, b"first").unwrap();
+        svc.handle(DsEndpoint::GroupOperation, &first, origin)
+            .await
+            .expect("first message");
+    }
+    let queued = svc
+        .store()
+        .pending_jobs("c.example", 1000)
+        .await
+        .unwrap()
+        .len();
+    let (batches_before, checked_before) = svc.signature_batches();
+    let mut requests = Vec::new();
+    for i in 0..24 {
+        let a = c
+            .alice
+            .send_message(&g, format!("a{i}").as_bytes())
+            .unwrap();
+        let b = c.bob.send_message(&g, format!("b{i}").as_bytes()).unwrap();
+        requests.push((a, Origin::Local, true));
+        requests.push((b, provider("b.example"), true));
+        if i % 3 == 0 {
+            // A flipped bit, and a valid signature over another message.
+            let forged = forge(c.alice.send_message(&g, b"forged").unwrap());
+            let mut swapped = c.bob.send_message(&g, b"swapped").unwrap();
+            swapped.authentication_data =
+                requests[requests.len() - 1].0.authentication_data.clone();
+            requests.push((forged, Origin::Local, false));
+            requests.push((swapped, provider("b.example"), false));
+        }
+    }
+    let message_of = |request: &DSRequest| match &request.request_body {
+        DSRequestBody::SendMessage(m) => m.application_message.as_bytes().to_vec(),
+        _ => unreachable!(),
+    };
+    let mut expected: Vec<Vec<u8>> = requests
+        .iter()
+        .filter(|(_, _, valid)| *valid)
+        .map(|(request, _, _)| message_of(request))
+        .collect();
+    let tasks: Vec<_> = requests
+        .into_iter()
+        .map(|(request, origin, valid)| {
+            let svc = svc.clone();
+            tokio::spawn(async move {
+                let result = svc
+                    .handle(DsEndpoint::GroupOperation, &request, origin)
+                    .await;
+                (valid, result)
+            })
+        })
+        .collect();
+    let mut accepted = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            (true, Ok(_)) => accepted += 1,
+            (false, Err(ServiceError::Hub(HubError::ClientSignature(_)))) => {}
+            other => panic!("wrong outcome: {other:?}"),
+        }
+    }
+    assert_eq!(accepted, 48);
+    let (batches, checked) = svc.signature_batches();
+    let (batches, checked) = (batches - batches_before, checked - checked_before);
+    assert_eq!(
+        checked, 64,
+        "every signature of a known signer is checked ahead"
+    );
+    assert!(batches >= 1 && batches <= checked);
+    // Exactly the valid messages are queued, byte for byte.
+    let jobs = svc.store().pending_jobs("c.example", 1000).await.unwrap();
+    let mut queued_now: Vec<Vec<u8>> = jobs[queued..]
+        .iter()
+        .map(|job| {
+            let body = DeliverMessage::decode_exact(&job.body, &Limits::default()).unwrap();
+            body.message.as_bytes().to_vec()
+        })
+        .collect();
+    expected.sort();
+    queued_now.sort();
+    assert_eq!(queued_now, expected);
+}
+
+#[tokio::test]
+async fn a_batch_result_vouches_only_for_its_own_request_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = service(&dir.path().join("hub.db"), Durability::Process, 64).await;
+    let mut c = conversation(&svc).await;
+    let g = c.group_id.clone();
+    let stored = svc
+        .store()
+        .load_group(&g.to_mls_bytes())
+        .await
+        .unwrap()
+        .expect("group");
+    let group = HubGroup::from_bytes(&stored.state).unwrap();
+    let alice_index = c.alice.leaf_index(&g).unwrap();
+    let bob_index = c.bob.leaf_index(&g).unwrap();
+    let alice_key = group.signer_key(alice_index).unwrap().unwrap();
+    let mut slot = Slot::Active(Box::new(group));
+    let step = |request: &DSRequest, slot: &mut Slot, key| {
+        let check = SignatureCheck::new(request, key).expect("small request");
+        let verified = verify_batch(vec![check]).pop().unwrap();
+        let ctx = Context {
+            origin: Origin::Local,
+            now: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs(),
+            random: [7; 16],
+            verified,
+        };
+        svc.hub()
+            .handle(DsEndpoint::GroupOperation, request, slot, None, &ctx)
+    };
+    // Another message carrying the checked one's signature.
+    let checked = c.alice.send_message(&g, b"checked").unwrap();
+    let mut other = c.alice.send_message(&g, b"other").unwrap();
+    other.authentication_data = checked.authentication_data.clone();
+    let check = SignatureCheck::new(&checked, &alice_key).unwrap();
+    let verified = verify_batch(vec![check]).pop().unwrap();
+    assert!(
+        verified.is_some(),
+        "the checked message's signature is valid"
+    );
+    let ctx = Context {
+        origin: Origin::Local,
+        now: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs(),
+        random: [7; 16],
+        verified,
+    };
+    assert!(matches!(
+        svc.hub()
+            .handle(DsEndpoint::GroupOperation, &other, &mut slot, None, &ctx),
+        Err(HubError::ClientSignature(_))
+    ));
+    assert!(
+        svc.hub()
+            .handle(DsEndpoint::GroupOperation, &checked, &mut slot, None, &ctx)
+            .is_ok()
+    );
+    // A request claiming Bob's leaf, signed with Alice's key: the batch
+    // finds it valid under the (stale) key it was given, the step does not.
+    let DSRequestBody::SendMessage(body) = c.bob.send_message(&g, b"bob").unwrap().request_body
+    else {
+        panic!()
+    };
+    let claimed = c
+        .alice
+        .sign_request(DSRequestBody::SendMessage(body), bob_index)
+        .unwrap();
+    assert!(matches!(
+        step(&claimed, &mut slot, &alice_key),
+        Err(HubError::ClientSignature(_))
+    ));
 }

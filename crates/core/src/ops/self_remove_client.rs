@@ -18,7 +18,7 @@ pub(crate) fn handle(
     group: &mut HubGroup,
     body: &SelfRemoveClientRequest,
 ) -> Result<Outcome, HubError> {
-    let sender = auth::verify_member(&req.hub.crypto, group, req.request, &req.ctx.origin)?;
+    let sender = auth::verify_member(&req.hub.crypto, group, req.request, req.ctx)?;
     let current = group.epoch();
     let MlsMessageBodyIn::PublicMessage(message) = body.proposal.parsed() else {
         return Err(HubError::InvalidMls(

@@ -139,6 +139,7 @@ impl Backend for Memory {
             origin,
             now: 1_795_000_000,
             random: [self.counter; 16],
+            verified: None,
         };
         let target = self.hub.target(endpoint, &request, &ctx)?;
         let snapshot = target
@@ -293,6 +294,7 @@ impl Backend for Sqlite {
                     origin: origin.clone(),
                     now: 0,
                     random: [0; 16],
+                    verified: None,
                 },
             )
             .ok();
