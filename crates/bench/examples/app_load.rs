@@ -53,10 +53,13 @@ fn main() -> Result<(), String> {
     })?;
     let (cpu, wall) = (cpu_seconds() - cpu0, wall0.elapsed().as_secs_f64());
     let (peak, rss) = memory_kib();
+    let (batches, signatures) = svc.signature_batches();
     println!(
-        "{count} app messages, {concurrency} concurrent: {wall:.2} s wall, {cpu:.2} s CPU; {:.0}/s, {:.0} per CPU-second; memory peak {peak} KiB, now {rss} KiB",
+        "{count} app messages, {concurrency} concurrent: {wall:.2} s wall, {cpu:.2} s CPU; {:.0}/s, {:.0} per CPU-second; signatures checked in batches of {:.1} on average; {} store transactions; memory peak {peak} KiB, now {rss} KiB",
         count as f64 / wall,
-        count as f64 / cpu.max(0.01)
+        count as f64 / cpu.max(0.01),
+        signatures as f64 / batches.max(1) as f64,
+        svc.store().transactions_committed(),
     );
     Ok(())
 }

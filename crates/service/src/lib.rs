@@ -64,6 +64,18 @@ impl Default for ServiceConfig {
 struct Cached {
     version: u64,
     group: HubGroup,
+    /// The group's state as stored at `version`: the next step writes only
+    /// the pages that differ from it.
+    state: Vec<u8>,
+}
+
+/// A slot as loaded for a step.
+struct Loaded {
+    slot: Slot,
+    /// Its store version (`None`: absent).
+    version: Option<u64>,
+    /// Its stored state (empty unless active).
+    state: Vec<u8>,
 }
 
 /// The hub of one provider, backed by a store.
@@ -214,26 +226,39 @@ impl<S: Store> HubService<S> {
         }
     }
 
-    /// Loads the slot (cache first) and its store version.
-    async fn load(&self, group_id: &[u8]) -> Result<(Slot, Option<u64>), ServiceError> {
+    /// Loads the slot (cache first), its store version and stored state.
+    async fn load(&self, group_id: &[u8]) -> Result<Loaded, ServiceError> {
         if let Some(cached) = self.cache_take(group_id) {
-            return Ok((Slot::Active(Box::new(cached.group)), Some(cached.version)));
+            return Ok(Loaded {
+                slot: Slot::Active(Box::new(cached.group)),
+                version: Some(cached.version),
+                state: cached.state,
+            });
         }
         Ok(match self.store.load_group(group_id).await? {
-            None => (Slot::Empty, None),
+            None => Loaded {
+                slot: Slot::Empty,
+                version: None,
+                state: Vec::new(),
+            },
             Some(StoredGroup {
                 version,
                 reserved_until: Some(until),
                 ..
-            }) => (Slot::Reserved { until }, Some(version)),
+            }) => Loaded {
+                slot: Slot::Reserved { until },
+                version: Some(version),
+                state: Vec::new(),
+            },
             Some(StoredGroup {
                 version,
                 state,
                 reserved_until: None,
-            }) => (
-                Slot::Active(Box::new(HubGroup::from_bytes(&state)?)),
-                Some(version),
-            ),
+            }) => Loaded {
+                slot: Slot::Active(Box::new(HubGroup::from_bytes(&state)?)),
+                version: Some(version),
+                state,
+            },
         })
     }
 
@@ -300,7 +325,11 @@ impl<S: Store> HubService<S> {
         target: &mimid_core::Target,
         group_id: &[u8],
     ) -> Result<(DSResponseBody, Option<mimid_store::Pending>), ServiceError> {
-        let (mut slot, version) = self.load(group_id).await?;
+        let Loaded {
+            mut slot,
+            version,
+            state: stored,
+        } = self.load(group_id).await?;
         let snapshot = match target.snapshot_epoch {
             Some(epoch) => match self.store.load_snapshot(group_id, epoch).await? {
                 Some(s) => Some(JoinerSnapshot::from_bytes(&s.data)?),
@@ -324,6 +353,7 @@ impl<S: Store> HubService<S> {
                         Cached {
                             version,
                             group: *group,
+                            state: stored,
                         },
                     );
                 }
@@ -336,7 +366,8 @@ impl<S: Store> HubService<S> {
             _ => None,
         };
         let response = outcome.response.clone();
-        let pending = match self.step(group_id, version, outcome, ctx)? {
+        let (step, state) = self.step(group_id, version, stored, outcome, ctx)?;
+        let pending = match step {
             Some(step) => Some(self.store.enqueue(step).await?),
             None => None,
         };
@@ -349,35 +380,47 @@ impl<S: Store> HubService<S> {
                 Cached {
                     version,
                     group: *group,
+                    state,
                 },
             );
         }
         Ok((response, pending))
     }
 
-    /// The store step of an outcome, or `None` when nothing is written.
+    /// The store step of an outcome (`None` when nothing is written), and
+    /// the group's state as it leaves it. `stored` is the state at
+    /// `version`: a new state is written as the pages that differ from it.
     fn step(
         &self,
         group_id: &[u8],
         version: Option<u64>,
+        stored: Vec<u8>,
         outcome: Outcome,
         ctx: &Context,
-    ) -> Result<Option<Step>, ServiceError> {
-        let write = match outcome.write {
-            Write::None => GroupWrite::Keep,
-            Write::Reserve { until } => GroupWrite::Put {
-                state: Vec::new(),
-                reserved_until: Some(until),
-            },
-            Write::Put(state) => GroupWrite::Put {
+    ) -> Result<(Option<Step>, Vec<u8>), ServiceError> {
+        let (write, state) = match outcome.write {
+            Write::None => (GroupWrite::Keep, stored),
+            Write::Reserve { until } => (
+                GroupWrite::Put {
+                    state: Vec::new(),
+                    reserved_until: Some(until),
+                },
+                Vec::new(),
+            ),
+            // A group's first state is written whole.
+            Write::Put(state) if stored.is_empty() => (
+                GroupWrite::Put {
+                    state: state.clone(),
+                    reserved_until: None,
+                },
                 state,
-                reserved_until: None,
-            },
-            Write::Delete => GroupWrite::Delete,
+            ),
+            Write::Put(state) => (GroupWrite::patch(&stored, &state), state),
+            Write::Delete => (GroupWrite::Delete, Vec::new()),
         };
         if write == GroupWrite::Keep && outcome.deliveries.is_empty() && outcome.snapshot.is_none()
         {
-            return Ok(None);
+            return Ok((None, state));
         }
         let mut messages = Vec::with_capacity(outcome.messages.len());
         let mut ids = Vec::with_capacity(outcome.messages.len());
@@ -420,7 +463,7 @@ impl<S: Store> HubService<S> {
             }),
             None => None,
         };
-        Ok(Some(Step {
+        let step = Step {
             group_id: group_id.to_vec(),
             expected_version: version,
             write,
@@ -429,7 +472,8 @@ impl<S: Store> HubService<S> {
             messages,
             jobs,
             now: ctx.now,
-        }))
+        };
+        Ok((Some(step), state))
     }
 }
 
@@ -443,18 +487,23 @@ impl<S: Store> HubService<S> {
         let group_id = group_id.to_mls_bytes();
         let lock = self.lock_for(&group_id);
         let _writer = lock.lock().await;
-        let (slot, version) = self.load(&group_id).await?;
+        let Loaded {
+            slot,
+            version,
+            state,
+        } = self.load(&group_id).await?;
         Ok(match (slot, version) {
             (Slot::Active(group), Some(version)) => {
-                let state = (group.epoch(), group.tree_hash().to_vec());
+                let epoch = (group.epoch(), group.tree_hash().to_vec());
                 self.cache_put(
                     group_id,
                     Cached {
                         version,
                         group: *group,
+                        state,
                     },
                 );
-                Some(state)
+                Some(epoch)
             }
             _ => None,
         })

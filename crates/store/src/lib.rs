@@ -48,8 +48,50 @@ pub enum GroupWrite {
         state: Vec<u8>,
         reserved_until: Option<u64>,
     },
+    /// Write a new state of an active group as the pages (of
+    /// [`STATE_PAGE`] bytes) that differ from its stored state, which the
+    /// step's `expected_version` names: what [`GroupWrite::patch`] computes.
+    /// A commit changes a few tree nodes, so it rewrites a few pages instead
+    /// of the whole state.
+    Patch {
+        /// Length of the new state.
+        len: u64,
+        /// (page number, the page's new bytes).
+        pages: Vec<(u32, Vec<u8>)>,
+    },
     /// Delete the group, its snapshots included.
     Delete,
+}
+
+/// Size of the pages a group's state is stored in. Close to SQLite's 4 KiB
+/// database page, so that one rewritten state page costs about one database
+/// page.
+pub const STATE_PAGE: usize = 3840;
+
+impl GroupWrite {
+    /// The write turning the stored state `old` of an active group into
+    /// `new`: only the pages of `new` that differ from `old`'s.
+    pub fn patch(old: &[u8], new: &[u8]) -> GroupWrite {
+        let mut old_pages = old.chunks(STATE_PAGE);
+        let mut pages = Vec::new();
+        for (index, page) in new.chunks(STATE_PAGE).enumerate() {
+            if old_pages.next() == Some(page) {
+                continue;
+            }
+            let Ok(index) = u32::try_from(index) else {
+                // Beyond 16 TB: not a state anyone stores; write it whole.
+                return GroupWrite::Put {
+                    state: new.to_vec(),
+                    reserved_until: None,
+                };
+            };
+            pages.push((index, page.to_vec()));
+        }
+        GroupWrite::Patch {
+            len: new.len() as u64,
+            pages,
+        }
+    }
 }
 
 /// The tree and GroupInfo joiners of one epoch need (opaque to the store).

@@ -58,7 +58,7 @@ use sqlx::{Connection, QueryBuilder, Row, Sqlite};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use crate::{GroupWrite, Job, Pending, Snapshot, Step, Store, StoreError, StoredGroup};
+use crate::{GroupWrite, Job, Pending, STATE_PAGE, Snapshot, Step, Store, StoreError, StoredGroup};
 
 /// How long a connection waits for a lock held by another connection (another
 /// process using the same file, or a checkpoint) before failing.
@@ -135,6 +135,9 @@ pub struct SqliteStore {
     writer: JoinHandle<Result<(), StoreError>>,
     readers: SqlitePool,
     transactions: Arc<AtomicU64>,
+    /// Dropped (or sent) to stop the checkpointer.
+    stop_checkpoints: oneshot::Sender<()>,
+    checkpointer: JoinHandle<()>,
 }
 
 impl SqliteStore {
@@ -158,11 +161,10 @@ impl SqliteStore {
             // temporary storage is in memory. It holds at most the pages one
             // statement touches.
             .pragma("temp_store", "MEMORY")
-            // Checkpoint every 40 MiB of log instead of 4 MiB: a busy
-            // group's state is rewritten in the same pages commit after
-            // commit, and a checkpoint copies each page once however often
-            // it was rewritten since the last one.
-            .pragma("wal_autocheckpoint", "10000");
+            // Checkpoints run beside the writer ([`run_checkpointer`]), not
+            // in its transactions; this is only the safety net should they
+            // fall behind by 400 MiB of log.
+            .pragma("wal_autocheckpoint", "100000");
         let mut conn = SqliteConnection::connect_with(&write_options)
             .await
             .map_err(db)?;
@@ -172,21 +174,30 @@ impl SqliteStore {
             .map_err(|e| StoreError::Database(format!("migration: {e}")))?;
 
         // The file exists and is in WAL mode (a persistent setting) by now.
-        let read_options = base.pragma("query_only", "ON");
+        let read_options = base.clone().pragma("query_only", "ON");
         let readers = SqlitePoolOptions::new()
             .max_connections(READ_CONNECTIONS)
             .connect_with(read_options)
             .await
             .map_err(db)?;
 
+        let checkpoints = SqliteConnection::connect_with(&base).await.map_err(db)?;
         let transactions = Arc::new(AtomicU64::new(0));
         let (writer_tx, writer_rx) = mpsc::channel(QUEUE_CAPACITY);
         let writer = tokio::spawn(run_writer(conn, writer_rx, Arc::clone(&transactions)));
+        let (stop_checkpoints, stop) = oneshot::channel();
+        let checkpointer = tokio::spawn(run_checkpointer(
+            checkpoints,
+            Arc::clone(&transactions),
+            stop,
+        ));
         Ok(Self {
             writer_tx,
             writer,
             readers,
             transactions,
+            stop_checkpoints,
+            checkpointer,
         })
     }
 
@@ -197,12 +208,16 @@ impl SqliteStore {
             writer_tx,
             writer,
             readers,
+            stop_checkpoints,
+            checkpointer,
             ..
         } = self;
         drop(writer_tx);
         let writer_result = writer
             .await
             .map_err(|e| StoreError::Unavailable(format!("writer task: {e}")));
+        drop(stop_checkpoints);
+        let _ = checkpointer.await;
         readers.close().await;
         writer_result?
     }
@@ -232,24 +247,50 @@ impl SqliteStore {
 
 impl Store for SqliteStore {
     async fn load_group(&self, group_id: &[u8]) -> Result<Option<StoredGroup>, StoreError> {
-        let row =
-            sqlx::query("SELECT version, state, reserved_until FROM groups WHERE group_id = ?1")
-                .bind(group_id)
-                .fetch_optional(&self.readers)
-                .await
-                .map_err(db)?;
-        row.map(|row| {
-            Ok(StoredGroup {
-                version: get_u64(&row, "version")?,
-                state: row.try_get("state").map_err(db)?,
-                reserved_until: row
-                    .try_get::<Option<i64>, _>("reserved_until")
-                    .map_err(db)?
-                    .map(to_u64)
-                    .transpose()?,
-            })
-        })
-        .transpose()
+        // One statement, so the row and its pages come from one snapshot.
+        let rows = sqlx::query(
+            "SELECT g.version, g.state, g.reserved_until, g.state_len, p.data \
+             FROM groups g LEFT JOIN state_pages p ON p.group_id = g.group_id \
+             WHERE g.group_id = ?1 ORDER BY p.page",
+        )
+        .bind(group_id)
+        .fetch_all(&self.readers)
+        .await
+        .map_err(db)?;
+        let Some(first) = rows.first() else {
+            return Ok(None);
+        };
+        let state = match first.try_get::<Option<i64>, _>("state_len").map_err(db)? {
+            // Written before schema version 3 (and not migrated): inline.
+            None => first.try_get("state").map_err(db)?,
+            Some(len) => {
+                let len = usize::try_from(len).map_err(|_| {
+                    StoreError::Database(format!("stored state length {len} is out of range"))
+                })?;
+                let mut state = Vec::with_capacity(len);
+                for row in &rows {
+                    if let Some(page) = row.try_get::<Option<&[u8]>, _>("data").map_err(db)? {
+                        state.extend_from_slice(page);
+                    }
+                }
+                if state.len() != len {
+                    return Err(StoreError::Database(format!(
+                        "stored state has {} bytes in its pages, not {len}",
+                        state.len()
+                    )));
+                }
+                state
+            }
+        };
+        Ok(Some(StoredGroup {
+            version: get_u64(first, "version")?,
+            state,
+            reserved_until: first
+                .try_get::<Option<i64>, _>("reserved_until")
+                .map_err(db)?
+                .map(to_u64)
+                .transpose()?,
+        }))
     }
 
     async fn load_snapshot(
@@ -321,6 +362,16 @@ async fn run_writer(
 ) -> Result<(), StoreError> {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        // The first step woke the writer; steps being computed by tasks that
+        // are ready to run right now join this transaction instead of
+        // waiting for the next one.
+        tokio::task::yield_now().await;
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(request) => batch.push(request),
+                Err(_) => break,
+            }
+        }
         match run_batch(&mut conn, &batch).await {
             Ok(outcomes) => {
                 transactions.fetch_add(1, Ordering::Relaxed);
@@ -340,6 +391,45 @@ async fn run_writer(
         }
     }
     conn.close().await.map_err(db)
+}
+
+/// How often the checkpointer looks for new transactions to checkpoint.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(200);
+
+/// Copies committed pages from the log into the database file, on a
+/// connection (and so a thread) of its own: a checkpoint copies and syncs
+/// every page written since the last one, which inside the writer's
+/// transactions would add that time to the answer of whichever step
+/// triggered it. `PASSIVE` waits for nobody and blocks nobody; once a
+/// checkpoint has copied the whole log, the writer starts the log over.
+async fn run_checkpointer(
+    mut conn: SqliteConnection,
+    transactions: Arc<AtomicU64>,
+    mut stop: oneshot::Receiver<()>,
+) {
+    let mut tick = tokio::time::interval(CHECKPOINT_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut checkpointed = 0;
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            _ = tick.tick() => {}
+        }
+        let committed = transactions.load(Ordering::Relaxed);
+        if committed == checkpointed {
+            continue;
+        }
+        // A failure (e.g. busy) is retried at the next tick; the writer's
+        // own automatic checkpoint is the safety net.
+        if sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .execute(&mut conn)
+            .await
+            .is_ok()
+        {
+            checkpointed = committed;
+        }
+    }
+    let _ = conn.close().await;
 }
 
 /// The outcome of each request of a batch, in the batch's order.
@@ -652,18 +742,93 @@ struct GroupPlan<'a> {
     /// The version as left by the accepted steps so far (`None`: absent).
     version: Option<u64>,
     /// The last write to the slot: the only one whose result remains.
-    write: Option<FinalWrite<'a>>,
+    write: Option<FinalWrite>,
+    pages: PagePlan<'a>,
     snapshots: SnapshotPlan<'a>,
 }
 
-enum FinalWrite<'a> {
+enum FinalWrite {
     Put {
         version: i64,
-        state: &'a [u8],
+        /// Length of the state (in `state_pages`).
+        state_len: i64,
         reserved_until: Option<i64>,
         updated_at: i64,
     },
     Delete,
+}
+
+/// The effect of the accepted steps on one group's state pages.
+#[derive(Default)]
+struct PagePlan<'a> {
+    /// Every stored page goes first (the state was replaced whole, or the
+    /// group deleted).
+    clear: bool,
+    /// Length of the state as the steps leave it (`None`: not written).
+    len: Option<u64>,
+    /// Pages written by the steps, by number; the last write of each wins.
+    written: BTreeMap<u32, &'a [u8]>,
+}
+
+/// The number of pages of a state of `len` bytes.
+fn page_count(len: u64) -> u64 {
+    len.div_ceil(STATE_PAGE as u64)
+}
+
+/// What one step does to the state pages (checked before anything changes).
+enum PageChange<'a> {
+    Replace(&'a [u8]),
+    Patch(u64, &'a [(u32, Vec<u8>)]),
+    Clear,
+}
+
+impl<'a> PageChange<'a> {
+    fn check(&self) -> Result<(), StoreError> {
+        let bad = |what: String| Err(StoreError::Database(format!("state patch: {what}")));
+        match *self {
+            PageChange::Replace(state) if page_count(state.len() as u64) > u64::from(u32::MAX) => {
+                bad(format!("a state of {} bytes", state.len()))
+            }
+            PageChange::Patch(len, pages) => {
+                for (page, data) in pages {
+                    let start = u64::from(*page) * STATE_PAGE as u64;
+                    let expected = len.saturating_sub(start).min(STATE_PAGE as u64);
+                    if start >= len || data.len() as u64 != expected {
+                        return bad(format!(
+                            "page {page} has {} bytes; a state of {len} bytes needs {expected}",
+                            data.len()
+                        ));
+                    }
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn apply(self, plan: &mut PagePlan<'a>) {
+        match self {
+            PageChange::Replace(state) => {
+                plan.clear = true;
+                plan.written.clear();
+                plan.len = Some(state.len() as u64);
+                for (page, data) in (0u32..).zip(state.chunks(STATE_PAGE)) {
+                    plan.written.insert(page, data);
+                }
+            }
+            PageChange::Patch(len, pages) => {
+                plan.len = Some(len);
+                for (page, data) in pages {
+                    plan.written.insert(*page, data);
+                }
+            }
+            PageChange::Clear => {
+                plan.clear = true;
+                plan.written.clear();
+                plan.len = Some(0);
+            }
+        }
+    }
 }
 
 /// The effect of the accepted steps on one group's snapshots, applied in
@@ -748,7 +913,7 @@ struct SnapshotRow<'a> {
 struct GroupRow<'a> {
     group_id: &'a [u8],
     version: i64,
-    state: &'a [u8],
+    state_len: i64,
     reserved_until: Option<i64>,
     updated_at: i64,
 }
@@ -768,6 +933,7 @@ impl<'a> Plan<'a> {
             .or_insert_with(|| GroupPlan {
                 version: stored.get(step.group_id.as_slice()).copied(),
                 write: None,
+                pages: PagePlan::default(),
                 snapshots: SnapshotPlan::default(),
             });
         if group.version != step.expected_version {
@@ -776,28 +942,51 @@ impl<'a> Plan<'a> {
 
         // Check everything before changing anything.
         let now = to_i64(step.now)?;
-        let (version, write) = match &step.write {
-            GroupWrite::Keep => (group.version, None),
+        let next_version = || match group.version {
+            None => Ok(1),
+            Some(v) => v
+                .checked_add(1)
+                .ok_or_else(|| StoreError::Database(format!("version {v} cannot be incremented"))),
+        };
+        let (version, write, pages) = match &step.write {
+            GroupWrite::Keep => (group.version, None, None),
             GroupWrite::Put {
                 state,
                 reserved_until,
             } => {
-                let version = match group.version {
-                    None => 1,
-                    Some(v) => v.checked_add(1).ok_or_else(|| {
-                        StoreError::Database(format!("version {v} cannot be incremented"))
-                    })?,
-                };
+                let version = next_version()?;
                 let write = FinalWrite::Put {
                     version: to_i64(version)?,
-                    state,
+                    state_len: to_i64(state.len() as u64)?,
                     reserved_until: reserved_until.map(to_i64).transpose()?,
                     updated_at: now,
                 };
-                (Some(version), Some(write))
+                (Some(version), Some(write), Some(PageChange::Replace(state)))
             }
-            GroupWrite::Delete => (None, Some(FinalWrite::Delete)),
+            GroupWrite::Patch { len, pages } => {
+                if group.version.is_none() {
+                    return Err(StoreError::Database(
+                        "a state patch needs a stored state".into(),
+                    ));
+                }
+                let version = next_version()?;
+                let write = FinalWrite::Put {
+                    version: to_i64(version)?,
+                    state_len: to_i64(*len)?,
+                    reserved_until: None,
+                    updated_at: now,
+                };
+                (
+                    Some(version),
+                    Some(write),
+                    Some(PageChange::Patch(*len, pages)),
+                )
+            }
+            GroupWrite::Delete => (None, Some(FinalWrite::Delete), Some(PageChange::Clear)),
         };
+        if let Some(change) = &pages {
+            change.check()?;
+        }
         let snapshot = match &step.snapshot {
             Some(s) => Some((to_i64(s.epoch)?, to_i64(s.created_at)?, s.data.as_slice())),
             None => None,
@@ -815,6 +1004,9 @@ impl<'a> Plan<'a> {
         }
 
         group.version = version;
+        if let Some(change) = pages {
+            change.apply(&mut group.pages);
+        }
         if let Some(write) = write {
             if matches!(write, FinalWrite::Delete) {
                 group.snapshots.clear();
@@ -856,6 +1048,9 @@ impl<'a> Plan<'a> {
     fn write(self, script: &mut Script) {
         let mut deleted: Vec<&[u8]> = Vec::new();
         let mut put: Vec<GroupRow<'_>> = Vec::new();
+        // (group, first page to delete), and the pages to write.
+        let mut page_deletes: Vec<(&[u8], i64)> = Vec::new();
+        let mut pages: Vec<(&[u8], u32, &[u8])> = Vec::new();
         let mut snapshot_deletes: Vec<SnapshotDelete<'_>> = Vec::new();
         let mut snapshots: Vec<SnapshotRow<'_>> = Vec::new();
         for (&group_id, group) in &self.groups {
@@ -864,16 +1059,27 @@ impl<'a> Plan<'a> {
                 Some(FinalWrite::Delete) => deleted.push(group_id),
                 Some(FinalWrite::Put {
                     version,
-                    state,
+                    state_len,
                     reserved_until,
                     updated_at,
                 }) => put.push(GroupRow {
                     group_id,
                     version,
-                    state,
+                    state_len,
                     reserved_until,
                     updated_at,
                 }),
+            }
+            if let Some(len) = group.pages.len {
+                // Pages beyond the state's end go (all of them if cleared).
+                let count = page_count(len);
+                let first = if group.pages.clear { 0 } else { count };
+                page_deletes.push((group_id, i64::try_from(first).unwrap_or(i64::MAX)));
+                for (&page, &data) in group.pages.written.range(..) {
+                    if u64::from(page) < count {
+                        pages.push((group_id, page, data));
+                    }
+                }
             }
             let plan = &group.snapshots;
             if plan.cleared {
@@ -907,17 +1113,43 @@ impl<'a> Plan<'a> {
         );
         push_values(
             script,
-            "INSERT INTO groups (group_id, version, state, reserved_until, updated_at) ",
+            "INSERT INTO groups (group_id, version, state, state_len, reserved_until, \
+             updated_at) ",
             " ON CONFLICT (group_id) DO UPDATE SET version = excluded.version, \
-             state = excluded.state, reserved_until = excluded.reserved_until, \
-             updated_at = excluded.updated_at",
+             state = excluded.state, state_len = excluded.state_len, \
+             reserved_until = excluded.reserved_until, updated_at = excluded.updated_at",
             &put,
             |mut row, group| {
                 row.push_bind(group.group_id)
                     .push_bind(group.version)
-                    .push_bind(group.state)
+                    .push("x''")
+                    .push_bind(group.state_len)
                     .push_bind(group.reserved_until)
                     .push_bind(group.updated_at);
+            },
+        );
+        for chunk in page_deletes.chunks(MAX_TERMS_PER_DELETE) {
+            let builder = script.statement();
+            builder.push("DELETE FROM state_pages WHERE ");
+            let mut terms = builder.separated(" OR ");
+            for &(group_id, first) in chunk {
+                terms
+                    .push("(group_id = ")
+                    .push_bind_unseparated(group_id)
+                    .push_unseparated(" AND page >= ")
+                    .push_bind_unseparated(first)
+                    .push_unseparated(")");
+            }
+        }
+        push_values(
+            script,
+            "INSERT INTO state_pages (group_id, page, data) ",
+            " ON CONFLICT (group_id, page) DO UPDATE SET data = excluded.data",
+            &pages,
+            |mut row, &(group_id, page, data)| {
+                row.push_bind(group_id)
+                    .push_bind(i64::from(page))
+                    .push_bind(data);
             },
         );
         for chunk in snapshot_deletes.chunks(MAX_TERMS_PER_DELETE) {

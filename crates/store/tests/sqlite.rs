@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mimid_store::{
-    Durability, GroupWrite, NewJob, NewMessage, Snapshot, SqliteStore, Step, Store, StoreError,
-    StoredGroup,
+    Durability, GroupWrite, NewJob, NewMessage, STATE_PAGE, Snapshot, SqliteStore, Step, Store,
+    StoreError, StoredGroup,
 };
 use sqlx::Connection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
@@ -749,6 +749,9 @@ fn kind(result: &Result<(), StoreError>) -> &'static str {
 }
 
 type GroupRow = (Vec<u8>, i64, Vec<u8>, Option<i64>, i64);
+type PageRow = (Vec<u8>, i64, Vec<u8>);
+/// A `groups` row: its state is in `state_pages`, `state_len` bytes.
+type StoredGroupRow = (Vec<u8>, i64, i64, Option<i64>, i64);
 type SnapshotRow = (Vec<u8>, i64, i64, Vec<u8>);
 type MessageRow = (Vec<u8>, Vec<u8>, Vec<u8>, i64);
 type JobRow = (i64, String, Vec<u8>, Vec<u8>, i64, i64);
@@ -759,6 +762,7 @@ type RecipientSetRow = (Vec<u8>, Vec<u8>);
 #[derive(Debug, PartialEq, Eq)]
 struct Dump {
     groups: Vec<GroupRow>,
+    pages: Vec<PageRow>,
     snapshots: Vec<SnapshotRow>,
     messages: Vec<MessageRow>,
     jobs: Vec<JobRow>,
@@ -767,14 +771,36 @@ struct Dump {
 
 async fn dump(path: &Path) -> Dump {
     let mut conn = raw(path).await;
-    let dump = Dump {
-        groups: sqlx::query_as(
-            "SELECT group_id, version, state, reserved_until, updated_at FROM groups \
-             ORDER BY group_id",
+    let pages: Vec<PageRow> =
+        sqlx::query_as("SELECT group_id, page, data FROM state_pages ORDER BY group_id, page")
+            .fetch_all(&mut conn)
+            .await
+            .expect("pages");
+    let rows: Vec<StoredGroupRow> = sqlx::query_as(
+        "SELECT group_id, version, state_len, reserved_until, updated_at FROM groups \
+         ORDER BY group_id",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .expect("groups");
+    // A group's state is its pages, in order, exactly `state_len` bytes.
+    let groups = rows
+        .into_iter()
+        .map(
+            |(group_id, version, state_len, reserved_until, updated_at)| {
+                let state: Vec<u8> = pages
+                    .iter()
+                    .filter(|(g, _, _)| *g == group_id)
+                    .flat_map(|(_, _, data)| data.iter().copied())
+                    .collect();
+                assert_eq!(state.len() as i64, state_len, "pages of {group_id:?}");
+                (group_id, version, state, reserved_until, updated_at)
+            },
         )
-        .fetch_all(&mut conn)
-        .await
-        .expect("groups"),
+        .collect();
+    let dump = Dump {
+        groups,
+        pages,
         snapshots: sqlx::query_as(
             "SELECT group_id, epoch, created_at, data FROM snapshots ORDER BY group_id, epoch",
         )
@@ -1723,4 +1749,186 @@ async fn jobs_from_before_recipient_sets_keep_working() {
     assert_eq!(count(&mut conn, "messages").await, 0);
     conn.close().await.expect("close raw");
     store.close().await.expect("close");
+}
+
+/// A state of `pages` pages and a bit, each byte telling its page.
+fn paged_state(pages: usize, seed: u8) -> Vec<u8> {
+    (0..pages * STATE_PAGE + 100)
+        .map(|i| seed.wrapping_add((i / STATE_PAGE) as u8))
+        .collect()
+}
+
+async fn stored_state(store: &SqliteStore, group: &[u8]) -> (u64, Vec<u8>) {
+    let stored = store.load_group(group).await.expect("load").expect("group");
+    (stored.version, stored.state)
+}
+
+#[tokio::test]
+async fn a_patch_rewrites_only_the_pages_that_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_path(&dir);
+    let store = open(&path, Durability::Process).await;
+    let g = b"paged";
+    let first = paged_state(4, 0);
+    store.commit(step(g, None, put(&first))).await.unwrap();
+    assert_eq!(stored_state(&store, g).await, (1, first.clone()));
+
+    // One byte of page 2 changes: one page is written.
+    let mut second = first.clone();
+    second[2 * STATE_PAGE + 7] ^= 0xff;
+    let patch = GroupWrite::patch(&first, &second);
+    let GroupWrite::Patch { len, pages } = &patch else {
+        panic!("not a patch: {patch:?}")
+    };
+    assert_eq!(*len, second.len() as u64);
+    assert_eq!(pages.len(), 1);
+    assert_eq!(pages[0].0, 2);
+    store.commit(step(g, Some(1), patch)).await.unwrap();
+    assert_eq!(stored_state(&store, g).await, (2, second.clone()));
+
+    // Growing, then shrinking: no page is left beyond the end.
+    let mut third = second.clone();
+    third.extend(paged_state(3, 9));
+    store
+        .commit(step(g, Some(2), GroupWrite::patch(&second, &third)))
+        .await
+        .unwrap();
+    assert_eq!(stored_state(&store, g).await, (3, third.clone()));
+    let fourth = third[..STATE_PAGE + 5].to_vec();
+    store
+        .commit(step(g, Some(3), GroupWrite::patch(&third, &fourth)))
+        .await
+        .unwrap();
+    assert_eq!(stored_state(&store, g).await, (4, fourth.clone()));
+    store.close().await.unwrap();
+    let mut conn = raw(&path).await;
+    assert_eq!(count(&mut conn, "state_pages").await, 2);
+}
+
+#[tokio::test]
+async fn a_bad_patch_fails_alone_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&db_path(&dir), Durability::Process).await;
+    let g = b"paged";
+    let first = paged_state(2, 0);
+    store.commit(step(g, None, put(&first))).await.unwrap();
+    let bad = [
+        // A page shorter than the state says it is.
+        GroupWrite::Patch {
+            len: first.len() as u64,
+            pages: vec![(0, vec![1; 10])],
+        },
+        // A page beyond the end.
+        GroupWrite::Patch {
+            len: 10,
+            pages: vec![(3, vec![1; 10])],
+        },
+    ];
+    for write in bad {
+        assert!(matches!(
+            store.commit(step(g, Some(1), write)).await,
+            Err(StoreError::Database(_))
+        ));
+    }
+    // No stored state to patch.
+    let patch = GroupWrite::patch(&[], b"new");
+    assert!(matches!(
+        store.commit(step(b"absent", None, patch)).await,
+        Err(StoreError::Database(_))
+    ));
+    assert_eq!(stored_state(&store, g).await, (1, first));
+    assert_eq!(store.load_group(b"absent").await.unwrap(), None);
+}
+
+/// Puts, patches and a deletion of one group in one batch: exactly the
+/// pages of committing them one by one.
+#[tokio::test(flavor = "current_thread")]
+async fn patches_in_a_batch_equal_their_steps_one_by_one() {
+    use Request::Commit;
+    let g = b"g";
+    let a = paged_state(3, 0);
+    let mut b = a.clone();
+    b[10] ^= 1;
+    b.extend(paged_state(1, 7));
+    let c = b[..STATE_PAGE].to_vec();
+    let d = paged_state(2, 40);
+    let batch = [
+        Commit(step(g, Some(1), GroupWrite::patch(&a, &b))),
+        Commit(step(g, Some(2), GroupWrite::patch(&b, &c))),
+        // Stale: its pages must not appear.
+        Commit(step(g, Some(2), GroupWrite::patch(&b, &d))),
+        Commit(step(g, Some(3), GroupWrite::Delete)),
+        Commit(step(g, None, put(&d))),
+        Commit(step(g, Some(1), GroupWrite::patch(&d, &a))),
+    ];
+    let (outcomes, rows) =
+        batched_equals_sequential(&[Commit(step(g, None, put(&a)))], &batch).await;
+    assert_eq!(outcomes, ["ok", "ok", "conflict", "ok", "ok", "ok"]);
+    assert_eq!(rows.groups.len(), 1);
+    assert_eq!((rows.groups[0].1, &rows.groups[0].2), (2, &a));
+}
+
+/// A database of schema version 2 (states stored inline) keeps every state
+/// when it is opened by this version, which moves them into pages.
+#[tokio::test]
+async fn states_stored_before_pages_survive_the_migration() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_path(&dir);
+    let old = dir.path().join("migrations-v2");
+    std::fs::create_dir(&old).unwrap();
+    for name in ["0001_init.sql", "0002_recipient_sets.sql"] {
+        let source = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("migrations")
+            .join(name);
+        std::fs::copy(source, old.join(name)).unwrap();
+    }
+    let mut conn = SqliteConnection::connect_with(
+        &SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true),
+    )
+    .await
+    .unwrap();
+    sqlx::migrate::Migrator::new(old.as_path())
+        .await
+        .unwrap()
+        .run(&mut conn)
+        .await
+        .unwrap();
+    let big = paged_state(5, 3);
+    for (group, version, state, reserved) in [
+        (&b"big"[..], 7, big.clone(), None),
+        (&b"small"[..], 2, b"tiny".to_vec(), None),
+        (&b"reserved"[..], 1, Vec::new(), Some(5_000i64)),
+    ] {
+        sqlx::query(
+            "INSERT INTO groups (group_id, version, state, reserved_until, updated_at) \
+             VALUES (?1, ?2, ?3, ?4, 1)",
+        )
+        .bind(group)
+        .bind(version)
+        .bind(state)
+        .bind(reserved)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    }
+    conn.close().await.unwrap();
+
+    let store = open(&path, Durability::Process).await;
+    assert_eq!(stored_state(&store, b"big").await, (7, big.clone()));
+    assert_eq!(stored_state(&store, b"small").await, (2, b"tiny".to_vec()));
+    let reserved = store.load_group(b"reserved").await.unwrap().unwrap();
+    assert_eq!(
+        (reserved.state, reserved.reserved_until),
+        (Vec::new(), Some(5_000))
+    );
+    // And the migrated state takes patches like any other.
+    let mut next = big.clone();
+    next[4 * STATE_PAGE] ^= 1;
+    store
+        .commit(step(b"big", Some(7), GroupWrite::patch(&big, &next)))
+        .await
+        .unwrap();
+    assert_eq!(stored_state(&store, b"big").await, (8, next));
 }
