@@ -212,6 +212,11 @@ pub trait Store: Send + Sync + 'static {
     /// Removes a delivered job (and its message once no job refers to it).
     fn complete_job(&self, id: i64) -> impl Future<Output = Result<(), StoreError>> + Send;
 
+    /// Drops group-id reservations that expired before `now` (seconds
+    /// since the Unix epoch), in order with the steps queued before. A
+    /// reservation nobody turned into a group would otherwise stay forever.
+    fn prune_reservations(&self, now: u64) -> impl Future<Output = Result<(), StoreError>> + Send;
+
     /// Number of group slots, for metrics and tests.
     fn group_count(&self) -> impl Future<Output = Result<u64, StoreError>> + Send;
 }

@@ -1932,3 +1932,47 @@ async fn states_stored_before_pages_survive_the_migration() {
         .unwrap();
     assert_eq!(stored_state(&store, b"big").await, (8, next));
 }
+
+#[tokio::test]
+async fn expired_reservations_are_pruned_in_queue_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&db_path(&dir), Durability::Process).await;
+    let reserve = |until| GroupWrite::Put {
+        state: Vec::new(),
+        reserved_until: Some(until),
+    };
+    store
+        .commit(step(b"expired", None, reserve(900)))
+        .await
+        .unwrap();
+    store
+        .commit(step(b"valid", None, reserve(5_000)))
+        .await
+        .unwrap();
+    store
+        .commit(step(b"group", None, put(b"state")))
+        .await
+        .unwrap();
+    // A step queued before the pruning still finds its reservation.
+    let before = store
+        .enqueue(step(b"expired", Some(1), reserve(950)))
+        .await
+        .unwrap();
+    store.prune_reservations(1_000).await.unwrap();
+    before.await.unwrap();
+    assert_eq!(store.load_group(b"expired").await.unwrap(), None);
+    assert!(matches!(
+        store.commit(step(b"expired", Some(2), put(b"late"))).await,
+        Err(StoreError::Conflict)
+    ));
+    assert_eq!(
+        store
+            .load_group(b"valid")
+            .await
+            .unwrap()
+            .map(|g| g.reserved_until),
+        Some(Some(5_000))
+    );
+    assert_eq!(stored_state(&store, b"group").await, (1, b"state".to_vec()));
+    assert_eq!(store.group_count().await.unwrap(), 2);
+}
