@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use mimid_bench::{HubFixture, cpu_seconds, memory_kib, now, put_state, seeded_service};
 use mimid_core::state::GroupStorage;
-use mimid_core::{Context, DsEndpoint, HubGroup, Origin, Slot};
+use mimid_core::{Context, DsEndpoint, HubGroup, Origin, SignatureCheck, Slot, verify_batch};
 use mimid_service::HubService;
 use mimid_store::{Durability, SqliteStore, Store};
 use mimid_wire::{DSRequest, DSRequestBody, Limits, Wire};
@@ -264,6 +264,34 @@ fn app_messages(c: &mut Criterion) {
         b.iter(|| assert!(crypto_verify(black_box(&tbs), &key, &sig.signature.0)))
     });
     g.bench_function("hub_sqlite_process", |b| b.iter(|| black_box(send(&svc))));
+    g.finish();
+
+    // Client signatures of 32 concurrent messages checked as one batch (as
+    // the service does), per signature, against one by one.
+    let group = HubGroup::from_bytes(&fx.state).expect("load");
+    let signer = group.signer_key(0).expect("leaf 0").expect("key");
+    let requests: Vec<DSRequest> = (0..32)
+        .map(|_| fx.group.message_request(1024).expect("message"))
+        .collect();
+    let mut g = c.benchmark_group("client_signatures_32_messages");
+    g.throughput(Throughput::Elements(32));
+    g.bench_function("one_by_one", |b| {
+        b.iter(|| {
+            for request in &requests {
+                let check = SignatureCheck::new(request, &signer).expect("check");
+                assert!(verify_batch(vec![check]).iter().all(Option::is_some));
+            }
+        })
+    });
+    g.bench_function("one_batch", |b| {
+        b.iter(|| {
+            let checks = requests
+                .iter()
+                .map(|r| SignatureCheck::new(r, &signer).expect("check"))
+                .collect();
+            assert!(verify_batch(checks).iter().all(Option::is_some));
+        })
+    });
     g.finish();
 
     // Messages per CPU-second of the whole process (the writer included).
