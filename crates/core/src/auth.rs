@@ -242,4 +242,28 @@ mod tests {
         let basepoint = ed25519_dalek::SigningKey::from_bytes(&[9; 32]).verifying_key();
         assert!(SignerKey::from_slice(basepoint.as_bytes()).is_ok());
     }
+
+    #[test]
+    fn a_signature_with_s_not_reduced_is_refused() {
+        use ed25519_dalek::Signer as _;
+        let signing = ed25519_dalek::SigningKey::from_bytes(&[5; 32]);
+        let key = SignerKey::from_slice(signing.verifying_key().as_bytes()).unwrap();
+        let signature = signing.sign(b"content").to_bytes();
+        assert!(key.verify(b"content", &signature).is_ok());
+        // S + L (the group order) satisfies the same equation; RFC 8032
+        // requires S < L.
+        const L: [u8; 32] = [
+            0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9,
+            0xde, 0x14, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
+        ];
+        let mut high = signature;
+        let mut carry = 0u16;
+        for (byte, l) in high[32..].iter_mut().zip(L) {
+            let sum = u16::from(*byte) + u16::from(l) + carry;
+            *byte = sum as u8;
+            carry = sum >> 8;
+        }
+        assert!(key.verify(b"content", &high).is_err());
+        assert!(key.verify(b"other content", &signature).is_err());
+    }
 }

@@ -418,10 +418,15 @@ async fn a_batch_result_vouches_only_for_its_own_request_and_key() {
     let bob_index = c.bob.leaf_index(&g).unwrap();
     let alice_key = group.signer_key(alice_index).unwrap().unwrap();
     let mut slot = Slot::Active(Box::new(group));
-    let step = |request: &DSRequest, slot: &mut Slot, key| {
+    // A context carrying the batch result for `request` checked with `key`.
+    let checked_ahead = |request: &DSRequest, key| {
         let check = SignatureCheck::new(request, key).expect("small request");
         let verified = verify_batch(vec![check]).pop().unwrap();
-        let ctx = Context {
+        assert!(
+            verified.is_some(),
+            "valid under the key it was checked with"
+        );
+        Context {
             origin: Origin::Local,
             now: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -429,37 +434,20 @@ async fn a_batch_result_vouches_only_for_its_own_request_and_key() {
                 .as_secs(),
             random: [7; 16],
             verified,
-        };
-        svc.hub()
-            .handle(DsEndpoint::GroupOperation, request, slot, None, &ctx)
+        }
     };
+    let hub = svc.hub();
     // Another message carrying the checked one's signature.
     let checked = c.alice.send_message(&g, b"checked").unwrap();
     let mut other = c.alice.send_message(&g, b"other").unwrap();
     other.authentication_data = checked.authentication_data.clone();
-    let check = SignatureCheck::new(&checked, &alice_key).unwrap();
-    let verified = verify_batch(vec![check]).pop().unwrap();
-    assert!(
-        verified.is_some(),
-        "the checked message's signature is valid"
-    );
-    let ctx = Context {
-        origin: Origin::Local,
-        now: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs(),
-        random: [7; 16],
-        verified,
-    };
+    let ctx = checked_ahead(&checked, &alice_key);
     assert!(matches!(
-        svc.hub()
-            .handle(DsEndpoint::GroupOperation, &other, &mut slot, None, &ctx),
+        hub.handle(DsEndpoint::GroupOperation, &other, &mut slot, None, &ctx),
         Err(HubError::ClientSignature(_))
     ));
     assert!(
-        svc.hub()
-            .handle(DsEndpoint::GroupOperation, &checked, &mut slot, None, &ctx)
+        hub.handle(DsEndpoint::GroupOperation, &checked, &mut slot, None, &ctx)
             .is_ok()
     );
     // A request claiming Bob's leaf, signed with Alice's key: the batch
@@ -472,8 +460,9 @@ async fn a_batch_result_vouches_only_for_its_own_request_and_key() {
         .alice
         .sign_request(DSRequestBody::SendMessage(body), bob_index)
         .unwrap();
+    let ctx = checked_ahead(&claimed, &alice_key);
     assert!(matches!(
-        step(&claimed, &mut slot, &alice_key),
+        hub.handle(DsEndpoint::GroupOperation, &claimed, &mut slot, None, &ctx),
         Err(HubError::ClientSignature(_))
     ));
 }

@@ -252,7 +252,7 @@ impl Store for SqliteStore {
     async fn load_group(&self, group_id: &[u8]) -> Result<Option<StoredGroup>, StoreError> {
         // One statement, so the row and its pages come from one snapshot.
         let rows = sqlx::query(
-            "SELECT g.version, g.state, g.reserved_until, g.state_len, p.data \
+            "SELECT g.version, g.reserved_until, g.state_len, p.data \
              FROM groups g LEFT JOIN state_pages p ON p.group_id = g.group_id \
              WHERE g.group_id = ?1 ORDER BY p.page",
         )
@@ -263,28 +263,24 @@ impl Store for SqliteStore {
         let Some(first) = rows.first() else {
             return Ok(None);
         };
-        let state = match first.try_get::<Option<i64>, _>("state_len").map_err(db)? {
-            // Written before schema version 3 (and not migrated): inline.
-            None => first.try_get("state").map_err(db)?,
-            Some(len) => {
-                let len = usize::try_from(len).map_err(|_| {
-                    StoreError::Database(format!("stored state length {len} is out of range"))
-                })?;
-                let mut state = Vec::with_capacity(len);
-                for row in &rows {
-                    if let Some(page) = row.try_get::<Option<&[u8]>, _>("data").map_err(db)? {
-                        state.extend_from_slice(page);
-                    }
-                }
-                if state.len() != len {
-                    return Err(StoreError::Database(format!(
-                        "stored state has {} bytes in its pages, not {len}",
-                        state.len()
-                    )));
-                }
-                state
+        // Every row has a length since schema version 3 (its migration set
+        // it for the rows before).
+        let len: i64 = first.try_get("state_len").map_err(db)?;
+        let len = usize::try_from(len).map_err(|_| {
+            StoreError::Database(format!("stored state length {len} is out of range"))
+        })?;
+        let mut state = Vec::with_capacity(len);
+        for row in &rows {
+            if let Some(page) = row.try_get::<Option<&[u8]>, _>("data").map_err(db)? {
+                state.extend_from_slice(page);
             }
-        };
+        }
+        if state.len() != len {
+            return Err(StoreError::Database(format!(
+                "stored state has {} bytes in its pages, not {len}",
+                state.len()
+            )));
+        }
         Ok(Some(StoredGroup {
             version: get_u64(first, "version")?,
             state,
