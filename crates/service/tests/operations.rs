@@ -233,25 +233,7 @@ fn every_operation_in_one_conversation<B: Backend>() {
 
     // external_join: Carol's new phone joins by external commit.
     let mut carol_phone = client("mimi://c.example/d/carol/phone");
-    let ask = DSRequest {
-        version: 1,
-        request_body: DSRequestBody::ExternalCommitInformation(ExternalCommitInformationRequest {
-            group_id: GroupIdField(g.clone()),
-            requester: carol_phone.id().clone(),
-        }),
-        authentication_data: DSAuthData::Anonymous,
-    };
-    let info = w
-        .hub
-        .call(
-            DsEndpoint::ExternalCommitInformation,
-            &ask,
-            provider("c.example"),
-        )
-        .expect("ext info");
-    let DSResponseBody::ExternalCommitInfo(info) = info.response else {
-        panic!()
-    };
+    let info = external_commit_info(&mut w, carol_phone.id().clone());
     let join = carol_phone.external_join(&info).unwrap();
     let outcome = w
         .hub
@@ -685,6 +667,80 @@ fn connection_groups_connect_two_users<B: Backend>() {
     ));
 }
 
+/// `/external_commit_information` for `requester`, asked by its provider.
+fn external_commit_info<B: Backend>(w: &mut World<B>, requester: ClientId) -> ExternalCommitInfo {
+    let ask = DSRequest {
+        version: 1,
+        request_body: DSRequestBody::ExternalCommitInformation(ExternalCommitInformationRequest {
+            group_id: GroupIdField(w.group_id.clone()),
+            requester: requester.clone(),
+        }),
+        authentication_data: DSAuthData::Anonymous,
+    };
+    let domain = provider(requester.domain().as_str());
+    let info = w
+        .hub
+        .call(DsEndpoint::ExternalCommitInformation, &ask, domain)
+        .expect("external commit info");
+    let DSResponseBody::ExternalCommitInfo(info) = info.response else {
+        panic!("no external commit info")
+    };
+    info
+}
+
+/// A client that lost its group state rejoins by external commit, removing
+/// its own old leaf (resync); a second leaf for the same client without
+/// that removal is refused.
+fn a_client_resyncs_by_external_commit<B: Backend>() {
+    let mut w = World::<B>::new();
+    let g = w.group_id.clone();
+    let members = |w: &mut World<B>| {
+        let group = w.hub.group(&g);
+        group
+            .members()
+            .iter()
+            .map(|m| m.client.to_string())
+            .collect::<Vec<_>>()
+    };
+    let before = members(&mut w);
+
+    // Bob's phone again, with a new key and without removing its old leaf.
+    let mut twin = client(BOB);
+    let info = external_commit_info(&mut w, twin.id().clone());
+    let join = twin.external_join(&info).unwrap();
+    w.refused(&join, provider("b.example"), |e| {
+        matches!(e, HubError::NotAllowed(_))
+    });
+
+    // Bob's phone, same key: OpenMLS removes the old leaf in the commit.
+    let bob = w.bob.id().clone();
+    let info = external_commit_info(&mut w, bob);
+    let join = w.bob.external_join(&info).unwrap();
+    let outcome = w
+        .hub
+        .op(&join, provider("b.example"))
+        .expect("resync accepted");
+    w.deliver(&outcome, &[ALICE, CAROL]);
+    w.assert_in_sync(&[ALICE, BOB, CAROL]);
+    let mut after = members(&mut w);
+    let mut expected = before;
+    after.sort();
+    expected.sort();
+    assert_eq!(after, expected, "Bob is in the group once, at his new leaf");
+    // And he takes part as before.
+    let outcome = w
+        .hub
+        .op(
+            &w.bob.send_message(&g, b"back").unwrap(),
+            provider("b.example"),
+        )
+        .expect("message after resync");
+    assert_eq!(
+        w.deliver(&outcome, &[ALICE, CAROL]),
+        vec![Some(b"back".to_vec()), Some(b"back".to_vec())]
+    );
+}
+
 /// Each scenario on both backends.
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
@@ -710,5 +766,6 @@ on_both_backends!(
     commit_must_include_pending_self_remove,
     private_message_for_a_past_epoch_is_refused,
     welcome_information_only_for_clients_added_then,
-    groups_of_other_hubs_are_misrouted
+    groups_of_other_hubs_are_misrouted,
+    a_client_resyncs_by_external_commit
 );
