@@ -1976,3 +1976,46 @@ async fn expired_reservations_are_pruned_in_queue_order() {
     assert_eq!(stored_state(&store, b"group").await, (1, b"state".to_vec()));
     assert_eq!(store.group_count().await.unwrap(), 2);
 }
+
+/// The writer remembers versions between its transactions; a commit by
+/// another connection (another process on the same file) must still be
+/// seen by the version check.
+#[tokio::test]
+async fn a_commit_by_another_connection_is_seen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_path(&dir);
+    let store = open(&path, Durability::Process).await;
+    let g = b"shared";
+    store.commit(step(g, None, put(b"one"))).await.unwrap();
+    store.commit(step(g, Some(1), put(b"two"))).await.unwrap();
+    store.commit(step(g, Some(2), put(b"three"))).await.unwrap();
+    let mut other = raw(&path).await;
+    sqlx::query("UPDATE groups SET version = 9 WHERE group_id = ?1")
+        .bind(&g[..])
+        .execute(&mut other)
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.commit(step(g, Some(3), put(b"stale"))).await,
+        Err(StoreError::Conflict)
+    ));
+    store.commit(step(g, Some(9), put(b"ten"))).await.unwrap();
+    assert_eq!(stored_state(&store, g).await, (10, b"ten".to_vec()));
+    // A group the other connection created is seen too.
+    sqlx::query(
+        "INSERT INTO groups (group_id, version, state, state_len, updated_at) \
+         VALUES (x'6e6577', 4, x'', 0, 1)",
+    )
+    .execute(&mut other)
+    .await
+    .unwrap();
+    assert!(matches!(
+        store.commit(step(b"new", None, put(b"mine"))).await,
+        Err(StoreError::Conflict)
+    ));
+    store
+        .commit(step(g, Some(10), put(b"eleven")))
+        .await
+        .unwrap();
+    assert_eq!(stored_state(&store, g).await, (11, b"eleven".to_vec()));
+}
