@@ -160,6 +160,19 @@ impl<S: Store> HubService<S> {
         self.verifier.as_ref().map_or((0, 0), |v| v.stats())
     }
 
+    /// Upkeep the server runs periodically (once a minute) with the current
+    /// time: drops group-id reservations that expired, and joiner snapshots
+    /// older than `welcome_retention`. A group's commits prune its own
+    /// snapshots, but a group that never commits again would keep them.
+    pub async fn maintain(&self, now: u64) -> Result<(), ServiceError> {
+        self.store.prune_reservations(now).await?;
+        let retention = self.hub.config().welcome_retention;
+        self.store
+            .prune_snapshots(now.saturating_sub(retention))
+            .await?;
+        Ok(())
+    }
+
     /// Groups currently loaded in memory.
     pub fn cached_groups(&self) -> usize {
         self.cache.lock().map(|c| c.len()).unwrap_or(0)

@@ -466,3 +466,45 @@ async fn a_batch_result_vouches_only_for_its_own_request_and_key() {
         Err(HubError::ClientSignature(_))
     ));
 }
+
+#[tokio::test]
+async fn upkeep_drops_expired_reservations_and_old_snapshots_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = service(&dir.path().join("hub.db"), Durability::Process, 64).await;
+    let c = conversation(&svc).await;
+    let g = c.group_id.to_mls_bytes();
+    let DSResponseBody::GroupId(GroupIdField(reserved)) = svc
+        .handle(DsEndpoint::GroupOperation, &request_id(), Origin::Local)
+        .await
+        .unwrap()
+    else {
+        panic!("no id")
+    };
+    let reserved = reserved.to_mls_bytes();
+    let config = svc.hub().config().clone();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+
+    svc.maintain(now).await.unwrap();
+    assert!(svc.store().load_group(&reserved).await.unwrap().is_some());
+    assert!(svc.store().load_snapshot(&g, 1).await.unwrap().is_some());
+
+    // An hour on, the reservation has expired; the snapshot is kept.
+    svc.maintain(now + config.reservation_lifetime + 1)
+        .await
+        .unwrap();
+    assert_eq!(svc.store().load_group(&reserved).await.unwrap(), None);
+    assert!(svc.store().load_snapshot(&g, 1).await.unwrap().is_some());
+
+    // After the retention, the snapshot goes; the group stays.
+    svc.maintain(now + config.welcome_retention + 1)
+        .await
+        .unwrap();
+    assert_eq!(svc.store().load_snapshot(&g, 1).await.unwrap(), None);
+    assert_eq!(
+        svc.group_epoch(&c.group_id).await.unwrap().map(|e| e.0),
+        Some(1)
+    );
+}

@@ -217,6 +217,11 @@ pub trait Store: Send + Sync + 'static {
     /// reservation nobody turned into a group would otherwise stay forever.
     fn prune_reservations(&self, now: u64) -> impl Future<Output = Result<(), StoreError>> + Send;
 
+    /// Drops joiner snapshots created before `before`, in order with the
+    /// steps queued before. A group's own steps prune its snapshots too, but
+    /// a group that never commits again would keep them forever.
+    fn prune_snapshots(&self, before: u64) -> impl Future<Output = Result<(), StoreError>> + Send;
+
     /// Number of group slots, for metrics and tests.
     fn group_count(&self) -> impl Future<Output = Result<u64, StoreError>> + Send;
 }

@@ -119,6 +119,8 @@ enum Op {
     CompleteJob(i64),
     /// Drop reservations that expired before this time.
     PruneReservations(i64),
+    /// Drop joiner snapshots created before this time.
+    PruneSnapshots(i64),
 }
 
 /// A write and where to send its outcome.
@@ -163,7 +165,7 @@ impl SqliteStore {
             // temporary storage is in memory. It holds at most the pages one
             // statement touches.
             .pragma("temp_store", "MEMORY")
-            // Checkpoints run beside the writer ([`run_maintenance`]), not
+            // Checkpoints run beside the writer ([`run_checkpoints`]), not
             // in its transactions; this is only the safety net should they
             // fall behind by 400 MiB of log.
             .pragma("wal_autocheckpoint", "100000");
@@ -188,10 +190,9 @@ impl SqliteStore {
         let (writer_tx, writer_rx) = mpsc::channel(QUEUE_CAPACITY);
         let writer = tokio::spawn(run_writer(conn, writer_rx, Arc::clone(&transactions)));
         let (stop_checkpoints, stop) = oneshot::channel();
-        let checkpointer = tokio::spawn(run_maintenance(
+        let checkpointer = tokio::spawn(run_checkpoints(
             checkpoints,
             Arc::clone(&transactions),
-            writer_tx.downgrade(),
             stop,
         ));
         Ok(Self {
@@ -347,6 +348,10 @@ impl Store for SqliteStore {
         self.submit(Op::PruneReservations(to_i64(now)?)).await
     }
 
+    async fn prune_snapshots(&self, before: u64) -> Result<(), StoreError> {
+        self.submit(Op::PruneSnapshots(to_i64(before)?)).await
+    }
+
     async fn group_count(&self) -> Result<u64, StoreError> {
         let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM groups")
             .fetch_one(&self.readers)
@@ -399,45 +404,24 @@ async fn run_writer(
 /// How often the checkpointer looks for new transactions to checkpoint.
 const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(200);
 
-/// How often expired group-id reservations are dropped.
-const RESERVATION_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
-
-/// Background upkeep, until the store closes:
-///
-/// * Checkpoints: copies committed pages from the log into the database
-///   file, on a connection (and so a thread) of its own. A checkpoint copies
-///   and syncs every page written since the last one, which inside the
-///   writer's transactions would add that time to the answer of whichever
-///   step triggered it. `PASSIVE` waits for nobody and blocks nobody; once a
-///   checkpoint has copied the whole log, the writer starts the log over.
-/// * Expired reservations: queued for the writer like any write, so they
-///   are ordered with the steps.
-async fn run_maintenance(
+/// Copies committed pages from the log into the database file, until the
+/// store closes, on a connection (and so a thread) of its own: a checkpoint
+/// copies and syncs every page written since the last one, which inside the
+/// writer's transactions would add that time to the answer of whichever step
+/// triggered it. `PASSIVE` waits for nobody and blocks nobody; once a
+/// checkpoint has copied the whole log, the writer starts the log over.
+async fn run_checkpoints(
     mut conn: SqliteConnection,
     transactions: Arc<AtomicU64>,
-    writer: mpsc::WeakSender<Request>,
     mut stop: oneshot::Receiver<()>,
 ) {
     let mut tick = tokio::time::interval(CHECKPOINT_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut checkpointed = 0;
-    let mut swept = tokio::time::Instant::now();
     loop {
         tokio::select! {
             _ = &mut stop => break,
             _ = tick.tick() => {}
-        }
-        if swept.elapsed() >= RESERVATION_SWEEP_INTERVAL {
-            swept = tokio::time::Instant::now();
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
-            if let (Some(writer), Ok(now)) = (writer.upgrade(), i64::try_from(now)) {
-                // Nobody waits for the answer: a failure is retried next time.
-                let (reply, _) = oneshot::channel();
-                let op = Op::PruneReservations(now);
-                let _ = writer.try_send(Request { op, reply });
-            }
         }
         let committed = transactions.load(Ordering::Relaxed);
         if committed == checkpointed {
@@ -564,7 +548,7 @@ async fn apply_batch(
         .iter()
         .filter_map(|request| match request.op {
             Op::CompleteJob(id) => Some(id),
-            Op::Commit(_) | Op::PruneReservations(_) => None,
+            Op::Commit(_) | Op::PruneReservations(_) | Op::PruneSnapshots(_) => None,
         })
         .collect();
     // The message (and recipient set) of each job to complete. Only jobs
@@ -604,17 +588,18 @@ async fn apply_batch(
                     sub.recipient_sets.extend(recipient_set);
                 }
             }
-            Op::PruneReservations(now) => {
+            Op::PruneReservations(before) | Op::PruneSnapshots(before) => {
                 // After the requests queued before it, before those after.
                 std::mem::take(&mut sub)
                     .apply(conn, script, &mut outcomes)
                     .await?;
-                script
-                    .statement()
-                    .push(
-                        "DELETE FROM groups WHERE reserved_until IS NOT NULL AND reserved_until < ",
-                    )
-                    .push_bind(*now);
+                let delete = match request.op {
+                    Op::PruneReservations(_) => {
+                        "DELETE FROM groups WHERE reserved_until IS NOT NULL AND reserved_until < "
+                    }
+                    _ => "DELETE FROM snapshots WHERE created_at < ",
+                };
+                script.statement().push(delete).push_bind(*before);
             }
         }
     }

@@ -2019,3 +2019,38 @@ async fn a_commit_by_another_connection_is_seen() {
         .unwrap();
     assert_eq!(stored_state(&store, g).await, (11, b"eleven".to_vec()));
 }
+
+#[tokio::test]
+async fn old_snapshots_are_pruned_in_queue_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&db_path(&dir), Durability::Process).await;
+    let g = b"group";
+    store
+        .commit(with_snapshot(step(g, None, put(b"one")), 1, 100))
+        .await
+        .unwrap();
+    store
+        .commit(with_snapshot(step(g, Some(1), put(b"two")), 2, 500))
+        .await
+        .unwrap();
+    // Queued before the pruning: pruned with it.
+    let before = store
+        .enqueue(with_snapshot(step(g, Some(2), put(b"three")), 3, 150))
+        .await
+        .unwrap();
+    store.prune_snapshots(200).await.unwrap();
+    before.await.unwrap();
+    // Queued after: kept.
+    store
+        .commit(with_snapshot(step(g, Some(3), put(b"four")), 4, 160))
+        .await
+        .unwrap();
+    let mut kept = Vec::new();
+    for epoch in 1..=4 {
+        if store.load_snapshot(g, epoch).await.unwrap().is_some() {
+            kept.push(epoch);
+        }
+    }
+    assert_eq!(kept, [2, 4]);
+    assert_eq!(stored_state(&store, g).await, (4, b"four".to_vec()));
+}
