@@ -179,36 +179,87 @@ pub(crate) fn verify_member(
     request: &DSRequest,
     ctx: &Context,
 ) -> Result<u32, HubError> {
-    let index = sender_index(request)?;
-    let scheme = group.public.ciphersuite().signature_algorithm();
-    if scheme == SignatureScheme::ED25519 {
+    let signature = MemberSignature::look_up(group, request, ctx)?;
+    signature.check(crypto, request)?;
+    check_origin(group, signature.index, &ctx.origin)?;
+    Ok(signature.index)
+}
+
+/// A member's client signature, with the signer's key taken from the
+/// current tree. It holds nothing of the group, so [`MemberSignature::check`]
+/// (which hashes the whole request) can run on another thread while the
+/// commit it signs is validated (`commit::run`).
+pub(crate) struct MemberSignature {
+    pub index: u32,
+    key: MemberKey,
+}
+
+enum MemberKey {
+    /// Already checked, with this key, in a batch ahead of the step.
+    Checked,
+    Ed25519(SignerKey),
+    Other(SignatureScheme, Vec<u8>),
+}
+
+impl MemberSignature {
+    /// Finds the signer's leaf and key; fails if there is none.
+    pub(crate) fn look_up(
+        group: &HubGroup,
+        request: &DSRequest,
+        ctx: &Context,
+    ) -> Result<Self, HubError> {
+        let index = sender_index(request)?;
+        let missing = || HubError::ClientSignature(format!("no member at leaf {index}"));
+        let scheme = group.public.ciphersuite().signature_algorithm();
+        if scheme != SignatureScheme::ED25519 {
+            let key = group.leaf_key(index).ok_or_else(missing)?;
+            return Ok(MemberSignature {
+                index,
+                key: MemberKey::Other(scheme, key),
+            });
+        }
+        // Members sign often: their decoded keys are cached by the group.
+        let key = group.signer_key(index).ok_or_else(missing)??;
         let DSAuthData::ClientSignature(sig) = &request.authentication_data else {
             return Err(HubError::ClientSignature(
                 "this operation needs a client signature".into(),
             ));
         };
-        // Members sign often: their decoded keys are cached by the group.
-        let key = group
-            .signer_key(index)
-            .ok_or_else(|| HubError::ClientSignature(format!("no member at leaf {index}")))??;
-        let content = signed_content(request, index)?;
         let checked_before = ctx.verified.as_ref().is_some_and(|v| {
             v.index == index
                 && &v.key == key.as_bytes()
                 && v.signature[..] == sig.signature.0[..]
-                && v.content == content
+                && signed_content(request, index).is_ok_and(|content| v.content == content)
         });
-        if !checked_before {
-            key.verify(&content, &sig.signature.0)?;
-        }
-    } else {
-        let key = group
-            .leaf_key(index)
-            .ok_or_else(|| HubError::ClientSignature(format!("no member at leaf {index}")))?;
-        verify(crypto, scheme, request, &key)?;
+        Ok(MemberSignature {
+            index,
+            key: if checked_before {
+                MemberKey::Checked
+            } else {
+                MemberKey::Ed25519(key)
+            },
+        })
     }
-    check_origin(group, index, &ctx.origin)?;
-    Ok(index)
+
+    /// Checks the signature over `request`.
+    pub(crate) fn check(
+        &self,
+        crypto: &impl OpenMlsCrypto,
+        request: &DSRequest,
+    ) -> Result<(), HubError> {
+        match &self.key {
+            MemberKey::Checked => Ok(()),
+            MemberKey::Ed25519(key) => {
+                let DSAuthData::ClientSignature(sig) = &request.authentication_data else {
+                    return Err(HubError::ClientSignature(
+                        "this operation needs a client signature".into(),
+                    ));
+                };
+                key.verify(&signed_content(request, self.index)?, &sig.signature.0)
+            }
+            MemberKey::Other(scheme, key) => verify(crypto, *scheme, request, key),
+        }
+    }
 }
 
 /// Over federation, a provider may only act for its own clients.
