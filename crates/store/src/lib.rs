@@ -6,6 +6,7 @@
 //! step (new state, joiner snapshot, messages and delivery jobs) commits in
 //! one transaction, or not at all.
 
+mod sql;
 mod sqlite;
 
 pub use sqlite::{Durability, SqliteStore};
@@ -148,12 +149,72 @@ pub struct Step {
 }
 
 /// A queued step: resolves when the step is durable, or with why it is not.
-pub struct Pending(tokio::sync::oneshot::Receiver<Result<(), StoreError>>);
+pub struct Pending {
+    answer: tokio::sync::oneshot::Receiver<Result<(), StoreError>>,
+    /// Who applies queued writes when the caller waits (see [`Drive`]).
+    driver: Option<std::sync::Arc<dyn Drive>>,
+    /// Whether the caller has let other ready tasks run once (see `poll`).
+    yielded: bool,
+    answered: bool,
+}
+
+/// A store that may apply a waiting caller's write on the caller's own
+/// thread: when the store is idle, the hand-off to a writer thread and back
+/// costs more than a small transaction itself.
+pub(crate) trait Drive: Send + Sync {
+    /// Applies the queued writes here if that is the quickest way to an
+    /// answer (blocking while it writes); else leaves them to the writer.
+    fn drive(&self);
+    /// Leaves the queued writes to the writer.
+    fn hand_off(&self);
+}
 
 impl Pending {
-    /// Wraps the receiving end of the writer's answer.
+    /// A step answered on `receiver` by a writer of its own.
     pub fn new(receiver: tokio::sync::oneshot::Receiver<Result<(), StoreError>>) -> Self {
-        Pending(receiver)
+        Pending {
+            answer: receiver,
+            driver: None,
+            yielded: false,
+            answered: false,
+        }
+    }
+
+    pub(crate) fn driven(
+        receiver: tokio::sync::oneshot::Receiver<Result<(), StoreError>>,
+        driver: std::sync::Arc<dyn Drive>,
+    ) -> Self {
+        Pending {
+            answer: receiver,
+            driver: Some(driver),
+            yielded: false,
+            answered: false,
+        }
+    }
+
+    fn answer(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), StoreError>> {
+        let answer = std::pin::Pin::new(&mut self.answer).poll(cx).map(|answer| {
+            answer.unwrap_or_else(|_| {
+                Err(StoreError::Unavailable(
+                    "writer stopped before answering".into(),
+                ))
+            })
+        });
+        self.answered = answer.is_ready();
+        answer
+    }
+}
+
+/// Runs `f`, which blocks, on this thread; in a multi-threaded tokio
+/// runtime the worker's other tasks move to another thread meanwhile.
+pub(crate) fn run_blocking(f: impl FnOnce()) {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
     }
 }
 
@@ -164,13 +225,31 @@ impl Future for Pending {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Self::Output> {
-        std::pin::Pin::new(&mut self.0).poll(cx).map(|answer| {
-            answer.unwrap_or_else(|_| {
-                Err(StoreError::Unavailable(
-                    "writer stopped before answering".into(),
-                ))
-            })
-        })
+        if let std::task::Poll::Ready(answer) = self.answer(cx) {
+            return std::task::Poll::Ready(answer);
+        }
+        let Some(driver) = self.driver.clone() else {
+            return std::task::Poll::Pending;
+        };
+        if !self.yielded {
+            // Tasks ready to run now may be about to queue steps: let them
+            // first, so that the store sees it is busy.
+            self.yielded = true;
+            cx.waker().wake_by_ref();
+            return std::task::Poll::Pending;
+        }
+        run_blocking(|| driver.drive());
+        // Answered now, or by whoever is applying the queue (who wakes us).
+        self.answer(cx)
+    }
+}
+
+impl Drop for Pending {
+    /// A step is applied even if nobody waits for it.
+    fn drop(&mut self) {
+        if let (false, Some(driver)) = (self.answered, &self.driver) {
+            driver.hand_off();
+        }
     }
 }
 

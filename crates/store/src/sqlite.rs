@@ -2,29 +2,32 @@
 //!
 //! # Design
 //!
-//! * **One writer.** A single tokio task owns the only write connection. Every
-//!   write (`enqueue`, `complete_job`) is sent to it over a bounded channel
-//!   together with a one-shot reply channel; `enqueue` returns as soon as the
-//!   request is in the channel, so requests are applied in the order they
-//!   were queued.
-//! * **Group commit.** The writer takes every request waiting in the channel
+//! * **One writer.** The only write connection (`rusqlite`, so that
+//!   statements run on the thread that applies them) belongs to a
+//!   [`Writer`]. Every write (`enqueue`, `complete_job`, pruning) is queued
+//!   with a one-shot reply channel; `enqueue` returns once the request is
+//!   queued, and requests are applied in queue order.
+//! * **Group commit.** Whoever applies the queue takes every request waiting
 //!   (up to [`MAX_BATCH`]), applies them in one `BEGIN IMMEDIATE`
 //!   transaction, commits once and only then answers every waiter. The cost of
 //!   making a transaction durable (one `fsync` with [`Durability::PowerLoss`])
-//!   is shared by the whole batch.
-//! * **Set-based batches.** sqlx runs every statement on the connection's
-//!   worker thread, so each call costs a thread hand-off; a batch therefore
-//!   uses a fixed handful of statements, whatever its size, sent in two calls
-//!   (see [`Script`]). One `SELECT` reads the versions of all groups of the
-//!   batch; the steps are then evaluated *in memory, in order*, with exactly
-//!   the outcome of committing each on its own (each version check sees the
-//!   versions left by the steps before it; a group may be deleted and created
-//!   again; snapshots are written and pruned in step order; a job whose
-//!   message exists nowhere fails its step). A step that conflicts or cannot be stored gets its
-//!   error and contributes nothing; the net effect of the others is written
-//!   with a few multi-row statements (chunked to stay within SQLite's
-//!   limits). Only a failure of the database itself fails the transaction,
-//!   and then every request of the batch gets that error.
+//!   is shared by the whole batch. That is the writer thread, except after
+//!   an idle spell, when the caller waiting for a step applies it on its own
+//!   thread: a hand-off to the writer thread and back can cost more than the
+//!   transaction (see [`Writer`]). A caller never waits there for another
+//!   process's lock: that too is left to the writer thread.
+//! * **Set-based batches.** A batch uses a fixed handful of statements,
+//!   whatever its size (see [`Script`]). One `SELECT` reads the versions of
+//!   all groups of the batch; the steps are then evaluated *in memory, in
+//!   order*, with exactly the outcome of committing each on its own (each
+//!   version check sees the versions left by the steps before it; a group
+//!   may be deleted and created again; snapshots are written and pruned in
+//!   step order; a job whose message exists nowhere fails its step). A step
+//!   that conflicts or cannot be stored gets its error and contributes
+//!   nothing; the net effect of the others is written with a few multi-row
+//!   statements (chunked to stay within SQLite's limits). Only a failure of
+//!   the database itself fails the transaction, and then every request of
+//!   the batch gets that error.
 //! * **Completed jobs** are deleted set-based too, after the steps they were
 //!   queued with. A step queued *after* a completion and touching the same
 //!   message starts a new sub-batch (in the same transaction), so the queue
@@ -36,29 +39,35 @@
 //!   it. Jobs written before schema version 2 keep their own copy
 //!   (`recipient_set` NULL), and [`Store::pending_jobs`] returns either.
 //! * **Concurrent readers.** Reads use a separate pool of `query_only`
-//!   connections; WAL mode lets them run while the writer writes, and they see
+//!   connections (sqlx, as do the migrations and the checkpointer); WAL mode lets them run while the writer writes, and they see
 //!   every step whose [`Pending`] has resolved.
 //! * **Cancellation.** Once `enqueue` has returned (or a `commit` future has
-//!   handed its step to the writer), dropping the [`Pending`] does not
-//!   withdraw the step: it commits (or not) as if the caller were still
-//!   waiting.
+//!   queued its step), dropping the [`Pending`] does not withdraw the step:
+//!   the writer thread commits it (or not) as if the caller were still
+//!   waiting. A caller applying the queue itself finishes that transaction
+//!   before its future can be dropped.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, TryLockError};
+use std::time::{Duration, Instant};
+
+use rusqlite::types::Value;
 
 use sha2::{Digest, Sha256};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteRow, SqliteSynchronous,
 };
-use sqlx::{Connection, QueryBuilder, Row, Sqlite};
-use tokio::sync::{mpsc, oneshot};
+use sqlx::{Connection, Row};
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::{GroupWrite, Job, Pending, STATE_PAGE, Snapshot, Step, Store, StoreError, StoredGroup};
+use crate::sql::{List, Statement};
+use crate::{
+    Drive, GroupWrite, Job, Pending, STATE_PAGE, Snapshot, Step, Store, StoreError, StoredGroup,
+};
 
 /// How long a connection waits for a lock held by another connection (another
 /// process using the same file, or a checkpoint) before failing.
@@ -83,7 +92,10 @@ const MAX_TERMS_PER_DELETE: usize = 200;
 /// A batch's statements stay prepared in the write connection's statement
 /// cache only if their SQL is at most this long: small batches have shapes
 /// that recur, large ones rarely do.
-const CACHED_SCRIPT_LEN: usize = 4096;
+const CACHED_STATEMENT_LEN: usize = 4096;
+
+/// Statements the write connection keeps prepared.
+const STATEMENT_CACHE: usize = 64;
 
 /// Connections in the read pool.
 const READ_CONNECTIONS: u32 = 4;
@@ -131,23 +143,31 @@ struct Request {
 
 /// [`Store`] on one SQLite database file.
 ///
-/// Share it behind an `Arc`. Call [`SqliteStore::close`] to shut it down and
-/// wait for the writer; dropping it also stops the writer (after it has
-/// answered whatever was queued), without waiting.
+/// Share it behind an `Arc`. Call [`SqliteStore::close`] to shut it down
+/// once every write queued so far is applied; dropping it without closing
+/// still applies whatever was queued (by whoever waits for it, else on
+/// tokio's blocking threads).
 pub struct SqliteStore {
-    writer_tx: mpsc::Sender<Request>,
-    writer: JoinHandle<Result<(), StoreError>>,
+    writer: Arc<Writer>,
+    /// The writer thread, until the store is closed.
+    writer_thread: Option<std::thread::JoinHandle<()>>,
     readers: SqlitePool,
-    transactions: Arc<AtomicU64>,
     /// Dropped (or sent) to stop the checkpointer.
-    stop_checkpoints: oneshot::Sender<()>,
-    checkpointer: JoinHandle<()>,
+    stop_checkpoints: Option<oneshot::Sender<()>>,
+    checkpointer: Option<JoinHandle<()>>,
+}
+
+impl Drop for SqliteStore {
+    /// The writer thread applies what is queued, then stops.
+    fn drop(&mut self) {
+        self.writer.close();
+    }
 }
 
 impl SqliteStore {
     /// Opens (creating it if missing) the database at `path`, runs the
-    /// pending migrations and starts the writer. Must be called inside a
-    /// tokio runtime.
+    /// pending migrations and opens the write connection. Must be called
+    /// inside a tokio runtime.
     pub async fn open(path: &Path, durability: Durability) -> Result<Self, StoreError> {
         let base = SqliteConnectOptions::new()
             .filename(path)
@@ -155,29 +175,24 @@ impl SqliteStore {
             .foreign_keys(true)
             .synchronous(durability.synchronous());
 
-        let write_options = base
+        let migrate_options = base
             .clone()
             .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            // A multi-row statement inside the batch's transaction keeps a
-            // statement journal (to undo itself should it fail half-way);
-            // beyond 64 KiB SQLite spills it to a temporary file unless
-            // temporary storage is in memory. It holds at most the pages one
-            // statement touches.
-            .pragma("temp_store", "MEMORY")
-            // Checkpoints run beside the writer ([`run_checkpoints`]), not
-            // in its transactions; this is only the safety net should they
-            // fall behind by 400 MiB of log.
-            .pragma("wal_autocheckpoint", "100000");
-        let mut conn = SqliteConnection::connect_with(&write_options)
+            .journal_mode(SqliteJournalMode::Wal);
+        let mut conn = SqliteConnection::connect_with(&migrate_options)
             .await
             .map_err(db)?;
         MIGRATOR
             .run(&mut conn)
             .await
             .map_err(|e| StoreError::Database(format!("migration: {e}")))?;
+        conn.close().await.map_err(db)?;
 
         // The file exists and is in WAL mode (a persistent setting) by now.
+        let path = path.to_path_buf();
+        let writer = tokio::task::spawn_blocking(move || open_writer(&path, durability))
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("opening the writer: {e}")))??;
         let read_options = base.clone().pragma("query_only", "ON");
         let readers = SqlitePoolOptions::new()
             .max_connections(READ_CONNECTIONS)
@@ -186,66 +201,306 @@ impl SqliteStore {
             .map_err(db)?;
 
         let checkpoints = SqliteConnection::connect_with(&base).await.map_err(db)?;
-        let transactions = Arc::new(AtomicU64::new(0));
-        let (writer_tx, writer_rx) = mpsc::channel(QUEUE_CAPACITY);
-        let writer = tokio::spawn(run_writer(conn, writer_rx, Arc::clone(&transactions)));
+        let writer = Arc::new(Writer {
+            queue: Mutex::new(Queue::default()),
+            work: Condvar::new(),
+            conn: Mutex::new(Some(writer)),
+            transactions: AtomicU64::new(0),
+            opened: Instant::now(),
+            idle_since: AtomicU64::new(0),
+        });
+        let writing = Arc::clone(&writer);
+        let writer_thread = std::thread::Builder::new()
+            .name("mimid-store".into())
+            .spawn(move || writing.run())
+            .map_err(|e| StoreError::Unavailable(format!("writer thread: {e}")))?;
         let (stop_checkpoints, stop) = oneshot::channel();
-        let checkpointer = tokio::spawn(run_checkpoints(
-            checkpoints,
-            Arc::clone(&transactions),
-            stop,
-        ));
+        let checkpointer = tokio::spawn(run_checkpoints(checkpoints, Arc::clone(&writer), stop));
         Ok(Self {
-            writer_tx,
             writer,
+            writer_thread: Some(writer_thread),
             readers,
-            transactions,
-            stop_checkpoints,
-            checkpointer,
+            stop_checkpoints: Some(stop_checkpoints),
+            checkpointer: Some(checkpointer),
         })
     }
 
-    /// Stops accepting writes, lets the writer answer every queued request,
-    /// and closes all connections.
-    pub async fn close(self) -> Result<(), StoreError> {
-        let Self {
-            writer_tx,
-            writer,
-            readers,
-            stop_checkpoints,
-            checkpointer,
-            ..
-        } = self;
-        drop(writer_tx);
-        let writer_result = writer
-            .await
-            .map_err(|e| StoreError::Unavailable(format!("writer task: {e}")));
-        drop(stop_checkpoints);
-        let _ = checkpointer.await;
-        readers.close().await;
-        writer_result?
+    /// Stops accepting writes, applies every queued one, and closes all
+    /// connections.
+    pub async fn close(mut self) -> Result<(), StoreError> {
+        self.writer.close();
+        let thread = self.writer_thread.take();
+        let writer = Arc::clone(&self.writer);
+        let closed = tokio::task::spawn_blocking(move || {
+            if let Some(thread) = thread {
+                // It exits once the queue is empty.
+                let _ = thread.join();
+            }
+            lock(&writer.conn).take()
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("closing the writer: {e}")));
+        self.stop_checkpoints.take();
+        if let Some(checkpointer) = self.checkpointer.take() {
+            let _ = checkpointer.await;
+        }
+        self.readers.close().await;
+        match closed? {
+            Some(conn) => conn
+                .close()
+                .map_err(|(_, e)| StoreError::Database(e.to_string())),
+            None => Ok(()),
+        }
     }
 
     /// Number of write transactions committed since this store was opened
     /// (each one may carry many steps). For metrics and tests.
     pub fn transactions_committed(&self) -> u64 {
-        self.transactions.load(Ordering::Relaxed)
+        self.writer.transactions.load(Ordering::Relaxed)
     }
 
-    /// Hands one write to the writer (waiting only for room in the queue)
-    /// and returns where its outcome will arrive.
-    async fn queue(&self, op: Op) -> Result<oneshot::Receiver<Result<(), StoreError>>, StoreError> {
+    /// Queues one write; returns where its outcome will arrive.
+    async fn queue(&self, op: Op) -> Result<Pending, StoreError> {
         let (reply, outcome) = oneshot::channel();
-        self.writer_tx
-            .send(Request { op, reply })
-            .await
-            .map_err(|_| StoreError::Unavailable("writer stopped".into()))?;
-        Ok(outcome)
+        let queued = {
+            let mut queue = lock(&self.writer.queue);
+            if queue.closed {
+                return Err(StoreError::Unavailable("store closed".into()));
+            }
+            queue.requests.push_back(Request { op, reply });
+            queue.requests.len()
+        };
+        if queued > QUEUE_CAPACITY {
+            // Back pressure: writes queued faster than anyone waits for
+            // them are applied before more are taken.
+            self.writer.hand_off();
+            let writer = Arc::clone(&self.writer);
+            crate::run_blocking(move || writer.wait_below(QUEUE_CAPACITY));
+        }
+        let driver: Arc<dyn Drive> = Arc::clone(&self.writer) as Arc<dyn Drive>;
+        Ok(Pending::driven(outcome, driver))
     }
 
-    /// Hands one write to the writer and waits for its outcome.
+    /// Queues one write and waits for its outcome.
     async fn submit(&self, op: Op) -> Result<(), StoreError> {
-        Pending::new(self.queue(op).await?).await
+        self.queue(op).await?.await
+    }
+}
+
+/// Opens the write connection (`rusqlite`, so that a batch runs on the
+/// thread of whoever applies it).
+fn open_writer(path: &Path, durability: Durability) -> Result<rusqlite::Connection, StoreError> {
+    let conn = rusqlite::Connection::open(path).map_err(write_db)?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(write_db)?;
+    let synchronous = match durability {
+        Durability::Process => "NORMAL",
+        Durability::PowerLoss => "FULL",
+    };
+    conn.execute_batch(&format!(
+        "PRAGMA foreign_keys = ON;
+         PRAGMA synchronous = {synchronous};
+         -- A multi-row statement inside the batch's transaction keeps a
+         -- statement journal (to undo itself should it fail half-way);
+         -- beyond 64 KiB SQLite spills it to a temporary file unless
+         -- temporary storage is in memory. It holds at most the pages one
+         -- statement touches.
+         PRAGMA temp_store = MEMORY;
+         -- Checkpoints run beside the writer (`run_checkpoints`), not in its
+         -- transactions; this is only the safety net should they fall
+         -- behind by 400 MiB of log.
+         PRAGMA wal_autocheckpoint = 100000;"
+    ))
+    .map_err(write_db)?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    Ok(conn)
+}
+
+/// The write connection and the writes waiting for it.
+///
+/// Group commit: whoever holds the connection applies every request
+/// waiting (up to [`MAX_BATCH`] per transaction), commits once and only then
+/// answers them; requests queued meanwhile go in the next transaction. That
+/// is the writer thread, except when the store has been idle: then a caller
+/// waiting for its step applies it on its own thread ([`Drive`]), sparing
+/// the two thread hand-offs (on a virtual machine, waking a thread can cost
+/// more than the transaction).
+struct Writer {
+    queue: Mutex<Queue>,
+    /// Signalled when the writer thread has work (or the store closes).
+    work: Condvar,
+    /// `None` once the store is closed.
+    conn: Mutex<Option<rusqlite::Connection>>,
+    transactions: AtomicU64,
+    opened: Instant,
+    /// When the last transaction ended, in nanoseconds since `opened`.
+    idle_since: AtomicU64,
+}
+
+#[derive(Default)]
+struct Queue {
+    requests: VecDeque<Request>,
+    closed: bool,
+}
+
+/// A caller applies its own step only if no transaction ended for this
+/// long: steps arriving closer together are left to the writer thread, where
+/// they gather into shared transactions.
+const IDLE: Duration = Duration::from_micros(100);
+
+/// Locks `mutex`, whether or not a thread panicked holding it: the queue
+/// stays consistent (requests are only pushed and drained), and a
+/// transaction interrupted by a panic was never committed.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Drive for Writer {
+    fn drive(&self) {
+        let idle = self
+            .elapsed()
+            .saturating_sub(self.idle_since.load(Ordering::Relaxed));
+        if u128::from(idle) < IDLE.as_nanos() {
+            return self.hand_off();
+        }
+        let mut conn = match self.conn.try_lock() {
+            Ok(conn) => conn,
+            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            // The writer thread is at it.
+            Err(TryLockError::WouldBlock) => return self.hand_off(),
+        };
+        // One transaction at most: a caller blocks for its own step (and
+        // those queued with it), not for whatever keeps arriving.
+        self.apply(&mut conn, false, 1);
+        drop(conn);
+        if !lock(&self.queue).requests.is_empty() {
+            self.hand_off();
+        }
+    }
+
+    fn hand_off(&self) {
+        self.work.notify_one();
+    }
+}
+
+impl Writer {
+    fn elapsed(&self) -> u64 {
+        u64::try_from(self.opened.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// The writer thread: applies the queue whenever there is work, until
+    /// the store is closed and the queue empty.
+    fn run(&self) {
+        loop {
+            {
+                let mut queue = lock(&self.queue);
+                while queue.requests.is_empty() && !queue.closed {
+                    queue = self
+                        .work
+                        .wait(queue)
+                        .unwrap_or_else(PoisonError::into_inner);
+                }
+                if queue.requests.is_empty() {
+                    return;
+                }
+            }
+            // Callers computing their steps right now (on this core, if
+            // there is only one) go first and join this transaction.
+            std::thread::yield_now();
+            let mut conn = lock(&self.conn);
+            self.apply(&mut conn, true, usize::MAX);
+        }
+    }
+
+    /// No more requests; the writer thread stops once the queue is empty.
+    fn close(&self) {
+        lock(&self.queue).closed = true;
+        self.work.notify_one();
+    }
+
+    /// Blocks until at most `limit` requests are queued.
+    fn wait_below(&self, limit: usize) {
+        while lock(&self.queue).requests.len() > limit {
+            // Whoever applies the queue holds the connection meanwhile.
+            drop(lock(&self.conn));
+            std::thread::yield_now();
+        }
+    }
+
+    /// Applies the queued requests with `conn`, a batch per transaction,
+    /// until none are left or after `transactions`. Unless `wait`, stops
+    /// (leaving the queue to the writer thread) if another connection holds
+    /// the database.
+    fn apply(&self, conn: &mut Option<rusqlite::Connection>, wait: bool, transactions: usize) {
+        for _ in 0..transactions {
+            if lock(&self.queue).requests.is_empty() {
+                return;
+            }
+            let Some(conn) = conn.as_mut() else {
+                self.fail_batch(&StoreError::Unavailable("store closed".into()));
+                continue;
+            };
+            match begin(conn, wait) {
+                Ok(true) => {}
+                Ok(false) => return self.hand_off(),
+                Err(e) => {
+                    self.fail_batch(&StoreError::Database(format!("batch: {e}")));
+                    continue;
+                }
+            }
+            let batch = self.take_batch();
+            match run_batch(conn, &batch) {
+                Ok(outcomes) => {
+                    self.transactions.fetch_add(1, Ordering::Relaxed);
+                    for (request, outcome) in batch.into_iter().zip(outcomes) {
+                        // The caller may have gone away; its step stands.
+                        let _ = request.reply.send(outcome);
+                    }
+                }
+                Err(message) => {
+                    // Nothing of this batch is committed: every request fails.
+                    for request in batch {
+                        let _ = request
+                            .reply
+                            .send(Err(StoreError::Database(message.clone())));
+                    }
+                }
+            }
+            self.idle_since.store(self.elapsed(), Ordering::Relaxed);
+        }
+    }
+
+    /// The next requests, up to [`MAX_BATCH`], in queue order.
+    fn take_batch(&self) -> Vec<Request> {
+        let mut queue = lock(&self.queue);
+        let n = queue.requests.len().min(MAX_BATCH);
+        queue.requests.drain(..n).collect()
+    }
+
+    /// Answers the next batch with `error`.
+    fn fail_batch(&self, error: &StoreError) {
+        for request in self.take_batch() {
+            let message = error.to_string();
+            let _ = request.reply.send(Err(match error {
+                StoreError::Unavailable(_) => StoreError::Unavailable(message),
+                _ => StoreError::Database(message),
+            }));
+        }
+    }
+}
+
+/// `BEGIN IMMEDIATE`; `Ok(false)` if, unless `wait`, another connection
+/// holds the write lock.
+fn begin(conn: &rusqlite::Connection, wait: bool) -> rusqlite::Result<bool> {
+    if wait {
+        return conn.execute_batch("BEGIN IMMEDIATE").map(|()| true);
+    }
+    conn.busy_timeout(Duration::ZERO)?;
+    let began = conn.execute_batch("BEGIN IMMEDIATE");
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    match began {
+        Ok(()) => Ok(true),
+        Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy) => Ok(false),
+        Err(e) => Err(e),
     }
 }
 
@@ -317,7 +572,7 @@ impl Store for SqliteStore {
     }
 
     async fn enqueue(&self, step: Step) -> Result<Pending, StoreError> {
-        self.queue(Op::Commit(step)).await.map(Pending::new)
+        self.queue(Op::Commit(step)).await
     }
 
     async fn pending_jobs(&self, destination: &str, limit: u32) -> Result<Vec<Job>, StoreError> {
@@ -361,46 +616,6 @@ impl Store for SqliteStore {
     }
 }
 
-/// The writer task: batches of requests, one transaction per batch, until
-/// every sender is gone and the queue is empty.
-async fn run_writer(
-    mut conn: SqliteConnection,
-    mut queue: mpsc::Receiver<Request>,
-    transactions: Arc<AtomicU64>,
-) -> Result<(), StoreError> {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        // The first step woke the writer; steps being computed by tasks that
-        // are ready to run right now join this transaction instead of
-        // waiting for the next one.
-        tokio::task::yield_now().await;
-        while batch.len() < MAX_BATCH {
-            match queue.try_recv() {
-                Ok(request) => batch.push(request),
-                Err(_) => break,
-            }
-        }
-        match run_batch(&mut conn, &batch).await {
-            Ok(outcomes) => {
-                transactions.fetch_add(1, Ordering::Relaxed);
-                for (request, outcome) in batch.drain(..).zip(outcomes) {
-                    // The caller may have gone away; its step stands.
-                    let _ = request.reply.send(outcome);
-                }
-            }
-            Err(message) => {
-                // Nothing of this batch is committed: every request fails.
-                for request in batch.drain(..) {
-                    let _ = request
-                        .reply
-                        .send(Err(StoreError::Database(message.clone())));
-                }
-            }
-        }
-    }
-    conn.close().await.map_err(db)
-}
-
 /// How often the checkpointer looks for new transactions to checkpoint.
 const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(200);
 
@@ -412,7 +627,7 @@ const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(200);
 /// checkpoint has copied the whole log, the writer starts the log over.
 async fn run_checkpoints(
     mut conn: SqliteConnection,
-    transactions: Arc<AtomicU64>,
+    writer: Arc<Writer>,
     mut stop: oneshot::Receiver<()>,
 ) {
     let mut tick = tokio::time::interval(CHECKPOINT_INTERVAL);
@@ -423,7 +638,7 @@ async fn run_checkpoints(
             _ = &mut stop => break,
             _ = tick.tick() => {}
         }
-        let committed = transactions.load(Ordering::Relaxed);
+        let committed = writer.transactions.load(Ordering::Relaxed);
         if committed == checkpointed {
             continue;
         }
@@ -443,105 +658,93 @@ async fn run_checkpoints(
 /// The outcome of each request of a batch, in the batch's order.
 type Outcomes = Vec<Result<(), StoreError>>;
 
-/// Applies `batch` in one transaction. `Err` means the transaction as a whole
-/// failed (and was rolled back): no request of the batch took effect.
-///
-/// `BEGIN` and `COMMIT` are statements of the batch's [`Script`], so that a
-/// batch usually costs two thread hand-offs: `BEGIN` with the lookups, then
-/// the writes with `COMMIT`.
-async fn run_batch(conn: &mut SqliteConnection, batch: &[Request]) -> Result<Outcomes, String> {
-    let mut script = Script::default();
-    script.statement().push("BEGIN IMMEDIATE");
-    let applied = match apply_batch(conn, &mut script, batch).await {
-        Ok(outcomes) => {
-            script.statement().push("COMMIT");
-            script.execute(conn).await.map(|()| outcomes)
-        }
-        Err(message) => Err(message),
-    };
+/// Applies `batch` in the transaction [`begin`] opened, and commits it.
+/// `Err` means the transaction as a whole failed (and was rolled back): no
+/// request of the batch took effect.
+fn run_batch(conn: &mut rusqlite::Connection, batch: &[Request]) -> Result<Outcomes, String> {
+    let applied = (|| {
+        let mut script = Script::default();
+        let outcomes = apply_batch(conn, &mut script, batch)?;
+        script.statement().push("COMMIT");
+        script.execute(conn)?;
+        Ok(outcomes)
+    })();
     match applied {
         Ok(outcomes) => Ok(outcomes),
-        Err(message) => Err(rollback(conn, message).await),
+        // The failure may have ended the transaction already.
+        Err(message) if conn.is_autocommit() => Err(message),
+        Err(message) => match conn.execute_batch("ROLLBACK") {
+            Ok(()) => Err(message),
+            Err(e) => Err(format!("{message} (rollback: {e})")),
+        },
     }
 }
 
-/// Rolls back what a failed batch left open, if anything, and returns the
-/// batch's error.
-async fn rollback(conn: &mut SqliteConnection, message: String) -> String {
-    match sqlx::query("ROLLBACK").execute(&mut *conn).await {
-        Ok(_) => message,
-        // The failure ended the transaction already, or it never began.
-        Err(e) if e.to_string().contains("no transaction is active") => message,
-        Err(e) => format!("{message} (rollback: {e})"),
+/// Statements of a batch, run when their results are needed, or at the end
+/// of the batch.
+#[derive(Default)]
+struct Script<'a> {
+    statements: Vec<Statement<'a>>,
+}
+
+/// Runs `statement` with `params`, adding the rows it returns to `rows`.
+fn query(
+    statement: &mut rusqlite::Statement<'_>,
+    params: &[crate::sql::Param<'_>],
+    rows: &mut Vec<LookupRow>,
+) -> rusqlite::Result<()> {
+    let columns = statement.column_count();
+    let mut found = statement.query(rusqlite::params_from_iter(params.iter()))?;
+    while let Some(row) = found.next()? {
+        rows.push(
+            (0..columns)
+                .map(|i| row.get::<_, Value>(i))
+                .collect::<Result<_, _>>()?,
+        );
     }
+    Ok(())
 }
 
-/// Statements for the write connection, sent together (one thread hand-off)
-/// when their results are needed, or at the end of the batch.
-struct Script {
-    builder: QueryBuilder<Sqlite>,
-    statements: usize,
-}
+/// A lookup's row: its columns, in order.
+type LookupRow = Vec<Value>;
 
-impl Default for Script {
-    fn default() -> Self {
-        Script {
-            builder: QueryBuilder::new(""),
-            statements: 0,
+impl<'a> Script<'a> {
+    /// Starts the next statement; returns it to write.
+    fn statement(&mut self) -> &mut Statement<'a> {
+        self.statements.push(Statement::default());
+        let last = self.statements.len() - 1;
+        &mut self.statements[last]
+    }
+
+    /// Runs the statements so far and returns the rows they produced. The
+    /// statements of small batches (the shapes that recur) stay prepared.
+    fn fetch(&mut self, conn: &rusqlite::Connection) -> Result<Vec<LookupRow>, String> {
+        let mut rows = Vec::new();
+        for statement in self.statements.drain(..) {
+            let found = if statement.text.len() <= CACHED_STATEMENT_LEN {
+                conn.prepare_cached(&statement.text)
+                    .and_then(|mut prepared| query(&mut prepared, &statement.params, &mut rows))
+            } else {
+                conn.prepare(&statement.text)
+                    .and_then(|mut prepared| query(&mut prepared, &statement.params, &mut rows))
+            };
+            found.map_err(|e| format!("batch: {e}"))?;
         }
-    }
-}
-
-impl Script {
-    /// Starts the next statement; returns the builder to write it with.
-    fn statement(&mut self) -> &mut QueryBuilder<Sqlite> {
-        if self.statements > 0 {
-            self.builder.push(";\n");
-        }
-        self.statements += 1;
-        &mut self.builder
-    }
-
-    /// The statements so far, leaving the script empty.
-    fn take(&mut self) -> QueryBuilder<Sqlite> {
-        self.statements = 0;
-        std::mem::replace(&mut self.builder, QueryBuilder::new(""))
-    }
-
-    /// Runs the statements so far and returns the rows they produced. Small
-    /// scripts (the shapes that recur) stay prepared in the connection's
-    /// statement cache.
-    async fn fetch(&mut self, conn: &mut SqliteConnection) -> Result<Vec<SqliteRow>, String> {
-        let mut builder = self.take();
-        let persistent = builder.sql().as_str().len() <= CACHED_SCRIPT_LEN;
-        builder
-            .build()
-            .persistent(persistent)
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(|e| format!("batch: {e}"))
+        Ok(rows)
     }
 
     /// Runs the statements so far.
-    async fn execute(&mut self, conn: &mut SqliteConnection) -> Result<(), String> {
-        let mut builder = self.take();
-        let persistent = builder.sql().as_str().len() <= CACHED_SCRIPT_LEN;
-        builder
-            .build()
-            .persistent(persistent)
-            .execute(&mut *conn)
-            .await
-            .map(|_| ())
-            .map_err(|e| format!("batch: {e}"))
+    fn execute(&mut self, conn: &rusqlite::Connection) -> Result<(), String> {
+        self.fetch(conn).map(|_| ())
     }
 }
 
 /// Applies the requests of `batch` in order, inside the caller's transaction,
 /// as one or more consecutive [`SubBatch`]es.
-async fn apply_batch(
-    conn: &mut SqliteConnection,
-    script: &mut Script,
-    batch: &[Request],
+fn apply_batch<'a>(
+    conn: &rusqlite::Connection,
+    script: &mut Script<'a>,
+    batch: &'a [Request],
 ) -> Result<Outcomes, String> {
     let mut outcomes: Outcomes = batch.iter().map(|_| Ok(())).collect();
     let job_ids: Vec<i64> = batch
@@ -567,16 +770,14 @@ async fn apply_batch(
                 list.push_bind(*id);
             },
         );
-        Found::parse(&script.fetch(conn).await?)?.jobs
+        Found::parse(&script.fetch(conn)?)?.jobs
     };
     let mut sub = SubBatch::default();
     for (index, request) in batch.iter().enumerate() {
         match &request.op {
             Op::Commit(step) => {
                 if sub.completions_touch(step) {
-                    std::mem::take(&mut sub)
-                        .apply(conn, script, &mut outcomes)
-                        .await?;
+                    std::mem::take(&mut sub).apply(conn, script, &mut outcomes)?;
                 }
                 sub.steps.push((index, step));
             }
@@ -590,9 +791,7 @@ async fn apply_batch(
             }
             Op::PruneReservations(before) | Op::PruneSnapshots(before) => {
                 // After the requests queued before it, before those after.
-                std::mem::take(&mut sub)
-                    .apply(conn, script, &mut outcomes)
-                    .await?;
+                std::mem::take(&mut sub).apply(conn, script, &mut outcomes)?;
                 let delete = match request.op {
                     Op::PruneReservations(_) => {
                         "DELETE FROM groups WHERE reserved_until IS NOT NULL AND reserved_until < "
@@ -603,7 +802,7 @@ async fn apply_batch(
             }
         }
     }
-    sub.apply(conn, script, &mut outcomes).await?;
+    sub.apply(conn, script, &mut outcomes)?;
     Ok(outcomes)
 }
 
@@ -627,7 +826,7 @@ struct SubBatch<'a> {
     recipient_sets: BTreeSet<Vec<u8>>,
 }
 
-impl SubBatch<'_> {
+impl<'a> SubBatch<'a> {
     /// Whether `step` writes or refers to a message of a job completed in
     /// this sub-batch.
     fn completions_touch(&self, step: &Step) -> bool {
@@ -644,14 +843,14 @@ impl SubBatch<'_> {
 
     /// Adds the sub-batch's statements to `script` (running it once for the
     /// lookups the steps need).
-    async fn apply(
+    fn apply(
         self,
-        conn: &mut SqliteConnection,
-        script: &mut Script,
+        conn: &rusqlite::Connection,
+        script: &mut Script<'a>,
         outcomes: &mut Outcomes,
     ) -> Result<(), String> {
         if !self.steps.is_empty() {
-            apply_steps(conn, script, &self.steps, outcomes).await?;
+            apply_steps(conn, script, &self.steps, outcomes)?;
         }
         push_in(
             script,
@@ -669,7 +868,7 @@ impl SubBatch<'_> {
             " AND NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.message_id = messages.message_id)",
             &messages,
             |list, message_id| {
-                list.push_bind(message_id.as_slice());
+                list.push_bind(message_id.to_vec());
             },
         );
         let recipient_sets: Vec<&Vec<u8>> = self.recipient_sets.iter().collect();
@@ -679,7 +878,7 @@ impl SubBatch<'_> {
             " AND NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.recipient_set = recipient_sets.hash)",
             &recipient_sets,
             |list, hash| {
-                list.push_bind(hash.as_slice());
+                list.push_bind(hash.to_vec());
             },
         );
         Ok(())
@@ -688,10 +887,10 @@ impl SubBatch<'_> {
 
 /// Evaluates `steps` in order against the stored versions, records each
 /// one's outcome, and adds the net effect of those that succeed to `script`.
-async fn apply_steps(
-    conn: &mut SqliteConnection,
-    script: &mut Script,
-    steps: &[(usize, &Step)],
+fn apply_steps<'a>(
+    conn: &rusqlite::Connection,
+    script: &mut Script<'a>,
+    steps: &[(usize, &'a Step)],
     outcomes: &mut Outcomes,
 ) -> Result<(), String> {
     let mut group_ids: Vec<&[u8]> = Vec::new();
@@ -732,7 +931,7 @@ async fn apply_steps(
         versions: stored,
         messages: mut known,
         ..
-    } = Found::parse(&script.fetch(conn).await?)?;
+    } = Found::parse(&script.fetch(conn)?)?;
 
     let mut plan = Plan::default();
     for &(index, step) in steps {
@@ -1066,7 +1265,7 @@ impl<'a> Plan<'a> {
 
     /// Adds the statements writing the net effect to `script`: a fixed
     /// number of them (per chunk of rows), whatever the number of steps.
-    fn write(self, script: &mut Script) {
+    fn write(self, script: &mut Script<'a>) {
         let mut deleted: Vec<&[u8]> = Vec::new();
         let mut put: Vec<GroupRow<'_>> = Vec::new();
         // (group, first page to delete), and the pages to write.
@@ -1237,7 +1436,7 @@ impl<'a> Plan<'a> {
             "",
             &recipient_sets,
             |mut row, &(recipients, hash)| {
-                row.push_bind(hash.as_slice()).push_bind(recipients);
+                row.push_bind(hash.to_vec()).push_bind(recipients);
             },
         );
         // Rows of one statement are inserted in order: job ids follow the
@@ -1252,7 +1451,7 @@ impl<'a> Plan<'a> {
                 row.push_bind(j.destination)
                     .push_bind(j.message_id)
                     .push("x''")
-                    .push_bind(j.recipient_set.as_slice())
+                    .push_bind(j.recipient_set.to_vec())
                     .push("0")
                     .push_bind(j.created_at);
             },
@@ -1278,24 +1477,30 @@ const FOUND_MESSAGE: i64 = 1;
 const FOUND_JOB: i64 = 2;
 
 impl Found {
-    fn parse(rows: &[SqliteRow]) -> Result<Found, String> {
+    fn parse(rows: &[LookupRow]) -> Result<Found, String> {
+        let bad = || "lookup: unexpected row".to_string();
         let mut found = Found::default();
         for row in rows {
-            let kind: i64 = row.try_get(0).map_err(|e| format!("lookup: {e}"))?;
-            let key: Vec<u8> = row.try_get(1).map_err(|e| format!("lookup: {e}"))?;
-            let value: i64 = row.try_get(2).map_err(|e| format!("lookup: {e}"))?;
-            match kind {
+            let (Some(Value::Integer(kind)), Some(Value::Blob(key)), Some(Value::Integer(value))) =
+                (row.first(), row.get(1), row.get(2))
+            else {
+                return Err(bad());
+            };
+            match *kind {
                 FOUND_VERSION => {
-                    let version = to_u64(value).map_err(|e| e.to_string())?;
-                    found.versions.insert(key, version);
+                    let version = to_u64(*value).map_err(|e| e.to_string())?;
+                    found.versions.insert(key.clone(), version);
                 }
                 FOUND_MESSAGE => {
-                    found.messages.insert(key);
+                    found.messages.insert(key.clone());
                 }
                 _ => {
-                    let recipient_set: Option<Vec<u8>> =
-                        row.try_get(3).map_err(|e| format!("lookup: {e}"))?;
-                    found.jobs.insert(value, (key, recipient_set));
+                    let recipient_set = match row.get(3) {
+                        Some(Value::Blob(set)) => Some(set.clone()),
+                        Some(Value::Null) => None,
+                        _ => return Err(bad()),
+                    };
+                    found.jobs.insert(*value, (key.clone(), recipient_set));
                 }
             }
         }
@@ -1303,17 +1508,14 @@ impl Found {
     }
 }
 
-/// A list separator of a query being built.
-type List<'b> = sqlx::query_builder::Separated<'b, Sqlite, &'static str>;
-
 /// Adds `head IN (values) tail` over `values` to `script`, in chunks (nothing
 /// for no values).
-fn push_in<T>(
-    script: &mut Script,
+fn push_in<'a, T>(
+    script: &mut Script<'a>,
     head: &str,
     tail: &str,
     values: &[T],
-    mut push_value: impl FnMut(&mut List<'_>, &T),
+    mut push_value: impl FnMut(&mut List<'_, 'a>, &T),
 ) {
     for chunk in values.chunks(MAX_ROWS_PER_STATEMENT) {
         let builder = script.statement();
@@ -1329,12 +1531,12 @@ fn push_in<T>(
 
 /// Adds `head VALUES (row), (row)... tail` over `rows` to `script`, in chunks
 /// (nothing for no rows). Rows of one statement are inserted in order.
-fn push_values<T>(
-    script: &mut Script,
+fn push_values<'a, T>(
+    script: &mut Script<'a>,
     head: &str,
     tail: &str,
     rows: &[T],
-    mut push_row: impl FnMut(List<'_>, &T),
+    mut push_row: impl FnMut(List<'_, 'a>, &T),
 ) {
     for chunk in rows.chunks(MAX_ROWS_PER_STATEMENT) {
         let builder = script.statement();
@@ -1364,6 +1566,10 @@ fn job_from_row(row: &SqliteRow) -> Result<Job, StoreError> {
         })?,
         created_at: get_u64(row, "created_at")?,
     })
+}
+
+fn write_db(e: rusqlite::Error) -> StoreError {
+    StoreError::Database(e.to_string())
 }
 
 fn db(e: sqlx::Error) -> StoreError {
