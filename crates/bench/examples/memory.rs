@@ -38,7 +38,14 @@ fn main() -> Result<(), String> {
         }
         let hub = Hub::new(HubConfig::new(fx.group.group_id.hub_domain.clone()));
         let cache_groups = NonZeroUsize::new(cache).ok_or("cache must be > 0")?;
-        let svc = HubService::new(hub, store, ServiceConfig { cache_groups });
+        let svc = HubService::new(
+            hub,
+            store,
+            ServiceConfig {
+                cache_groups,
+                ..Default::default()
+            },
+        );
         println!(
             "{groups} groups of 100 members stored ({} bytes of state each), cache of {cache}",
             fx.state.len()

@@ -209,6 +209,9 @@ pub async fn seeded_service(
     Ok(mimid_service::HubService::new(
         hub,
         store,
-        mimid_service::ServiceConfig { cache_groups },
+        mimid_service::ServiceConfig {
+            cache_groups,
+            ..Default::default()
+        },
     ))
 }

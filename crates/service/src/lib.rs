@@ -11,6 +11,7 @@ use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+mod ahead;
 mod verifier;
 
 use lru::LruCache;
@@ -51,12 +52,16 @@ pub struct ServiceConfig {
     /// Groups kept loaded in memory; memory does not grow beyond this many
     /// groups however many are stored.
     pub cache_groups: NonZeroUsize,
+    /// Commits at least this large (bytes) are stored ahead of their step,
+    /// while the core validates them (`ahead.rs`).
+    pub store_ahead_from: usize,
 }
 
 impl Default for ServiceConfig {
     fn default() -> Self {
         ServiceConfig {
             cache_groups: NonZeroUsize::new(1024).unwrap_or(NonZeroUsize::MIN),
+            store_ahead_from: ahead::STORE_AHEAD_FROM,
         }
     }
 }
@@ -78,6 +83,16 @@ struct Loaded {
     state: Vec<u8>,
 }
 
+/// What [`HubService::step`] makes of an outcome.
+struct Built {
+    /// What to write (`None`: nothing).
+    step: Option<Step>,
+    /// The group's state as the step leaves it.
+    state: Vec<u8>,
+    /// A message stored ahead that the step does not refer to.
+    unused: Option<[u8; 16]>,
+}
+
 /// The hub of one provider, backed by a store.
 pub struct HubService<S: Store> {
     hub: Hub,
@@ -93,6 +108,7 @@ pub struct HubService<S: Store> {
     /// `None` if its thread could not be started: each step then checks its
     /// signature itself.
     verifier: Option<verifier::BatchVerifier>,
+    store_ahead_from: usize,
 }
 
 fn unix_now() -> u64 {
@@ -131,6 +147,7 @@ impl<S: Store> HubService<S> {
             locks: Mutex::new(HashMap::new()),
             signers: Mutex::new(LruCache::new(config.cache_groups)),
             verifier: verifier::BatchVerifier::start().ok(),
+            store_ahead_from: config.store_ahead_from,
         }
     }
 
@@ -169,6 +186,9 @@ impl<S: Store> HubService<S> {
         let retention = self.hub.config().welcome_retention;
         self.store
             .prune_snapshots(now.saturating_sub(retention))
+            .await?;
+        self.store
+            .prune_messages(now.saturating_sub(ahead::ORPHAN_AFTER))
             .await?;
         Ok(())
     }
@@ -350,12 +370,32 @@ impl<S: Store> HubService<S> {
             },
             None => None,
         };
+        let epoch = match (&slot, endpoint) {
+            (Slot::Active(group), DsEndpoint::GroupOperation) => Some(group.epoch()),
+            _ => None,
+        };
+        let ahead = match epoch {
+            Some(epoch) => {
+                ahead::store(
+                    &self.store,
+                    self.store_ahead_from,
+                    (group_id, &target.group_id, epoch, version),
+                    request,
+                    ctx.now,
+                )
+                .await
+            }
+            None => None,
+        };
         let outcome = match self
             .hub
             .handle(endpoint, request, &mut slot, snapshot.as_ref(), ctx)
         {
             Ok(outcome) => outcome,
             Err(e) => {
+                if let Some(ahead) = ahead {
+                    ahead.discard(&self.store).await;
+                }
                 // A refused request left the group as it was: keep it
                 // cached. An internal error may not have.
                 if let (Slot::Active(group), Some(version), false) =
@@ -379,7 +419,18 @@ impl<S: Store> HubService<S> {
             _ => None,
         };
         let response = outcome.response.clone();
-        let (step, state) = self.step(group_id, version, stored, outcome, ctx)?;
+        let ahead = match ahead {
+            Some(ahead) => ahead.stored().await,
+            None => None,
+        };
+        let Built {
+            step,
+            state,
+            unused,
+        } = self.step(group_id, version, stored, outcome, ctx, ahead)?;
+        if let Some(message_id) = unused {
+            ahead::discard(&self.store, message_id).await;
+        }
         let pending = match step {
             Some(step) => Some(self.store.enqueue(step).await?),
             None => None,
@@ -403,6 +454,8 @@ impl<S: Store> HubService<S> {
     /// The store step of an outcome (`None` when nothing is written), and
     /// the group's state as it leaves it. `stored` is the state at
     /// `version`: a new state is written as the pages that differ from it.
+    /// A message stored `ahead` is referred to instead of written, if the
+    /// step stores it; else its id comes back, to be discarded.
     fn step(
         &self,
         group_id: &[u8],
@@ -410,7 +463,8 @@ impl<S: Store> HubService<S> {
         stored: Vec<u8>,
         outcome: Outcome,
         ctx: &Context,
-    ) -> Result<(Option<Step>, Vec<u8>), ServiceError> {
+        mut ahead: Option<ahead::Stored>,
+    ) -> Result<Built, ServiceError> {
         let (write, state) = match outcome.write {
             Write::None => (GroupWrite::Keep, stored),
             Write::Reserve { until } => (
@@ -433,7 +487,11 @@ impl<S: Store> HubService<S> {
         };
         if write == GroupWrite::Keep && outcome.deliveries.is_empty() && outcome.snapshot.is_none()
         {
-            return Ok((None, state));
+            return Ok(Built {
+                step: None,
+                state,
+                unused: ahead.map(|a| a.message_id),
+            });
         }
         let mut messages = Vec::with_capacity(outcome.messages.len());
         let mut ids = Vec::with_capacity(outcome.messages.len());
@@ -441,14 +499,18 @@ impl<S: Store> HubService<S> {
             let Some(first) = outcome.deliveries.iter().find(|d| d.message == index) else {
                 continue;
             };
-            // Time-ordered (UUIDv7): stored rows and their indexes grow at
-            // the end instead of at random places.
-            let message_id = uuid::Uuid::now_v7().into_bytes();
             // Stored once, in the form the delivery worker sends (its
             // recipients come from each job).
             let stored =
                 mimid_wire::encode_deliver_message(&first.group_id, first.epoch, &[], body)
                     .map_err(|e| HubError::Internal(e.to_string()))?;
+            if let Some(a) = ahead.take_if(|a| a.body == stored) {
+                ids.push((index, a.message_id));
+                continue;
+            }
+            // Time-ordered (UUIDv7): stored rows and their indexes grow at
+            // the end instead of at random places.
+            let message_id = uuid::Uuid::now_v7().into_bytes();
             messages.push(NewMessage {
                 message_id,
                 body: stored,
@@ -486,7 +548,11 @@ impl<S: Store> HubService<S> {
             jobs,
             now: ctx.now,
         };
-        Ok((Some(step), state))
+        Ok(Built {
+            step: Some(step),
+            state,
+            unused: ahead.map(|a| a.message_id),
+        })
     }
 }
 

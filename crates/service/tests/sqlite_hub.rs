@@ -27,17 +27,27 @@ fn provider(d: &str) -> Origin {
 }
 
 async fn service(path: &Path, durability: Durability, cache: usize) -> HubService<SqliteStore> {
+    service_with(
+        path,
+        durability,
+        ServiceConfig {
+            cache_groups: NonZeroUsize::new(cache).unwrap(),
+            ..ServiceConfig::default()
+        },
+    )
+    .await
+}
+
+async fn service_with(
+    path: &Path,
+    durability: Durability,
+    config: ServiceConfig,
+) -> HubService<SqliteStore> {
     let store = SqliteStore::open(path, durability)
         .await
         .expect("open store");
     let hub = Hub::new(HubConfig::new("a.example".parse().unwrap()));
-    HubService::new(
-        hub,
-        store,
-        ServiceConfig {
-            cache_groups: NonZeroUsize::new(cache).unwrap(),
-        },
-    )
+    HubService::new(hub, store, config)
 }
 
 fn request_id() -> DSRequest {
@@ -507,4 +517,115 @@ async fn upkeep_drops_expired_reservations_and_old_snapshots_only() {
         svc.group_epoch(&c.group_id).await.unwrap().map(|e| e.0),
         Some(1)
     );
+}
+
+/// Distinct messages the pending jobs of every provider refer to.
+async fn referenced_messages(store: &SqliteStore) -> u64 {
+    let mut ids = std::collections::BTreeSet::new();
+    for destination in ["a.example", "b.example", "c.example"] {
+        for job in store.pending_jobs(destination, 1000).await.unwrap() {
+            ids.insert(job.message_id);
+        }
+    }
+    ids.len() as u64
+}
+
+/// With every commit stored ahead of its step: an accepted commit is one
+/// stored message that its jobs refer to; a refused one leaves nothing; a
+/// message whose step never came is dropped by the upkeep, late enough.
+#[tokio::test]
+async fn commits_stored_ahead_are_delivered_once_or_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = service_with(
+        &dir.path().join("hub.db"),
+        Durability::PowerLoss,
+        ServiceConfig {
+            store_ahead_from: 0,
+            ..ServiceConfig::default()
+        },
+    )
+    .await;
+    let mut c = conversation(&svc).await;
+    let g = c.group_id.clone();
+    let store = svc.store();
+    assert_eq!(
+        store.message_count().await.unwrap(),
+        referenced_messages(store).await,
+        "every stored message is delivered"
+    );
+
+    let update = c.alice.update(&g).unwrap();
+    let DSRequestBody::UpdateClient(u) = &update.request_body else {
+        panic!("not an update")
+    };
+    let commit = u.group_update.commit.as_bytes().to_vec();
+    svc.handle(DsEndpoint::GroupOperation, &update, Origin::Local)
+        .await
+        .expect("update");
+    c.alice.merge_pending_commit(&g).unwrap();
+    let (_, to_bob, id_b) = last_job(store, "b.example").await;
+    let (_, _, id_c) = last_job(store, "c.example").await;
+    assert_eq!(id_b, id_c, "one stored message for both destinations");
+    assert_eq!(to_bob.message.as_bytes(), &commit[..]);
+    assert_eq!(to_bob.epoch, 1);
+    let stored = store.message_count().await.unwrap();
+    assert_eq!(stored, referenced_messages(store).await);
+
+    // Refused commits: one for this epoch with a forged signature, then a
+    // stale one.
+    let message = DeliverableMessage::from_bytes(to_bob.message.as_bytes()).unwrap();
+    c.bob.process(&message).unwrap();
+    let forged = forge(c.bob.update(&g).unwrap());
+    let refused = svc
+        .handle(DsEndpoint::GroupOperation, &forged, provider("b.example"))
+        .await;
+    assert!(matches!(
+        refused,
+        Err(ServiceError::Hub(HubError::ClientSignature(_)))
+    ));
+    let stale = c.carol.update(&g).unwrap();
+    let refused = svc
+        .handle(DsEndpoint::GroupOperation, &stale, provider("c.example"))
+        .await;
+    assert!(matches!(
+        refused,
+        Err(ServiceError::Hub(HubError::WrongEpoch { current: 2 }))
+    ));
+    // Upkeep is queued after the discards, so it sees them applied.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    svc.maintain(now).await.unwrap();
+    assert_eq!(store.message_count().await.unwrap(), stored);
+
+    // A message stored ahead whose step never came (the process stopped).
+    let version = store
+        .load_group(&g.to_mls_bytes())
+        .await
+        .unwrap()
+        .unwrap()
+        .version;
+    store
+        .commit(mimid_store::Step {
+            group_id: g.to_mls_bytes(),
+            expected_version: Some(version),
+            write: mimid_store::GroupWrite::Keep,
+            snapshot: None,
+            prune_snapshots_before: None,
+            messages: vec![mimid_store::NewMessage {
+                message_id: [7; 16],
+                body: b"orphan".to_vec(),
+            }],
+            jobs: Vec::new(),
+            now,
+        })
+        .await
+        .unwrap();
+    assert_eq!(store.message_count().await.unwrap(), stored + 1);
+    svc.maintain(now + 60).await.unwrap();
+    assert_eq!(store.message_count().await.unwrap(), stored + 1);
+    svc.maintain(now + 3600).await.unwrap();
+    assert_eq!(store.message_count().await.unwrap(), stored);
+    assert_eq!(referenced_messages(store).await, stored);
 }

@@ -192,6 +192,15 @@ impl Pending {
         }
     }
 
+    /// Asks the store to apply the step now, though nobody waits for it
+    /// yet: a step written ahead (e.g. a large message, while the step
+    /// that delivers it is being computed).
+    pub fn start(&self) {
+        if let Some(driver) = &self.driver {
+            driver.hand_off();
+        }
+    }
+
     fn answer(
         &mut self,
         cx: &mut std::task::Context<'_>,
@@ -300,6 +309,22 @@ pub trait Store: Send + Sync + 'static {
     /// steps queued before. A group's own steps prune its snapshots too, but
     /// a group that never commits again would keep them forever.
     fn prune_snapshots(&self, before: u64) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Drops these messages unless a job refers to them, in order with the
+    /// steps queued before: a message written ahead of the step meant to
+    /// deliver it ([`Pending::start`]), when that step does not happen.
+    fn discard_messages(
+        &self,
+        message_ids: Vec<[u8; 16]>,
+    ) -> impl Future<Output = Result<Pending, StoreError>> + Send;
+
+    /// Drops messages written before `before` that no job refers to: those
+    /// written ahead of a step that never came (the process stopped in
+    /// between). In order with the steps queued before.
+    fn prune_messages(&self, before: u64) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Number of stored messages, for metrics and tests.
+    fn message_count(&self) -> impl Future<Output = Result<u64, StoreError>> + Send;
 
     /// Number of group slots, for metrics and tests.
     fn group_count(&self) -> impl Future<Output = Result<u64, StoreError>> + Send;

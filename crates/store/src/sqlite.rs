@@ -133,6 +133,10 @@ enum Op {
     PruneReservations(i64),
     /// Drop joiner snapshots created before this time.
     PruneSnapshots(i64),
+    /// Drop these messages unless a job refers to them.
+    DiscardMessages(Vec<[u8; 16]>),
+    /// Drop messages written before this time that no job refers to.
+    PruneMessages(i64),
 }
 
 /// A write and where to send its outcome.
@@ -257,6 +261,16 @@ impl SqliteStore {
     /// (each one may carry many steps). For metrics and tests.
     pub fn transactions_committed(&self) -> u64 {
         self.writer.transactions.load(Ordering::Relaxed)
+    }
+
+    /// Rows in `table`.
+    async fn count(&self, table: &'static str) -> Result<u64, StoreError> {
+        let count: i64 =
+            sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM {table}")))
+                .fetch_one(&self.readers)
+                .await
+                .map_err(db)?;
+        to_u64(count)
     }
 
     /// Queues one write; returns where its outcome will arrive.
@@ -607,12 +621,20 @@ impl Store for SqliteStore {
         self.submit(Op::PruneSnapshots(to_i64(before)?)).await
     }
 
+    async fn discard_messages(&self, message_ids: Vec<[u8; 16]>) -> Result<Pending, StoreError> {
+        self.queue(Op::DiscardMessages(message_ids)).await
+    }
+
+    async fn prune_messages(&self, before: u64) -> Result<(), StoreError> {
+        self.submit(Op::PruneMessages(to_i64(before)?)).await
+    }
+
+    async fn message_count(&self) -> Result<u64, StoreError> {
+        self.count("messages").await
+    }
+
     async fn group_count(&self) -> Result<u64, StoreError> {
-        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM groups")
-            .fetch_one(&self.readers)
-            .await
-            .map_err(db)?;
-        to_u64(count)
+        self.count("groups").await
     }
 }
 
@@ -751,7 +773,7 @@ fn apply_batch<'a>(
         .iter()
         .filter_map(|request| match request.op {
             Op::CompleteJob(id) => Some(id),
-            Op::Commit(_) | Op::PruneReservations(_) | Op::PruneSnapshots(_) => None,
+            _ => None,
         })
         .collect();
     // The message (and recipient set) of each job to complete. Only jobs
@@ -789,22 +811,47 @@ fn apply_batch<'a>(
                     sub.recipient_sets.extend(recipient_set);
                 }
             }
-            Op::PruneReservations(before) | Op::PruneSnapshots(before) => {
+            Op::PruneReservations(before)
+            | Op::PruneSnapshots(before)
+            | Op::PruneMessages(before) => {
                 // After the requests queued before it, before those after.
                 std::mem::take(&mut sub).apply(conn, script, &mut outcomes)?;
-                let delete = match request.op {
-                    Op::PruneReservations(_) => {
-                        "DELETE FROM groups WHERE reserved_until IS NOT NULL AND reserved_until < "
-                    }
-                    _ => "DELETE FROM snapshots WHERE created_at < ",
+                let (delete, tail) = match request.op {
+                    Op::PruneReservations(_) => (
+                        "DELETE FROM groups WHERE reserved_until IS NOT NULL AND reserved_until < ",
+                        "",
+                    ),
+                    Op::PruneSnapshots(_) => ("DELETE FROM snapshots WHERE created_at < ", ""),
+                    _ => ("DELETE FROM messages WHERE created_at < ", UNREFERENCED),
                 };
-                script.statement().push(delete).push_bind(*before);
+                script
+                    .statement()
+                    .push(delete)
+                    .push_bind(*before)
+                    .push(tail);
+            }
+            Op::DiscardMessages(message_ids) => {
+                std::mem::take(&mut sub).apply(conn, script, &mut outcomes)?;
+                push_in(
+                    script,
+                    "DELETE FROM messages WHERE message_id",
+                    UNREFERENCED,
+                    message_ids,
+                    |list, message_id| {
+                        list.push_bind(message_id.to_vec());
+                    },
+                );
             }
         }
     }
     sub.apply(conn, script, &mut outcomes)?;
     Ok(outcomes)
 }
+
+/// The condition, in a `DELETE FROM messages`, that no job refers to the
+/// message.
+const UNREFERENCED: &str =
+    " AND NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.message_id = messages.message_id)";
 
 /// Consecutive requests of a batch, applied with a fixed number of
 /// statements: first the steps (evaluated in order), then the job
@@ -865,7 +912,7 @@ impl<'a> SubBatch<'a> {
         push_in(
             script,
             "DELETE FROM messages WHERE message_id",
-            " AND NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.message_id = messages.message_id)",
+            UNREFERENCED,
             &messages,
             |list, message_id| {
                 list.push_bind(message_id.to_vec());
