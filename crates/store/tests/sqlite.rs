@@ -2054,3 +2054,61 @@ async fn old_snapshots_are_pruned_in_queue_order() {
     assert_eq!(kept, [2, 4]);
     assert_eq!(stored_state(&store, g).await, (4, b"four".to_vec()));
 }
+
+/// A message stored ahead of its step: its step refers to it; discarding
+/// or pruning drops it only while no job does, in queue order.
+#[tokio::test]
+async fn messages_stored_ahead_are_referred_to_discarded_or_pruned() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = db_path(&dir);
+    let store = open(&path, Durability::Process).await;
+    let g = b"group-ahead";
+    store
+        .commit(step(g, None, put(b"s1")))
+        .await
+        .expect("create");
+    // Three messages ahead (at time 1,000); the step refers to the first.
+    let ahead = with_mail(
+        step(g, Some(1), GroupWrite::Keep),
+        vec![
+            message(1, "commit"),
+            message(2, "refused"),
+            message(3, "lost"),
+        ],
+        Vec::new(),
+    );
+    store.commit(ahead).await.expect("store ahead");
+    let refers = with_mail(
+        step(g, Some(1), put(b"s2")),
+        Vec::new(),
+        vec![job("b.example", 1, "bob")],
+    );
+    let pending = store.enqueue(refers).await.expect("enqueue");
+    // Queued after the step: message 1 has a job by then and stays.
+    let discard = store
+        .discard_messages(vec![[1; 16], [2; 16]])
+        .await
+        .expect("discard");
+    pending
+        .await
+        .expect("step referring to a message stored ahead");
+    discard.await.expect("discarded");
+    let mut conn = raw(&path).await;
+    assert_eq!(count(&mut conn, "messages").await, 2);
+    let jobs = store.pending_jobs("b.example", 10).await.expect("jobs");
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(jobs[0].body, b"commit");
+
+    // Pruning drops unreferenced messages written before the cutoff only.
+    store.prune_messages(1_000).await.expect("prune");
+    assert_eq!(count(&mut conn, "messages").await, 2);
+    store.prune_messages(1_001).await.expect("prune");
+    assert_eq!(count(&mut conn, "messages").await, 1);
+    assert_eq!(store.message_count().await.expect("count"), 1);
+    assert_eq!(
+        store.pending_jobs("b.example", 10).await.expect("jobs")[0].body,
+        b"commit"
+    );
+    conn.close().await.expect("close raw");
+    store.close().await.expect("close");
+}
