@@ -9,7 +9,8 @@
 //! the step only refers to it. A message stored ahead is no delivery: nothing
 //! reads a message no job refers to. If the commit is refused, or the step
 //! needs it in another form, the message is discarded; if the process stops
-//! in between, [`crate::HubService::maintain`] drops it later.
+//! in between (or the step fails in the store),
+//! [`crate::HubService::maintain`] drops it later.
 
 use mimid_store::{GroupWrite, NewMessage, Pending, Step, Store};
 use mimid_wire::{DSRequest, DSRequestBody, GroupId, PublicMessage};

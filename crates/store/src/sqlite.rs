@@ -149,8 +149,7 @@ struct Request {
 ///
 /// Share it behind an `Arc`. Call [`SqliteStore::close`] to shut it down
 /// once every write queued so far is applied; dropping it without closing
-/// still applies whatever was queued (by whoever waits for it, else on
-/// tokio's blocking threads).
+/// still lets the writer thread apply whatever was queued before it stops.
 pub struct SqliteStore {
     writer: Arc<Writer>,
     /// The writer thread, until the store is closed.
