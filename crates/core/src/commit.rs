@@ -14,9 +14,9 @@ use openmls_traits::crypto::OpenMlsCrypto;
 use crate::auth;
 use crate::error::{HubError, internal, invalid};
 use crate::fanout;
-use crate::hub::{DeliveryKind, Outcome, Write, encode};
-use crate::ops::Req;
 use crate::state::{AddedClient, HubGroup, JoinerSnapshot, client_of_credential};
+use crate::step::Req;
+use crate::step::{DeliveryKind, Outcome, Write, encode};
 
 /// A validated, not yet merged commit.
 pub(crate) struct Staged {
@@ -51,7 +51,7 @@ pub(crate) fn run(
     external: bool,
     rules: Rules,
 ) -> Result<Outcome, HubError> {
-    let crypto = &req.hub.crypto;
+    let crypto = req.crypto;
     // Members are authenticated against the current tree before the commit
     // counts; a joiner's key is only known from the commit.
     let (member, staged) = if external {
@@ -95,7 +95,7 @@ pub(crate) fn run(
                 leaf.signature_key().as_slice(),
             )?;
             let joiner = client_of_credential(leaf.credential()).map_err(HubError::InvalidMls)?;
-            if let crate::hub::Origin::Provider(p) = &req.ctx.origin
+            if let crate::step::Origin::Provider(p) = &req.ctx.origin
                 && &joiner.domain() != p
             {
                 return Err(HubError::NotAllowed(format!(
@@ -201,7 +201,7 @@ pub(crate) fn run(
             added,
         })
     };
-    let retention = req.hub.config.welcome_retention;
+    let retention = req.config.welcome_retention;
     Ok(Outcome {
         response: DSResponseBody::Ok,
         write: Write::Put(group.to_bytes()?),
@@ -228,7 +228,7 @@ fn authenticate_and_stage(
     update: &MLSGroupUpdate,
     signature: &auth::MemberSignature,
 ) -> Result<Staged, HubError> {
-    let crypto = &req.hub.crypto;
+    let crypto = req.crypto;
     let request = req.request;
     let origin = || auth::check_origin(group, signature.index, &req.ctx.origin);
     if update.commit.as_bytes().len() < PARALLEL_SIGNATURE_MIN {
@@ -257,7 +257,7 @@ fn authenticate_and_stage(
 
 /// Validates the commit with OpenMLS and verifies the rebuilt GroupInfo.
 fn stage(req: &Req, group: &HubGroup, update: &MLSGroupUpdate) -> Result<Staged, HubError> {
-    let crypto = &req.hub.crypto;
+    let crypto = req.crypto;
     let current = group.epoch();
     // Cheap checks by reference first: a stale commit costs no copy.
     let MlsMessageBodyIn::PublicMessage(public_message) = update.commit.parsed() else {

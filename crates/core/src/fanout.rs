@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 
 use mimid_wire::{ClientId, GroupId, ProviderDomain};
 
-use crate::hub::{Delivery, DeliveryKind};
 use crate::state::HubGroup;
+use crate::step::{Delivery, DeliveryKind};
 
 /// Groups clients by provider, keeping their order.
 fn by_provider(

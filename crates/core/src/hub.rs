@@ -5,146 +5,14 @@
 //! [`Hub::target`] names, calls [`Hub::handle`], and commits the
 //! [`Outcome`] atomically before it answers.
 
-use mimid_wire::{
-    ClientId, DSRequest, DSRequestBody, DSResponseBody, GroupId, PROTOCOL_VERSION, ProviderDomain,
-    Wire,
-};
+use mimid_wire::{DSRequest, DSRequestBody, GroupId, PROTOCOL_VERSION};
 use openmls::prelude::MlsMessageBodyIn;
 use openmls_rust_crypto::RustCrypto;
 
-use crate::auth::Verified;
 use crate::error::HubError;
 use crate::ops;
 use crate::state::{HubGroup, JoinerSnapshot};
-
-/// Operator settings of the hub.
-#[derive(Clone, Debug)]
-pub struct HubConfig {
-    /// This provider's domain: the hub of every group whose id names it.
-    pub domain: ProviderDomain,
-    /// How long joiner snapshots are kept, in seconds (G8).
-    pub welcome_retention: u64,
-    /// Past epochs an application message may still use (G16; default 0).
-    pub app_message_past_epochs: u64,
-    /// How long a requested group id stays reserved, in seconds.
-    pub reservation_lifetime: u64,
-    /// Whether other providers' clients may request ids and create groups.
-    pub allow_foreign_groups: bool,
-}
-
-impl HubConfig {
-    pub fn new(domain: ProviderDomain) -> Self {
-        HubConfig {
-            domain,
-            welcome_retention: 30 * 24 * 3600,
-            app_message_past_epochs: 0,
-            reservation_lifetime: 3600,
-            allow_foreign_groups: false,
-        }
-    }
-}
-
-/// The DS endpoint a request arrived on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DsEndpoint {
-    GroupOperation,
-    WelcomeInformation,
-    ExternalCommitInformation,
-}
-
-/// Who sent the request: one of the hub's own clients (client API) or
-/// another provider whose signature the transport verified.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Origin {
-    Local,
-    Provider(ProviderDomain),
-}
-
-/// Everything outside the request that a step depends on.
-#[derive(Clone, Debug)]
-pub struct Context {
-    pub origin: Origin,
-    /// Seconds since the Unix epoch.
-    pub now: u64,
-    /// Fresh randomness (used for new group ids).
-    pub random: [u8; 16],
-    /// The request's client signature, if it was already found valid in a
-    /// batch ([`crate::verify_batch`]).
-    pub verified: Option<Verified>,
-}
-
-/// What the adapter must load before calling [`Hub::handle`].
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Target {
-    pub group_id: GroupId,
-    /// The joiner snapshot of this epoch is needed too.
-    pub snapshot_epoch: Option<u64>,
-}
-
-/// The stored slot of the target group.
-pub enum Slot {
-    Empty,
-    Reserved { until: u64 },
-    Active(Box<HubGroup>),
-}
-
-/// What happens to the stored slot.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Write {
-    /// Nothing (read-only, or only deliveries to enqueue).
-    None,
-    /// Reserve the id until the given time.
-    Reserve { until: u64 },
-    /// Store the group's new state (the `HubGroup` in the slot was updated).
-    Put(Vec<u8>),
-    /// Delete the group.
-    Delete,
-}
-
-/// Whether a delivery is a group message or a Welcome.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DeliveryKind {
-    Message,
-    Welcome,
-}
-
-/// One message for the recipients on one provider.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Delivery {
-    pub destination: ProviderDomain,
-    pub kind: DeliveryKind,
-    pub group_id: GroupId,
-    pub epoch: u64,
-    pub recipients: Vec<ClientId>,
-    /// Index into [`Outcome::messages`]: the message is stored once.
-    pub message: usize,
-}
-
-/// The result of one accepted step.
-#[derive(Debug)]
-pub struct Outcome {
-    pub response: DSResponseBody,
-    pub write: Write,
-    pub snapshot: Option<JoinerSnapshot>,
-    /// Drop snapshots created before this time.
-    pub prune_snapshots_before: Option<u64>,
-    /// Distinct message bodies (`MLSMessage` bytes) the deliveries refer to.
-    pub messages: Vec<Vec<u8>>,
-    pub deliveries: Vec<Delivery>,
-}
-
-impl Outcome {
-    pub(crate) fn reply(response: DSResponseBody) -> Self {
-        Outcome {
-            response,
-            write: Write::None,
-            snapshot: None,
-            prune_snapshots_before: None,
-            messages: Vec::new(),
-            deliveries: Vec::new(),
-        }
-    }
-}
+use crate::step::{Context, DsEndpoint, HubConfig, Outcome, Slot, Target};
 
 /// The hub of one provider.
 pub struct Hub {
@@ -232,22 +100,19 @@ impl Hub {
     ) -> Result<Outcome, HubError> {
         let target = self.target(endpoint, request, ctx)?;
         let body = &request.request_body;
+        let req = crate::step::Req {
+            config: &self.config,
+            crypto: &self.crypto,
+            request,
+            ctx,
+            group_id: &target.group_id,
+        };
         match (body, slot) {
-            (DSRequestBody::RequestGroupId, slot) => {
-                ops::request_group_id::handle(self, &target, slot, ctx)
-            }
-            (DSRequestBody::CreateGroup(c), slot) => {
-                ops::create_group::handle(self, request, c, slot, ctx)
-            }
+            (DSRequestBody::RequestGroupId, slot) => ops::request_group_id::handle(&req, slot),
+            (DSRequestBody::CreateGroup(c), slot) => ops::create_group::handle(&req, c, slot),
             (_, Slot::Empty | Slot::Reserved { .. }) => Err(HubError::UnknownGroup),
             (_, Slot::Active(group)) => {
                 let group: &mut HubGroup = group;
-                let req = ops::Req {
-                    hub: self,
-                    request,
-                    ctx,
-                    group_id: &target.group_id,
-                };
                 match body {
                     DSRequestBody::SendMessage(m) => ops::send_message::handle(&req, group, m),
                     DSRequestBody::SelfRemoveClient(p) => {
@@ -299,9 +164,4 @@ fn group_id_of(message: &MlsMessageBodyIn) -> Result<GroupId, HubError> {
     };
     GroupId::from_mls_bytes(bytes)
         .map_err(|e| HubError::Malformed(format!("MLS group_id is not a MIMI GroupId: {e}")))
-}
-
-/// Encodes a value that came from decoded or validated parts.
-pub(crate) fn encode<T: Wire>(value: &T) -> Result<Vec<u8>, HubError> {
-    value.to_bytes().map_err(crate::error::internal)
 }

@@ -12,12 +12,15 @@ pub mod error;
 mod fanout;
 pub mod hub;
 mod ops;
+mod signer;
 pub mod state;
+pub mod step;
 
-pub use auth::{SignatureCheck, SignerKey, Verified, claimed_signer, verify_batch};
+pub use auth::claimed_signer;
 pub use error::HubError;
-pub use hub::{
-    Context, Delivery, DeliveryKind, DsEndpoint, Hub, HubConfig, Origin, Outcome, Slot, Target,
-    Write,
-};
+pub use hub::Hub;
+pub use signer::{SignatureCheck, SignerKey, Verified, verify_batch};
 pub use state::{AddedClient, HubGroup, JoinerSnapshot, MemberInfo};
+pub use step::{
+    Context, Delivery, DeliveryKind, DsEndpoint, HubConfig, Origin, Outcome, Slot, Target, Write,
+};

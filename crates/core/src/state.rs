@@ -16,8 +16,8 @@ use openmls_traits::storage::{CURRENT_VERSION, traits};
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 
-use crate::auth::SignerKey;
 use crate::error::{HubError, internal};
+use crate::signer::SignerKey;
 
 /// Format tag of the persisted state; bumped when the layout changes.
 const STATE_FORMAT: u16 = 1;

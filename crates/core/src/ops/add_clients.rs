@@ -2,11 +2,12 @@
 
 use mimid_wire::{MLSGroupUpdate, WelcomeMessage};
 
-use super::{Req, additions};
+use super::additions;
 use crate::commit;
 use crate::error::HubError;
-use crate::hub::Outcome;
 use crate::state::HubGroup;
+use crate::step::Outcome;
+use crate::step::Req;
 
 pub(crate) fn handle(
     req: &Req,

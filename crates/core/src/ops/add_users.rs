@@ -2,11 +2,12 @@
 
 use mimid_wire::{GroupKind, MLSGroupUpdate, WelcomeMessage};
 
-use super::{Req, additions};
+use super::additions;
 use crate::commit;
 use crate::error::HubError;
-use crate::hub::{Outcome, Write};
 use crate::state::HubGroup;
+use crate::step::Req;
+use crate::step::{Outcome, Write};
 
 pub(crate) fn handle(
     req: &Req,

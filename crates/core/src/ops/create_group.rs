@@ -2,24 +2,23 @@
 //! epoch-0 GroupInfo. The only time the hub validates a whole tree.
 
 use mimid_wire::{
-    CreateGroupRequest, DSRequest, DSResponseBody, GroupKind, MIMI_DS_GROUP_EXTENSION, MimiDsGroup,
-    Wire,
+    CreateGroupRequest, DSResponseBody, GroupKind, MIMI_DS_GROUP_EXTENSION, MimiDsGroup, Wire,
 };
 use openmls::prelude::{LeafNodeIndex, MlsMessageBodyIn, ProposalStore, PublicGroup};
 
 use crate::auth;
 use crate::error::HubError;
-use crate::hub::{Context, Hub, Origin, Outcome, Slot, Write};
 use crate::state::{GroupMeta, GroupStorage, HubGroup, client_of_credential};
+use crate::step::Req;
+use crate::step::{Origin, Outcome, Slot, Write};
 
 pub(crate) fn handle(
-    hub: &Hub,
-    request: &DSRequest,
+    req: &Req,
     body: &CreateGroupRequest,
     slot: &mut Slot,
-    ctx: &Context,
 ) -> Result<Outcome, HubError> {
-    if matches!(ctx.origin, Origin::Provider(_)) && !hub.config.allow_foreign_groups {
+    let (request, ctx) = (req.request, req.ctx);
+    if matches!(ctx.origin, Origin::Provider(_)) && !req.config.allow_foreign_groups {
         return Err(HubError::NotAllowed(
             "this hub hosts groups only for its own clients".into(),
         ));
@@ -50,7 +49,7 @@ pub(crate) fn handle(
         .map_err(|e| HubError::InvalidMls(format!("leaf_node: {e}")))?;
     let storage = GroupStorage::default();
     let (public, _) = PublicGroup::from_external(
-        &hub.crypto,
+        req.crypto,
         &storage,
         tree.parsed().clone(),
         verifiable,
@@ -63,7 +62,7 @@ pub(crate) fn handle(
         .ok_or_else(|| HubError::InvalidMls("the new group has no leaf 0".into()))?;
     let creator = client_of_credential(leaf.credential()).map_err(HubError::InvalidMls)?;
     auth::verify(
-        &hub.crypto,
+        req.crypto,
         public.ciphersuite().signature_algorithm(),
         request,
         leaf.signature_key().as_slice(),

@@ -4,11 +4,12 @@
 use mimid_wire::MLSGroupUpdate;
 use openmls::prelude::Proposal;
 
-use super::{Req, only_by_value, removed_clients};
+use super::{only_by_value, removed_clients};
 use crate::commit;
 use crate::error::HubError;
-use crate::hub::{Outcome, Write};
 use crate::state::HubGroup;
+use crate::step::Req;
+use crate::step::{Outcome, Write};
 
 pub(crate) fn handle(
     req: &Req,

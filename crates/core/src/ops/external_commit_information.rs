@@ -5,10 +5,10 @@
 use mimid_wire::{DSResponseBody, ExternalCommitInfo, ExternalCommitInformationRequest};
 use openmls::prelude::tls_codec::Serialize as _;
 
-use super::Req;
 use crate::error::{HubError, internal};
-use crate::hub::{Origin, Outcome};
 use crate::state::HubGroup;
+use crate::step::Req;
+use crate::step::{Origin, Outcome};
 
 pub(crate) fn handle(
     req: &Req,

@@ -5,11 +5,12 @@
 use mimid_wire::MLSGroupUpdate;
 use openmls::prelude::Proposal;
 
-use super::{Req, removed_clients};
+use super::removed_clients;
 use crate::commit;
 use crate::error::HubError;
-use crate::hub::Outcome;
 use crate::state::{HubGroup, client_of_credential};
+use crate::step::Outcome;
+use crate::step::Req;
 
 pub(crate) fn handle(
     req: &Req,

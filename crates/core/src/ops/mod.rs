@@ -1,11 +1,10 @@
 //! One file per DS operation (`docs/protocol.md` 6.3).
 
-use mimid_wire::{DSRequest, GroupId};
 use openmls::prelude::Proposal;
 
 use crate::commit::Staged;
 use crate::error::HubError;
-use crate::hub::{Context, Hub};
+
 use crate::state::{HubGroup, client_of_credential};
 
 pub(crate) mod add_clients;
@@ -22,14 +21,6 @@ pub(crate) mod self_remove_client;
 pub(crate) mod send_message;
 pub(crate) mod update_client;
 pub(crate) mod welcome_information;
-
-/// A request on an existing group, with what every operation needs.
-pub(crate) struct Req<'a> {
-    pub hub: &'a Hub,
-    pub request: &'a DSRequest,
-    pub ctx: &'a Context,
-    pub group_id: &'a GroupId,
-}
 
 /// Fails unless every by-value proposal satisfies `allowed`.
 pub(crate) fn only_by_value(

@@ -2,7 +2,7 @@
 //! drafts do not say how the successor group comes to exist).
 
 use crate::error::HubError;
-use crate::hub::Outcome;
+use crate::step::Outcome;
 
 pub(crate) fn handle() -> Result<Outcome, HubError> {
     Err(HubError::UnsupportedOperation(

@@ -2,11 +2,12 @@
 
 use mimid_wire::MLSGroupUpdate;
 
-use super::{Req, removals};
+use super::removals;
 use crate::commit;
 use crate::error::HubError;
-use crate::hub::Outcome;
 use crate::state::HubGroup;
+use crate::step::Outcome;
+use crate::step::Req;
 
 pub(crate) fn handle(
     req: &Req,

@@ -3,15 +3,12 @@
 use mimid_wire::{DSResponseBody, GroupIdField};
 
 use crate::error::HubError;
-use crate::hub::{Context, Hub, Origin, Outcome, Slot, Target, Write};
+use crate::step::Req;
+use crate::step::{Origin, Outcome, Slot, Write};
 
-pub(crate) fn handle(
-    hub: &Hub,
-    target: &Target,
-    slot: &mut Slot,
-    ctx: &Context,
-) -> Result<Outcome, HubError> {
-    if matches!(ctx.origin, Origin::Provider(_)) && !hub.config.allow_foreign_groups {
+pub(crate) fn handle(req: &Req, slot: &mut Slot) -> Result<Outcome, HubError> {
+    let ctx = req.ctx;
+    if matches!(ctx.origin, Origin::Provider(_)) && !req.config.allow_foreign_groups {
         return Err(HubError::NotAllowed(
             "this hub issues group ids only to its own clients".into(),
         ));
@@ -20,11 +17,9 @@ pub(crate) fn handle(
         // 16 random bytes collided: the caller retries with new randomness.
         return Err(HubError::GroupExists);
     }
-    let until = ctx.now.saturating_add(hub.config.reservation_lifetime);
+    let until = ctx.now.saturating_add(req.config.reservation_lifetime);
     *slot = Slot::Reserved { until };
-    let mut outcome = Outcome::reply(DSResponseBody::GroupId(GroupIdField(
-        target.group_id.clone(),
-    )));
+    let mut outcome = Outcome::reply(DSResponseBody::GroupId(GroupIdField(req.group_id.clone())));
     outcome.write = Write::Reserve { until };
     Ok(outcome)
 }

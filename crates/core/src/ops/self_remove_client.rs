@@ -6,19 +6,19 @@ use openmls::prelude::{
     ContentType, MlsMessageBodyIn, ProcessedMessageContent, Proposal, ProtocolMessage,
 };
 
-use super::Req;
 use crate::auth;
 use crate::error::{HubError, internal, invalid};
 use crate::fanout;
-use crate::hub::{Outcome, Write};
 use crate::state::HubGroup;
+use crate::step::Req;
+use crate::step::{Outcome, Write};
 
 pub(crate) fn handle(
     req: &Req,
     group: &mut HubGroup,
     body: &SelfRemoveClientRequest,
 ) -> Result<Outcome, HubError> {
-    let sender = auth::verify_member(&req.hub.crypto, group, req.request, req.ctx)?;
+    let sender = auth::verify_member(req.crypto, group, req.request, req.ctx)?;
     let current = group.epoch();
     let MlsMessageBodyIn::PublicMessage(message) = body.proposal.parsed() else {
         return Err(HubError::InvalidMls(
@@ -33,7 +33,7 @@ pub(crate) fn handle(
     }
     let processed = group
         .public
-        .process_message(&req.hub.crypto, ProtocolMessage::from(message.clone()))
+        .process_message(req.crypto, ProtocolMessage::from(message.clone()))
         .map_err(invalid)?;
     let ProcessedMessageContent::ProposalMessage(queued) = processed.into_content() else {
         return Err(HubError::InvalidMls("not a proposal".into()));

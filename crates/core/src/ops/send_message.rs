@@ -5,19 +5,19 @@
 use mimid_wire::{DSResponseBody, SendMessageRequest};
 use openmls::prelude::{ContentType, MlsMessageBodyIn};
 
-use super::Req;
 use crate::auth;
 use crate::error::HubError;
 use crate::fanout;
-use crate::hub::{Outcome, Write};
 use crate::state::HubGroup;
+use crate::step::Req;
+use crate::step::{Outcome, Write};
 
 pub(crate) fn handle(
     req: &Req,
     group: &mut HubGroup,
     body: &SendMessageRequest,
 ) -> Result<Outcome, HubError> {
-    let sender = auth::verify_member(&req.hub.crypto, group, req.request, req.ctx)?;
+    let sender = auth::verify_member(req.crypto, group, req.request, req.ctx)?;
     let MlsMessageBodyIn::PrivateMessage(message) = body.application_message.parsed() else {
         return Err(HubError::InvalidMls(
             "an application message must be a PrivateMessage".into(),
@@ -30,7 +30,7 @@ pub(crate) fn handle(
     }
     let current = group.epoch();
     let epoch = message.epoch().as_u64();
-    let oldest = current.saturating_sub(req.hub.config.app_message_past_epochs);
+    let oldest = current.saturating_sub(req.config.app_message_past_epochs);
     if epoch > current || epoch < oldest {
         return Err(HubError::WrongEpoch { current });
     }

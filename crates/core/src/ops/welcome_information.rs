@@ -3,11 +3,11 @@
 
 use mimid_wire::{DSResponseBody, WelcomeInformationRequest};
 
-use super::Req;
 use crate::auth;
 use crate::error::HubError;
-use crate::hub::{Origin, Outcome};
 use crate::state::{HubGroup, JoinerSnapshot};
+use crate::step::Req;
+use crate::step::{Origin, Outcome};
 
 pub(crate) fn handle(
     req: &Req,
@@ -35,7 +35,7 @@ pub(crate) fn handle(
             ))
         })?;
     let scheme = group.public.ciphersuite().signature_algorithm();
-    auth::verify(&req.hub.crypto, scheme, req.request, &added.signature_key)?;
+    auth::verify(req.crypto, scheme, req.request, &added.signature_key)?;
     if let Origin::Provider(p) = &req.ctx.origin
         && p.as_str() != added.client_domain
     {
