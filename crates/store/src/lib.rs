@@ -284,6 +284,16 @@ pub trait Store: Send + Sync + 'static {
         group_id: &[u8],
     ) -> impl Future<Output = Result<Option<StoredGroup>, StoreError>> + Send;
 
+    /// The stored version of the group's slot (`None` if there is none),
+    /// read without its state. A process that caches groups checks with it,
+    /// before answering from its cache, that no other process sharing the
+    /// database has committed a newer version. It sees every step whose
+    /// [`Pending`] has resolved, in this process or another.
+    fn group_version(
+        &self,
+        group_id: &[u8],
+    ) -> impl Future<Output = Result<Option<u64>, StoreError>> + Send;
+
     fn load_snapshot(
         &self,
         group_id: &[u8],

@@ -2112,3 +2112,100 @@ async fn messages_stored_ahead_are_referred_to_discarded_or_pruned() {
     conn.close().await.expect("close raw");
     store.close().await.expect("close");
 }
+
+async fn version(store: &SqliteStore, id: &[u8]) -> Option<u64> {
+    store.group_version(id).await.expect("group_version")
+}
+
+/// `group_version` reports the version `load_group` reports, through
+/// every kind of write, and `None` for a slot that does not exist.
+#[tokio::test]
+async fn group_version_is_the_stored_version() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(&db_path(&dir), Durability::Process).await;
+    let g = b"versioned";
+    assert_eq!(version(&store, g).await, None);
+    assert_eq!(version(&store, b"").await, None);
+
+    let reserve = GroupWrite::Put {
+        state: Vec::new(),
+        reserved_until: Some(5_000),
+    };
+    let old = paged_state(3, 1);
+    let new = paged_state(3, 2);
+    let steps = [
+        step(g, None, reserve),
+        step(g, Some(1), put(&old)),
+        step(g, Some(2), GroupWrite::patch(&old, &new)),
+        with_mail(
+            step(g, Some(3), GroupWrite::Keep),
+            vec![message(1, "hello")],
+            vec![job("b.example", 1, "bob")],
+        ),
+    ];
+    for s in steps {
+        store.commit(s).await.expect("step");
+        let loaded = group(&store, g).await.map(|g| g.version);
+        assert!(loaded.is_some());
+        assert_eq!(version(&store, g).await, loaded);
+    }
+    assert_eq!(version(&store, g).await, Some(3));
+    // A refused step changes no version.
+    assert!(is_conflict(
+        &store.commit(step(g, Some(1), put(b"stale"))).await
+    ));
+    assert_eq!(version(&store, g).await, Some(3));
+    // Other groups are not affected.
+    assert_eq!(version(&store, b"other").await, None);
+    store
+        .commit(step(g, Some(3), GroupWrite::Delete))
+        .await
+        .expect("delete");
+    assert_eq!(version(&store, g).await, None);
+    assert_eq!(group(&store, g).await, None);
+    store.close().await.expect("close");
+}
+
+/// Two processes sharing one database file: a step committed through one
+/// store is seen by the other's `group_version` (and so a cached group can
+/// be found stale), without reopening anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_version_sees_commits_of_another_store() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = db_path(&dir);
+    let first = open(&path, Durability::Process).await;
+    let second = open(&path, Durability::Process).await;
+    let g = b"shared-version";
+    assert_eq!(version(&first, g).await, None);
+
+    second
+        .commit(step(g, None, put(b"one")))
+        .await
+        .expect("create through the second store");
+    assert_eq!(version(&first, g).await, Some(1));
+
+    first
+        .commit(step(g, Some(1), put(b"two")))
+        .await
+        .expect("step through the first store");
+    second
+        .commit(step(g, Some(2), put(b"three")))
+        .await
+        .expect("step through the second store");
+    assert_eq!(version(&first, g).await, Some(3));
+    assert_eq!(version(&second, g).await, Some(3));
+    assert_eq!(stored_state(&first, g).await, (3, b"three".to_vec()));
+    // The first store's own step, based on what it had seen, now conflicts.
+    assert!(is_conflict(
+        &first.commit(step(g, Some(2), put(b"stale"))).await
+    ));
+
+    second
+        .commit(step(g, Some(3), GroupWrite::Delete))
+        .await
+        .expect("delete through the second store");
+    assert_eq!(version(&first, g).await, None);
+
+    second.close().await.expect("close second");
+    first.close().await.expect("close first");
+}

@@ -235,6 +235,10 @@ impl Store for SqliteStore {
         reads::load_group(&self.readers, group_id).await
     }
 
+    async fn group_version(&self, group_id: &[u8]) -> Result<Option<u64>, StoreError> {
+        reads::group_version(&self.readers, group_id).await
+    }
+
     async fn load_snapshot(
         &self,
         group_id: &[u8],

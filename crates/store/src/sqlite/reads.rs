@@ -55,6 +55,21 @@ pub(super) async fn load_group(
     }))
 }
 
+/// [`Store::group_version`](crate::Store::group_version): the version
+/// column of the group's row, found through its primary key; the state's
+/// pages are not read.
+pub(super) async fn group_version(
+    readers: &SqlitePool,
+    group_id: &[u8],
+) -> Result<Option<u64>, StoreError> {
+    let version: Option<i64> = sqlx::query_scalar("SELECT version FROM groups WHERE group_id = ?1")
+        .bind(group_id)
+        .fetch_optional(readers)
+        .await
+        .map_err(db)?;
+    version.map(to_u64).transpose()
+}
+
 /// [`Store::load_snapshot`](crate::Store::load_snapshot).
 pub(super) async fn load_snapshot(
     readers: &SqlitePool,
