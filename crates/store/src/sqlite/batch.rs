@@ -91,24 +91,18 @@ fn apply_batch<'a>(
                     sub.recipient_sets.extend(recipient_set);
                 }
             }
-            Op::PruneReservations(before)
-            | Op::PruneSnapshots(before)
-            | Op::PruneMessages(before) => {
+            Op::PruneReservations(last) | Op::PruneSnapshots(last) | Op::PruneMessages(last) => {
                 // After the requests queued before it, before those after.
                 std::mem::take(&mut sub).apply(conn, script, &mut outcomes)?;
                 let (delete, tail) = match request.op {
                     Op::PruneReservations(_) => (
-                        "DELETE FROM groups WHERE reserved_until IS NOT NULL AND reserved_until < ",
+                        "DELETE FROM groups WHERE reserved_until IS NOT NULL AND reserved_until <= ",
                         "",
                     ),
-                    Op::PruneSnapshots(_) => ("DELETE FROM snapshots WHERE created_at < ", ""),
-                    _ => ("DELETE FROM messages WHERE created_at < ", UNREFERENCED),
+                    Op::PruneSnapshots(_) => ("DELETE FROM snapshots WHERE created_at <= ", ""),
+                    _ => ("DELETE FROM messages WHERE created_at <= ", UNREFERENCED),
                 };
-                script
-                    .statement()
-                    .push(delete)
-                    .push_bind(*before)
-                    .push(tail);
+                script.statement().push(delete).push_bind(*last).push(tail);
             }
             Op::DiscardMessages(message_ids) => {
                 std::mem::take(&mut sub).apply(conn, script, &mut outcomes)?;

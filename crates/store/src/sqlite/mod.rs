@@ -261,11 +261,11 @@ impl Store for SqliteStore {
     }
 
     async fn prune_reservations(&self, now: u64) -> Result<(), StoreError> {
-        self.submit(Op::PruneReservations(to_i64(now)?)).await
+        self.submit(Op::PruneReservations(last_before(now))).await
     }
 
     async fn prune_snapshots(&self, before: u64) -> Result<(), StoreError> {
-        self.submit(Op::PruneSnapshots(to_i64(before)?)).await
+        self.submit(Op::PruneSnapshots(last_before(before))).await
     }
 
     async fn discard_messages(&self, message_ids: Vec<[u8; 16]>) -> Result<Pending, StoreError> {
@@ -273,7 +273,7 @@ impl Store for SqliteStore {
     }
 
     async fn prune_messages(&self, before: u64) -> Result<(), StoreError> {
-        self.submit(Op::PruneMessages(to_i64(before)?)).await
+        self.submit(Op::PruneMessages(last_before(before))).await
     }
 
     async fn message_count(&self) -> Result<u64, StoreError> {
@@ -293,11 +293,25 @@ fn db(e: sqlx::Error) -> StoreError {
     StoreError::Database(e.to_string())
 }
 
-/// SQLite integers are signed 64-bit; values the store writes never exceed
-/// `i64::MAX`.
-fn to_i64(value: u64) -> Result<i64, StoreError> {
-    i64::try_from(value)
-        .map_err(|_| StoreError::Database(format!("{value} does not fit an SQLite integer")))
+/// `value` as an SQLite integer (signed 64-bit), to write it as `what`.
+/// A value beyond `i64::MAX` cannot be stored: the write is refused with
+/// an error naming it (a step then fails alone, changing nothing).
+fn to_i64(value: u64, what: &str) -> Result<i64, StoreError> {
+    i64::try_from(value).map_err(|_| {
+        StoreError::Database(format!(
+            "{what} {value} cannot be stored: SQLite integers end at {}",
+            i64::MAX
+        ))
+    })
+}
+
+/// The last time before `before`, as a cutoff for `<=`: a row is stamped
+/// before `before` exactly when its stamp is at most this. Every storable
+/// time (`0..=i64::MAX`) is before a `before` beyond `i64::MAX`, so such a
+/// cutoff prunes everything rather than failing (it cannot be stored, but
+/// need not be); a `before` of 0 gives -1, before every stamp.
+fn last_before(before: u64) -> i64 {
+    i64::try_from(before).map_or(i64::MAX, |before| before - 1)
 }
 
 fn to_u64(value: i64) -> Result<u64, StoreError> {

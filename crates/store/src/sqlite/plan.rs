@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 
 use super::pages::{PageChange, PagePlan, page_count};
 use super::script::{MAX_TERMS_PER_DELETE, Script, push_in, push_values};
-use super::to_i64;
+use super::{last_before, to_i64};
 use crate::{GroupWrite, Step, StoreError};
 
 /// The net effect of the accepted steps of a sub-batch.
@@ -54,9 +54,9 @@ enum FinalWrite {
 struct SnapshotPlan<'a> {
     /// The group was deleted: every snapshot stored before the batch goes.
     cleared: bool,
-    /// Otherwise, stored snapshots created before this go (the largest
-    /// cutoff of the steps).
-    prune_before: Option<i64>,
+    /// Otherwise, stored snapshots created at or before this go (the
+    /// latest cutoff of the steps, from [`last_before`]).
+    prune_through: Option<i64>,
     /// Snapshots written by the steps and not pruned since, by epoch:
     /// `(created_at, data)`; they replace a stored one of the same epoch.
     written: BTreeMap<i64, (i64, &'a [u8])>,
@@ -78,18 +78,19 @@ impl<'a> SnapshotPlan<'a> {
         self.written.insert(epoch, (created_at, data));
     }
 
-    fn prune(&mut self, before: i64) {
+    /// Prunes the snapshots created at or before `through`.
+    fn prune(&mut self, through: i64) {
         let Self {
             cleared,
-            prune_before,
+            prune_through,
             written,
             dropped,
         } = self;
         if !*cleared {
-            *prune_before = Some(prune_before.map_or(before, |b| b.max(before)));
+            *prune_through = Some(prune_through.map_or(through, |t| t.max(through)));
         }
         written.retain(|epoch, (created_at, _)| {
-            let keep = *created_at >= before;
+            let keep = *created_at > through;
             if !keep && !*cleared {
                 dropped.insert(*epoch);
             }
@@ -115,7 +116,8 @@ struct JobRow<'a> {
 /// One term of the snapshot `DELETE`.
 enum SnapshotDelete<'a> {
     All(&'a [u8]),
-    Before(&'a [u8], i64),
+    /// Created at or before this time.
+    Through(&'a [u8], i64),
     Epoch(&'a [u8], i64),
 }
 
@@ -157,7 +159,7 @@ impl<'a> Plan<'a> {
         }
 
         // Check everything before changing anything.
-        let now = to_i64(step.now)?;
+        let now = to_i64(step.now, "step time")?;
         let next_version = || match group.version {
             None => Ok(1),
             Some(v) => v
@@ -172,9 +174,11 @@ impl<'a> Plan<'a> {
             } => {
                 let version = next_version()?;
                 let write = FinalWrite::Put {
-                    version: to_i64(version)?,
-                    state_len: to_i64(state.len() as u64)?,
-                    reserved_until: reserved_until.map(to_i64).transpose()?,
+                    version: to_i64(version, "version")?,
+                    state_len: to_i64(state.len() as u64, "state length")?,
+                    reserved_until: reserved_until
+                        .map(|until| to_i64(until, "reservation expiry"))
+                        .transpose()?,
                     updated_at: now,
                 };
                 (Some(version), Some(write), Some(PageChange::Replace(state)))
@@ -187,8 +191,8 @@ impl<'a> Plan<'a> {
                 }
                 let version = next_version()?;
                 let write = FinalWrite::Put {
-                    version: to_i64(version)?,
-                    state_len: to_i64(*len)?,
+                    version: to_i64(version, "version")?,
+                    state_len: to_i64(*len, "state length")?,
                     reserved_until: None,
                     updated_at: now,
                 };
@@ -204,10 +208,15 @@ impl<'a> Plan<'a> {
             change.check()?;
         }
         let snapshot = match &step.snapshot {
-            Some(s) => Some((to_i64(s.epoch)?, to_i64(s.created_at)?, s.data.as_slice())),
+            Some(s) => Some((
+                to_i64(s.epoch, "snapshot epoch")?,
+                to_i64(s.created_at, "snapshot time")?,
+                s.data.as_slice(),
+            )),
             None => None,
         };
-        let prune = step.prune_snapshots_before.map(to_i64).transpose()?;
+        // A cutoff beyond storable times prunes every snapshot.
+        let prune = step.prune_snapshots_before.map(last_before);
         for job in &step.jobs {
             let carried = step.messages.iter().any(|m| m.message_id == job.message_id);
             if !carried && !known_messages.contains(&job.message_id[..]) {
@@ -232,8 +241,8 @@ impl<'a> Plan<'a> {
         if let Some((epoch, created_at, data)) = snapshot {
             group.snapshots.write(epoch, created_at, data);
         }
-        if let Some(before) = prune {
-            group.snapshots.prune(before);
+        if let Some(through) = prune {
+            group.snapshots.prune(through);
         }
         for message in &step.messages {
             known_messages.insert(message.message_id.to_vec());
@@ -301,8 +310,8 @@ impl<'a> Plan<'a> {
             if plan.cleared {
                 snapshot_deletes.push(SnapshotDelete::All(group_id));
             } else {
-                if let Some(before) = plan.prune_before {
-                    snapshot_deletes.push(SnapshotDelete::Before(group_id, before));
+                if let Some(through) = plan.prune_through {
+                    snapshot_deletes.push(SnapshotDelete::Through(group_id, through));
                 }
                 for &epoch in &plan.dropped {
                     snapshot_deletes.push(SnapshotDelete::Epoch(group_id, epoch));
@@ -377,12 +386,12 @@ impl<'a> Plan<'a> {
                     SnapshotDelete::All(group_id) => {
                         terms.push("group_id = ").push_bind_unseparated(group_id);
                     }
-                    SnapshotDelete::Before(group_id, before) => {
+                    SnapshotDelete::Through(group_id, through) => {
                         terms
                             .push("(group_id = ")
                             .push_bind_unseparated(group_id)
-                            .push_unseparated(" AND created_at < ")
-                            .push_bind_unseparated(before)
+                            .push_unseparated(" AND created_at <= ")
+                            .push_bind_unseparated(through)
                             .push_unseparated(")");
                     }
                     SnapshotDelete::Epoch(group_id, epoch) => {

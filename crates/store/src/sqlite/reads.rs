@@ -6,7 +6,7 @@
 use sqlx::Row;
 use sqlx::sqlite::{SqlitePool, SqliteRow};
 
-use super::{db, to_i64, to_u64};
+use super::{db, to_u64};
 use crate::{Job, Snapshot, StoreError, StoredGroup};
 
 /// [`Store::load_group`](crate::Store::load_group).
@@ -70,16 +70,21 @@ pub(super) async fn group_version(
     version.map(to_u64).transpose()
 }
 
-/// [`Store::load_snapshot`](crate::Store::load_snapshot).
+/// [`Store::load_snapshot`](crate::Store::load_snapshot). An epoch beyond
+/// `i64::MAX` cannot be stored, so it has no snapshot: `None`, not an error
+/// (the epoch comes from a peer's request).
 pub(super) async fn load_snapshot(
     readers: &SqlitePool,
     group_id: &[u8],
     epoch: u64,
 ) -> Result<Option<Snapshot>, StoreError> {
+    let Ok(stored_epoch) = i64::try_from(epoch) else {
+        return Ok(None);
+    };
     let row =
         sqlx::query("SELECT created_at, data FROM snapshots WHERE group_id = ?1 AND epoch = ?2")
             .bind(group_id)
-            .bind(to_i64(epoch)?)
+            .bind(stored_epoch)
             .fetch_optional(readers)
             .await
             .map_err(db)?;

@@ -30,13 +30,13 @@ const STATEMENT_CACHE: usize = 64;
 pub(super) enum Op {
     Commit(Step),
     CompleteJob(i64),
-    /// Drop reservations that expired before this time.
+    /// Drop reservations that expired at or before this time.
     PruneReservations(i64),
-    /// Drop joiner snapshots created before this time.
+    /// Drop joiner snapshots created at or before this time.
     PruneSnapshots(i64),
     /// Drop these messages unless a job refers to them.
     DiscardMessages(Vec<[u8; 16]>),
-    /// Drop messages written before this time that no job refers to.
+    /// Drop messages written at or before this time that no job refers to.
     PruneMessages(i64),
 }
 
