@@ -133,6 +133,12 @@ pub struct Job {
 }
 
 /// Everything one core step writes, committed atomically.
+///
+/// A step carrying a value the store cannot hold (SQLite: a time, epoch,
+/// expiry or length beyond `i64::MAX`) fails alone with
+/// [`StoreError::Database`] naming it, and changes nothing. A
+/// `prune_snapshots_before` beyond every storable time is not such a value:
+/// every snapshot of the group was created before it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Step {
     pub group_id: Vec<u8>,
@@ -284,6 +290,19 @@ pub trait Store: Send + Sync + 'static {
         group_id: &[u8],
     ) -> impl Future<Output = Result<Option<StoredGroup>, StoreError>> + Send;
 
+    /// The stored version of the group's slot (`None` if there is none),
+    /// read without its state. A process that caches groups checks with it,
+    /// before answering from its cache, that no other process sharing the
+    /// database has committed a newer version. It sees every step whose
+    /// [`Pending`] has resolved, in this process or another.
+    fn group_version(
+        &self,
+        group_id: &[u8],
+    ) -> impl Future<Output = Result<Option<u64>, StoreError>> + Send;
+
+    /// The joiner snapshot of `epoch`, if stored. The epoch may come from a
+    /// peer: one the store cannot hold (SQLite: beyond `i64::MAX`) has no
+    /// snapshot, so `Ok(None)`.
     fn load_snapshot(
         &self,
         group_id: &[u8],
@@ -303,11 +322,14 @@ pub trait Store: Send + Sync + 'static {
     /// Drops group-id reservations that expired before `now` (seconds
     /// since the Unix epoch), in order with the steps queued before. A
     /// reservation nobody turned into a group would otherwise stay forever.
+    /// A `now` beyond every storable time (SQLite: `i64::MAX`) drops them
+    /// all.
     fn prune_reservations(&self, now: u64) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Drops joiner snapshots created before `before`, in order with the
     /// steps queued before. A group's own steps prune its snapshots too, but
-    /// a group that never commits again would keep them forever.
+    /// a group that never commits again would keep them forever. A `before`
+    /// beyond every storable time drops them all.
     fn prune_snapshots(&self, before: u64) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Drops these messages unless a job refers to them, in order with the
@@ -320,7 +342,8 @@ pub trait Store: Send + Sync + 'static {
 
     /// Drops messages written before `before` that no job refers to: those
     /// written ahead of a step that never came (the process stopped in
-    /// between). In order with the steps queued before.
+    /// between). In order with the steps queued before. A `before` beyond
+    /// every storable time drops all of them.
     fn prune_messages(&self, before: u64) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Number of stored messages, for metrics and tests.

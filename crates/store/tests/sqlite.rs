@@ -2112,3 +2112,284 @@ async fn messages_stored_ahead_are_referred_to_discarded_or_pruned() {
     conn.close().await.expect("close raw");
     store.close().await.expect("close");
 }
+
+async fn version(store: &SqliteStore, id: &[u8]) -> Option<u64> {
+    store.group_version(id).await.expect("group_version")
+}
+
+/// `group_version` reports the version `load_group` reports, through
+/// every kind of write, and `None` for a slot that does not exist.
+#[tokio::test]
+async fn group_version_is_the_stored_version() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(&db_path(&dir), Durability::Process).await;
+    let g = b"versioned";
+    assert_eq!(version(&store, g).await, None);
+    assert_eq!(version(&store, b"").await, None);
+
+    let reserve = GroupWrite::Put {
+        state: Vec::new(),
+        reserved_until: Some(5_000),
+    };
+    let old = paged_state(3, 1);
+    let new = paged_state(3, 2);
+    let steps = [
+        step(g, None, reserve),
+        step(g, Some(1), put(&old)),
+        step(g, Some(2), GroupWrite::patch(&old, &new)),
+        with_mail(
+            step(g, Some(3), GroupWrite::Keep),
+            vec![message(1, "hello")],
+            vec![job("b.example", 1, "bob")],
+        ),
+    ];
+    for s in steps {
+        store.commit(s).await.expect("step");
+        let loaded = group(&store, g).await.map(|g| g.version);
+        assert!(loaded.is_some());
+        assert_eq!(version(&store, g).await, loaded);
+    }
+    assert_eq!(version(&store, g).await, Some(3));
+    // A refused step changes no version.
+    assert!(is_conflict(
+        &store.commit(step(g, Some(1), put(b"stale"))).await
+    ));
+    assert_eq!(version(&store, g).await, Some(3));
+    // Other groups are not affected.
+    assert_eq!(version(&store, b"other").await, None);
+    store
+        .commit(step(g, Some(3), GroupWrite::Delete))
+        .await
+        .expect("delete");
+    assert_eq!(version(&store, g).await, None);
+    assert_eq!(group(&store, g).await, None);
+    store.close().await.expect("close");
+}
+
+/// Two processes sharing one database file: a step committed through one
+/// store is seen by the other's `group_version` (and so a cached group can
+/// be found stale), without reopening anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_version_sees_commits_of_another_store() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = db_path(&dir);
+    let first = open(&path, Durability::Process).await;
+    let second = open(&path, Durability::Process).await;
+    let g = b"shared-version";
+    assert_eq!(version(&first, g).await, None);
+
+    second
+        .commit(step(g, None, put(b"one")))
+        .await
+        .expect("create through the second store");
+    assert_eq!(version(&first, g).await, Some(1));
+
+    first
+        .commit(step(g, Some(1), put(b"two")))
+        .await
+        .expect("step through the first store");
+    second
+        .commit(step(g, Some(2), put(b"three")))
+        .await
+        .expect("step through the second store");
+    assert_eq!(version(&first, g).await, Some(3));
+    assert_eq!(version(&second, g).await, Some(3));
+    assert_eq!(stored_state(&first, g).await, (3, b"three".to_vec()));
+    // The first store's own step, based on what it had seen, now conflicts.
+    assert!(is_conflict(
+        &first.commit(step(g, Some(2), put(b"stale"))).await
+    ));
+
+    second
+        .commit(step(g, Some(3), GroupWrite::Delete))
+        .await
+        .expect("delete through the second store");
+    assert_eq!(version(&first, g).await, None);
+
+    second.close().await.expect("close second");
+    first.close().await.expect("close first");
+}
+
+/// Epochs and times beyond `i64::MAX` (SQLite's largest integer) cannot be
+/// stored. A read of such an epoch finds nothing; pruning before such a
+/// time prunes everything, however late its stamp.
+#[tokio::test]
+async fn values_beyond_sqlite_integers_find_nothing_or_prune_everything() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = db_path(&dir);
+    let store = open(&path, Durability::Process).await;
+    let latest = i64::MAX as u64;
+    let g = b"far-future";
+    store
+        .commit(with_snapshot(step(g, None, put(b"one")), latest, latest))
+        .await
+        .expect("a snapshot at the last storable epoch and time");
+    store
+        .commit(with_snapshot(step(g, Some(1), put(b"two")), 1, 100))
+        .await
+        .expect("step");
+    for epoch in [1 << 63, u64::MAX, latest + 1] {
+        assert_eq!(
+            store.load_snapshot(g, epoch).await.expect("load_snapshot"),
+            None,
+            "epoch {epoch}"
+        );
+        assert_eq!(
+            store
+                .load_snapshot(b"absent", epoch)
+                .await
+                .expect("load_snapshot"),
+            None
+        );
+    }
+    assert_eq!(
+        store
+            .load_snapshot(g, latest)
+            .await
+            .expect("load_snapshot")
+            .map(|s| (s.epoch, s.created_at)),
+        Some((latest, latest))
+    );
+
+    // Before the last storable time: the snapshot stamped with it stays.
+    store.prune_snapshots(latest).await.expect("prune");
+    assert!(store.load_snapshot(g, 1).await.expect("load").is_none());
+    assert!(
+        store
+            .load_snapshot(g, latest)
+            .await
+            .expect("load")
+            .is_some()
+    );
+    // Before any later time: nothing stays.
+    store.prune_snapshots(latest + 1).await.expect("prune");
+    assert!(
+        store
+            .load_snapshot(g, latest)
+            .await
+            .expect("load")
+            .is_none()
+    );
+    store
+        .commit(with_snapshot(step(g, Some(2), put(b"three")), 3, latest))
+        .await
+        .expect("step");
+    store.prune_snapshots(u64::MAX).await.expect("prune");
+    assert!(store.load_snapshot(g, 3).await.expect("load").is_none());
+
+    // Reservations expiring at the last storable time expire before any
+    // later one.
+    let reserve = GroupWrite::Put {
+        state: Vec::new(),
+        reserved_until: Some(latest),
+    };
+    store
+        .commit(step(b"reserved", None, reserve))
+        .await
+        .expect("reserve");
+    store.prune_reservations(latest).await.expect("prune");
+    assert_eq!(version(&store, b"reserved").await, Some(1));
+    store.prune_reservations(u64::MAX).await.expect("prune");
+    assert_eq!(version(&store, b"reserved").await, None);
+    assert_eq!(version(&store, g).await, Some(3));
+
+    // Messages written at the last storable time, that no job refers to.
+    store
+        .commit(at(
+            with_mail(
+                step(g, Some(3), GroupWrite::Keep),
+                vec![message(1, "ahead"), message(2, "delivered")],
+                vec![job("b.example", 2, "bob")],
+            ),
+            latest,
+        ))
+        .await
+        .expect("messages");
+    store.prune_messages(latest).await.expect("prune");
+    assert_eq!(store.message_count().await.expect("count"), 2);
+    store.prune_messages(1 << 63).await.expect("prune");
+    assert_eq!(store.message_count().await.expect("count"), 1);
+    assert_eq!(
+        store.pending_jobs("b.example", 10).await.expect("jobs")[0].body,
+        b"delivered"
+    );
+    store.close().await.expect("close");
+}
+
+/// A step carrying a value that cannot be stored fails alone, with an
+/// error naming it, and changes nothing; a step queued with it does not
+/// notice. A cutoff beyond storable times prunes every snapshot instead.
+#[tokio::test(flavor = "current_thread")]
+async fn a_step_with_values_beyond_sqlite_integers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(&db_path(&dir), Durability::Process).await;
+    let g = b"group";
+    store
+        .commit(with_snapshot(step(g, None, put(b"one")), 1, 100))
+        .await
+        .expect("create");
+    let late = 1u64 << 63;
+    let reserve_late = GroupWrite::Put {
+        state: Vec::new(),
+        reserved_until: Some(late),
+    };
+    let bad = [
+        (at(step(g, Some(1), put(b"x")), late), "step time"),
+        (
+            with_snapshot(step(g, Some(1), put(b"x")), late, 100),
+            "snapshot epoch",
+        ),
+        (
+            with_snapshot(step(g, Some(1), put(b"x")), 2, late),
+            "snapshot time",
+        ),
+        (step(b"other", None, reserve_late), "reservation expiry"),
+        (
+            step(
+                g,
+                Some(1),
+                GroupWrite::Patch {
+                    len: late,
+                    pages: Vec::new(),
+                },
+            ),
+            "state length",
+        ),
+    ];
+    for (bad, what) in bad {
+        let good = store
+            .enqueue(step(b"neighbour", None, put(b"n")))
+            .await
+            .expect("enqueue");
+        let refused = store.enqueue(bad).await.expect("enqueue").await;
+        match refused {
+            Err(StoreError::Database(message)) => {
+                assert!(message.contains(what), "{message} names the {what}");
+                assert!(message.contains(&late.to_string()), "{message}");
+            }
+            other => panic!("a {what} beyond i64::MAX: {other:?}"),
+        }
+        good.await.expect("the step batched with it");
+        store
+            .commit(step(b"neighbour", Some(1), GroupWrite::Delete))
+            .await
+            .expect("delete");
+    }
+    assert_eq!(stored_state(&store, g).await, (1, b"one".to_vec()));
+    assert_eq!(version(&store, b"other").await, None);
+    assert!(store.load_snapshot(g, 1).await.expect("load").is_some());
+
+    // Pruning before a time beyond storable ones: every snapshot goes, the
+    // step's own included (it is written, then pruned).
+    store
+        .commit(with_prune(
+            with_snapshot(step(g, Some(1), put(b"two")), 2, i64::MAX as u64),
+            u64::MAX,
+        ))
+        .await
+        .expect("step pruning everything");
+    assert!(store.load_snapshot(g, 1).await.expect("load").is_none());
+    assert!(store.load_snapshot(g, 2).await.expect("load").is_none());
+    assert_eq!(stored_state(&store, g).await, (2, b"two".to_vec()));
+    store.close().await.expect("close");
+}

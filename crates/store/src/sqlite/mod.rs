@@ -1,0 +1,320 @@
+//! The SQLite implementation of [`Store`].
+//!
+//! # Design
+//!
+//! * **One writer.** The only write connection (`rusqlite`, so that
+//!   statements run on the thread that applies them) belongs to a
+//!   [`Writer`]. Every write (`enqueue`, `complete_job`, pruning) is queued
+//!   with a one-shot reply channel; `enqueue` returns once the request is
+//!   queued, and requests are applied in queue order.
+//! * **Group commit.** Whoever applies the queue takes every request waiting
+//!   (up to `MAX_BATCH`), applies them in one `BEGIN IMMEDIATE`
+//!   transaction, commits once and only then answers every waiter. The cost of
+//!   making a transaction durable (one `fsync` with [`Durability::PowerLoss`])
+//!   is shared by the whole batch. That is the writer thread, except after
+//!   an idle spell, when the caller waiting for a step applies it on its own
+//!   thread: a hand-off to the writer thread and back can cost more than the
+//!   transaction (see [`Writer`]). A caller never waits there for another
+//!   process's lock: that too is left to the writer thread.
+//! * **Set-based batches.** A batch uses a fixed handful of statements,
+//!   whatever its size (see [`Script`](script::Script) and
+//!   [`Plan`](plan::Plan)). One `SELECT` reads the versions of
+//!   all groups of the batch; the steps are then evaluated *in memory, in
+//!   order*, with exactly the outcome of committing each on its own (each
+//!   version check sees the versions left by the steps before it; a group
+//!   may be deleted and created again; snapshots are written and pruned in
+//!   step order; a job whose message exists nowhere fails its step). A step
+//!   that conflicts or cannot be stored gets its error and contributes
+//!   nothing; the net effect of the others is written with a few multi-row
+//!   statements (chunked to stay within SQLite's limits). Only a failure of
+//!   the database itself fails the transaction, and then every request of
+//!   the batch gets that error.
+//! * **Completed jobs** are deleted set-based too, after the steps they were
+//!   queued with. A step queued *after* a completion and touching the same
+//!   message starts a new sub-batch (in the same transaction), so the queue
+//!   order is kept.
+//! * **Recipient lists are stored once.** Consecutive messages of a group go
+//!   to the same recipients, so a job refers to its list by SHA-256 (table
+//!   `recipient_sets`, hashed once per distinct list per sub-batch) instead
+//!   of carrying a copy; a list is removed with the last job that refers to
+//!   it. Jobs written before schema version 2 keep their own copy
+//!   (`recipient_set` NULL), and [`Store::pending_jobs`] returns either.
+//! * **Concurrent readers.** Reads use a separate pool of `query_only`
+//!   connections (sqlx, as do the migrations and the checkpointer); WAL
+//!   mode lets them run while the writer writes, and they see every step
+//!   whose [`Pending`] has resolved.
+//! * **Cancellation.** Once `enqueue` has returned (or a `commit` future has
+//!   queued its step), dropping the [`Pending`] does not withdraw the step:
+//!   the writer thread commits it (or not) as if the caller were still
+//!   waiting. A caller applying the queue itself finishes that transaction
+//!   before its future can be dropped.
+//!
+//! # Layout
+//!
+//! This file opens and closes the store and routes each [`Store`] method;
+//! [`writer`] holds the write connection and its queue, [`batch`] applies
+//! one transaction's requests, [`plan`] evaluates a batch's steps in memory
+//! and writes their net effect (with [`pages`] for the state pages), using
+//! [`script`] to build and run the statements; [`reads`] are the reads,
+//! [`checkpoint`] the checkpointer and [`migrate`] the migrations.
+
+mod batch;
+mod checkpoint;
+mod migrate;
+mod pages;
+mod plan;
+mod reads;
+mod script;
+mod writer;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::Connection;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteSynchronous,
+};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::{Job, Pending, Snapshot, Step, Store, StoreError, StoredGroup};
+use writer::{Op, Writer};
+
+/// How long a connection waits for a lock held by another connection (another
+/// process using the same file, or a checkpoint) before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Connections in the read pool.
+const READ_CONNECTIONS: u32 = 4;
+
+/// What a resolved [`Pending`] (a returned [`Store::commit`]) survives.
+///
+/// The journal is always in WAL mode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Durability {
+    /// `synchronous=NORMAL`: a committed step survives a crash of the
+    /// process (the operating system still has it), but the last steps before
+    /// a power loss or kernel crash may be lost. No `fsync` per transaction.
+    Process,
+    /// `synchronous=FULL`: the write-ahead log is synced before `commit`
+    /// returns, so a committed step survives a power loss.
+    PowerLoss,
+}
+
+impl Durability {
+    fn synchronous(self) -> SqliteSynchronous {
+        match self {
+            Durability::Process => SqliteSynchronous::Normal,
+            Durability::PowerLoss => SqliteSynchronous::Full,
+        }
+    }
+}
+
+/// [`Store`] on one SQLite database file.
+///
+/// Share it behind an `Arc`. Call [`SqliteStore::close`] to shut it down
+/// once every write queued so far is applied; dropping it without closing
+/// still lets the writer thread apply whatever was queued before it stops.
+pub struct SqliteStore {
+    writer: Arc<Writer>,
+    /// The writer thread, until the store is closed.
+    writer_thread: Option<std::thread::JoinHandle<()>>,
+    readers: SqlitePool,
+    /// Dropped (or sent) to stop the checkpointer.
+    stop_checkpoints: Option<oneshot::Sender<()>>,
+    checkpointer: Option<JoinHandle<()>>,
+}
+
+impl Drop for SqliteStore {
+    /// The writer thread applies what is queued, then stops.
+    fn drop(&mut self) {
+        self.writer.close();
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating it if missing) the database at `path`, runs the
+    /// pending migrations and opens the write connection. Must be called
+    /// inside a tokio runtime.
+    pub async fn open(path: &Path, durability: Durability) -> Result<Self, StoreError> {
+        let base = SqliteConnectOptions::new()
+            .filename(path)
+            .busy_timeout(BUSY_TIMEOUT)
+            .foreign_keys(true)
+            .synchronous(durability.synchronous());
+
+        let migrate_options = base
+            .clone()
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal);
+        migrate::migrate(&migrate_options).await?;
+
+        // The file exists and is in WAL mode (a persistent setting) by now.
+        let path = path.to_path_buf();
+        let writer = tokio::task::spawn_blocking(move || writer::open_writer(&path, durability))
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("opening the writer: {e}")))??;
+        let read_options = base.clone().pragma("query_only", "ON");
+        let readers = SqlitePoolOptions::new()
+            .max_connections(READ_CONNECTIONS)
+            .connect_with(read_options)
+            .await
+            .map_err(db)?;
+
+        let checkpoints = SqliteConnection::connect_with(&base).await.map_err(db)?;
+        let writer = Arc::new(Writer::new(writer));
+        let writing = Arc::clone(&writer);
+        let writer_thread = std::thread::Builder::new()
+            .name("mimid-store".into())
+            .spawn(move || writing.run())
+            .map_err(|e| StoreError::Unavailable(format!("writer thread: {e}")))?;
+        let (stop_checkpoints, stop) = oneshot::channel();
+        let checkpointer = tokio::spawn(checkpoint::run_checkpoints(
+            checkpoints,
+            Arc::clone(&writer),
+            stop,
+        ));
+        Ok(Self {
+            writer,
+            writer_thread: Some(writer_thread),
+            readers,
+            stop_checkpoints: Some(stop_checkpoints),
+            checkpointer: Some(checkpointer),
+        })
+    }
+
+    /// Stops accepting writes, applies every queued one, and closes all
+    /// connections.
+    pub async fn close(mut self) -> Result<(), StoreError> {
+        self.writer.close();
+        let thread = self.writer_thread.take();
+        let writer = Arc::clone(&self.writer);
+        let closed = tokio::task::spawn_blocking(move || {
+            if let Some(thread) = thread {
+                // It exits once the queue is empty.
+                let _ = thread.join();
+            }
+            writer.take_conn()
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("closing the writer: {e}")));
+        self.stop_checkpoints.take();
+        if let Some(checkpointer) = self.checkpointer.take() {
+            let _ = checkpointer.await;
+        }
+        self.readers.close().await;
+        match closed? {
+            Some(conn) => conn
+                .close()
+                .map_err(|(_, e)| StoreError::Database(e.to_string())),
+            None => Ok(()),
+        }
+    }
+
+    /// Number of write transactions committed since this store was opened
+    /// (each one may carry many steps). For metrics and tests.
+    pub fn transactions_committed(&self) -> u64 {
+        self.writer.transactions()
+    }
+
+    /// Queues one write; returns where its outcome will arrive.
+    async fn queue(&self, op: Op) -> Result<Pending, StoreError> {
+        self.writer.queue(op)
+    }
+
+    /// Queues one write and waits for its outcome.
+    async fn submit(&self, op: Op) -> Result<(), StoreError> {
+        self.queue(op).await?.await
+    }
+}
+
+impl Store for SqliteStore {
+    async fn load_group(&self, group_id: &[u8]) -> Result<Option<StoredGroup>, StoreError> {
+        reads::load_group(&self.readers, group_id).await
+    }
+
+    async fn group_version(&self, group_id: &[u8]) -> Result<Option<u64>, StoreError> {
+        reads::group_version(&self.readers, group_id).await
+    }
+
+    async fn load_snapshot(
+        &self,
+        group_id: &[u8],
+        epoch: u64,
+    ) -> Result<Option<Snapshot>, StoreError> {
+        reads::load_snapshot(&self.readers, group_id, epoch).await
+    }
+
+    async fn enqueue(&self, step: Step) -> Result<Pending, StoreError> {
+        self.queue(Op::Commit(step)).await
+    }
+
+    async fn pending_jobs(&self, destination: &str, limit: u32) -> Result<Vec<Job>, StoreError> {
+        reads::pending_jobs(&self.readers, destination, limit).await
+    }
+
+    /// Completing a job that does not exist (already completed) succeeds.
+    async fn complete_job(&self, id: i64) -> Result<(), StoreError> {
+        self.submit(Op::CompleteJob(id)).await
+    }
+
+    async fn prune_reservations(&self, now: u64) -> Result<(), StoreError> {
+        self.submit(Op::PruneReservations(last_before(now))).await
+    }
+
+    async fn prune_snapshots(&self, before: u64) -> Result<(), StoreError> {
+        self.submit(Op::PruneSnapshots(last_before(before))).await
+    }
+
+    async fn discard_messages(&self, message_ids: Vec<[u8; 16]>) -> Result<Pending, StoreError> {
+        self.queue(Op::DiscardMessages(message_ids)).await
+    }
+
+    async fn prune_messages(&self, before: u64) -> Result<(), StoreError> {
+        self.submit(Op::PruneMessages(last_before(before))).await
+    }
+
+    async fn message_count(&self) -> Result<u64, StoreError> {
+        reads::count(&self.readers, "messages").await
+    }
+
+    async fn group_count(&self) -> Result<u64, StoreError> {
+        reads::count(&self.readers, "groups").await
+    }
+}
+
+fn write_db(e: rusqlite::Error) -> StoreError {
+    StoreError::Database(e.to_string())
+}
+
+fn db(e: sqlx::Error) -> StoreError {
+    StoreError::Database(e.to_string())
+}
+
+/// `value` as an SQLite integer (signed 64-bit), to write it as `what`.
+/// A value beyond `i64::MAX` cannot be stored: the write is refused with
+/// an error naming it (a step then fails alone, changing nothing).
+fn to_i64(value: u64, what: &str) -> Result<i64, StoreError> {
+    i64::try_from(value).map_err(|_| {
+        StoreError::Database(format!(
+            "{what} {value} cannot be stored: SQLite integers end at {}",
+            i64::MAX
+        ))
+    })
+}
+
+/// The last time before `before`, as a cutoff for `<=`: a row is stamped
+/// before `before` exactly when its stamp is at most this. Every storable
+/// time (`0..=i64::MAX`) is before a `before` beyond `i64::MAX`, so such a
+/// cutoff prunes everything rather than failing (it cannot be stored, but
+/// need not be); a `before` of 0 gives -1, before every stamp.
+fn last_before(before: u64) -> i64 {
+    i64::try_from(before).map_or(i64::MAX, |before| before - 1)
+}
+
+fn to_u64(value: i64) -> Result<u64, StoreError> {
+    u64::try_from(value)
+        .map_err(|_| StoreError::Database(format!("stored value {value} is negative")))
+}

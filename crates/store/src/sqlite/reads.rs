@@ -1,0 +1,159 @@
+//! Reads: on the pool of `query_only` connections (sqlx), beside the writer
+//! (WAL), so that reads never queue behind writes; they see every step
+//! whose [`Pending`](crate::Pending) has resolved, and the commits of other
+//! processes on the same file.
+
+use sqlx::Row;
+use sqlx::sqlite::{SqlitePool, SqliteRow};
+
+use super::{db, to_u64};
+use crate::{Job, Snapshot, StoreError, StoredGroup};
+
+/// [`Store::load_group`](crate::Store::load_group).
+pub(super) async fn load_group(
+    readers: &SqlitePool,
+    group_id: &[u8],
+) -> Result<Option<StoredGroup>, StoreError> {
+    // One statement, so the row and its pages come from one snapshot.
+    let rows = sqlx::query(
+        "SELECT g.version, g.reserved_until, g.state_len, p.data \
+         FROM groups g LEFT JOIN state_pages p ON p.group_id = g.group_id \
+         WHERE g.group_id = ?1 ORDER BY p.page",
+    )
+    .bind(group_id)
+    .fetch_all(readers)
+    .await
+    .map_err(db)?;
+    let Some(first) = rows.first() else {
+        return Ok(None);
+    };
+    // Every row has a length since schema version 3 (its migration set
+    // it for the rows before).
+    let len: i64 = first.try_get("state_len").map_err(db)?;
+    let len = usize::try_from(len)
+        .map_err(|_| StoreError::Database(format!("stored state length {len} is out of range")))?;
+    let mut state = Vec::with_capacity(len);
+    for row in &rows {
+        if let Some(page) = row.try_get::<Option<&[u8]>, _>("data").map_err(db)? {
+            state.extend_from_slice(page);
+        }
+    }
+    if state.len() != len {
+        return Err(StoreError::Database(format!(
+            "stored state has {} bytes in its pages, not {len}",
+            state.len()
+        )));
+    }
+    Ok(Some(StoredGroup {
+        version: get_u64(first, "version")?,
+        state,
+        reserved_until: first
+            .try_get::<Option<i64>, _>("reserved_until")
+            .map_err(db)?
+            .map(to_u64)
+            .transpose()?,
+    }))
+}
+
+/// [`Store::group_version`](crate::Store::group_version): the version
+/// column of the group's row, found through its primary key; the state's
+/// pages are not read.
+pub(super) async fn group_version(
+    readers: &SqlitePool,
+    group_id: &[u8],
+) -> Result<Option<u64>, StoreError> {
+    let version: Option<i64> = sqlx::query_scalar("SELECT version FROM groups WHERE group_id = ?1")
+        .bind(group_id)
+        .fetch_optional(readers)
+        .await
+        .map_err(db)?;
+    version.map(to_u64).transpose()
+}
+
+/// [`Store::load_snapshot`](crate::Store::load_snapshot). An epoch beyond
+/// `i64::MAX` cannot be stored, so it has no snapshot: `None`, not an error
+/// (the epoch comes from a peer's request).
+pub(super) async fn load_snapshot(
+    readers: &SqlitePool,
+    group_id: &[u8],
+    epoch: u64,
+) -> Result<Option<Snapshot>, StoreError> {
+    let Ok(stored_epoch) = i64::try_from(epoch) else {
+        return Ok(None);
+    };
+    let row =
+        sqlx::query("SELECT created_at, data FROM snapshots WHERE group_id = ?1 AND epoch = ?2")
+            .bind(group_id)
+            .bind(stored_epoch)
+            .fetch_optional(readers)
+            .await
+            .map_err(db)?;
+    row.map(|row| {
+        Ok(Snapshot {
+            epoch,
+            created_at: get_u64(&row, "created_at")?,
+            data: row.try_get("data").map_err(db)?,
+        })
+    })
+    .transpose()
+}
+
+/// [`Store::pending_jobs`](crate::Store::pending_jobs).
+pub(super) async fn pending_jobs(
+    readers: &SqlitePool,
+    destination: &str,
+    limit: u32,
+) -> Result<Vec<Job>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT j.id, j.destination, j.message_id, \
+                COALESCE(rs.recipients, j.recipients) AS recipients, m.body, j.attempts, \
+                j.created_at \
+         FROM jobs j JOIN messages m ON m.message_id = j.message_id \
+         LEFT JOIN recipient_sets rs ON rs.hash = j.recipient_set \
+         WHERE j.destination = ?1 \
+         ORDER BY j.id \
+         LIMIT ?2",
+    )
+    .bind(destination)
+    .bind(i64::from(limit))
+    .fetch_all(readers)
+    .await
+    .map_err(db)?;
+    rows.iter().map(job_from_row).collect()
+}
+
+/// Rows in `table`.
+pub(super) async fn count(readers: &SqlitePool, table: &'static str) -> Result<u64, StoreError> {
+    let count: i64 =
+        sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM {table}")))
+            .fetch_one(readers)
+            .await
+            .map_err(db)?;
+    to_u64(count)
+}
+
+fn job_from_row(row: &SqliteRow) -> Result<Job, StoreError> {
+    let message_id: Vec<u8> = row.try_get("message_id").map_err(db)?;
+    let message_id = <[u8; 16]>::try_from(message_id.as_slice()).map_err(|_| {
+        StoreError::Database(format!(
+            "stored message id has {} bytes, not 16",
+            message_id.len()
+        ))
+    })?;
+    let attempts: i64 = row.try_get("attempts").map_err(db)?;
+    Ok(Job {
+        id: row.try_get("id").map_err(db)?,
+        destination: row.try_get("destination").map_err(db)?,
+        message_id,
+        recipients: row.try_get("recipients").map_err(db)?,
+        body: row.try_get("body").map_err(db)?,
+        attempts: u32::try_from(attempts).map_err(|_| {
+            StoreError::Database(format!("stored attempts {attempts} out of range"))
+        })?,
+        created_at: get_u64(row, "created_at")?,
+    })
+}
+
+fn get_u64(row: &SqliteRow, column: &str) -> Result<u64, StoreError> {
+    to_u64(row.try_get::<i64, _>(column).map_err(db)?)
+}
