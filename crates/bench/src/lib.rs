@@ -108,7 +108,10 @@ impl HubFixture {
             random: [1; 16],
             verified: None,
         };
-        let mut slot = Slot::Reserved { until: u64::MAX };
+        let mut slot = Slot::Reserved {
+            until: u64::MAX,
+            by: group.group_id.hub_domain.clone(),
+        };
         let create = group
             .creator
             .create_group(&group.group_id, GroupKind::Regular)

@@ -316,7 +316,18 @@ impl MimiClient {
 
     /// A Remove proposal of this client's own leaf: `ds_self_remove_client`.
     pub fn self_remove(&mut self, group_id: &GroupId) -> Result<DSRequest, ClientError> {
+        self.self_remove_with_aad(group_id, &[])
+    }
+
+    /// [`MimiClient::self_remove`] with `authenticated_data` in the
+    /// proposal: two such proposals differ only in it.
+    pub fn self_remove_with_aad(
+        &mut self,
+        group_id: &GroupId,
+        authenticated_data: &[u8],
+    ) -> Result<DSRequest, ClientError> {
         let (group, provider, signer) = self.parts(group_id)?;
+        group.set_aad(authenticated_data.to_vec());
         let proposal = group.leave_group(provider, signer).map_err(mls)?;
         let sender = group.own_leaf_index().u32();
         self.self_remove_request(&proposal, sender)

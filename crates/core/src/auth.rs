@@ -2,13 +2,13 @@
 //! key in the group, and whether its provider may act for it. The
 //! signature arithmetic is `signer.rs`.
 
-use mimid_wire::{DSAuthData, DSRequest};
+use mimid_wire::{ClientId, DSAuthData, DSRequest, ProviderDomain};
 use openmls_traits::{crypto::OpenMlsCrypto, types::SignatureScheme};
 
 use crate::error::HubError;
 use crate::signer::{SignerKey, signed_content};
 use crate::state::HubGroup;
-use crate::step::{Context, Origin};
+use crate::step::{Context, Req};
 
 /// The `sender_index` of a client-signed request.
 pub(crate) fn sender_index(request: &DSRequest) -> Result<u32, HubError> {
@@ -50,15 +50,10 @@ pub fn claimed_signer(request: &DSRequest) -> Option<u32> {
 
 /// Verifies a member's request: the leaf at `sender_index` exists, signed
 /// the request, and (over federation) belongs to the sending provider.
-pub(crate) fn verify_member(
-    crypto: &impl OpenMlsCrypto,
-    group: &HubGroup,
-    request: &DSRequest,
-    ctx: &Context,
-) -> Result<u32, HubError> {
-    let signature = MemberSignature::look_up(group, request, ctx)?;
-    signature.check(crypto, request)?;
-    check_origin(group, signature.index, &ctx.origin)?;
+pub(crate) fn verify_member(req: &Req, group: &HubGroup) -> Result<u32, HubError> {
+    let signature = MemberSignature::look_up(group, req.request, req.ctx)?;
+    signature.check(req.crypto, req.request)?;
+    check_origin(req, group, signature.index)?;
     Ok(signature.index)
 }
 
@@ -132,18 +127,30 @@ impl MemberSignature {
     }
 }
 
-/// Over federation, a provider may only act for its own clients.
-pub(crate) fn check_origin(group: &HubGroup, index: u32, origin: &Origin) -> Result<(), HubError> {
-    if let Origin::Provider(provider) = origin {
-        let member = group
-            .member(index)
-            .ok_or_else(|| HubError::NotAMember(format!("no member at leaf {index}")))?;
-        if &member.client.domain() != provider {
-            return Err(HubError::NotAllowed(format!(
-                "{provider} may not act for {}",
-                member.client
-            )));
-        }
+/// The member at `index` must belong to the provider the request acts
+/// for (a provider for its own clients, the hub's clients for its domain).
+pub(crate) fn check_origin(req: &Req, group: &HubGroup, index: u32) -> Result<(), HubError> {
+    let member = group
+        .member(index)
+        .ok_or_else(|| HubError::NotAMember(format!("no member at leaf {index}")))?;
+    let acting = req.ctx.origin.acts_for(req.config);
+    if &member.domain != acting {
+        return Err(not_for(acting, &member.client));
     }
     Ok(())
+}
+
+/// A ClientID the request names or introduces must belong to the provider
+/// it acts for: the sending provider, or for the hub's own clients the
+/// hub's domain (`docs/protocol.md` 6.1).
+pub(crate) fn acts_for(req: &Req, client: &ClientId) -> Result<(), HubError> {
+    let acting = req.ctx.origin.acts_for(req.config);
+    if &client.domain() != acting {
+        return Err(not_for(acting, client));
+    }
+    Ok(())
+}
+
+fn not_for(acting: &ProviderDomain, client: &ClientId) -> HubError {
+    HubError::NotAllowed(format!("{acting} may not act for {client}"))
 }

@@ -24,8 +24,8 @@ pub(crate) struct Staged {
     /// The committer's leaf (for an external commit: where the joiner lands).
     pub committer: u32,
     pub external: bool,
-    /// The rebuilt and verified GroupInfo of the new epoch (`MLSMessage`).
-    pub group_info: Vec<u8>,
+    /// The commit's confirmation tag, for the GroupInfo of the new epoch.
+    confirmation_tag: openmls::prelude::ConfirmationTag,
 }
 
 impl Staged {
@@ -95,18 +95,17 @@ pub(crate) fn run(
                 leaf.signature_key().as_slice(),
             )?;
             let joiner = client_of_credential(leaf.credential()).map_err(HubError::InvalidMls)?;
-            if let crate::step::Origin::Provider(p) = &req.ctx.origin
-                && &joiner.domain() != p
-            {
-                return Err(HubError::NotAllowed(format!(
-                    "{p} may not act for {joiner}"
-                )));
-            }
+            auth::acts_for(req, &joiner)?;
         }
     }
     check_identities(&staged)?;
+    // Step 8 of 6.2: the operation's rules, Welcome coverage; then step 9.
+    if !external {
+        committer_unchanged(group, &staged)?;
+    }
     rules(group, &staged)?;
     let welcome_targets = check_welcomes(crypto, &staged, welcomes)?;
+    let group_info = group_info(req, group, update, &staged)?;
 
     // Everything is checked: compute the effects, then merge.
     let epoch = group.epoch();
@@ -135,7 +134,6 @@ pub(crate) fn run(
             ))
         })
         .collect::<Result<Vec<_>, HubError>>()?;
-    let group_info = staged.group_info.clone();
     // Who is where changes only with adds, removes and joins; otherwise only
     // the committer's leaf (and maybe its key) changed.
     let membership_changed = external
@@ -230,28 +228,38 @@ fn authenticate_and_stage(
 ) -> Result<Staged, HubError> {
     let crypto = req.crypto;
     let request = req.request;
-    let origin = || auth::check_origin(group, signature.index, &req.ctx.origin);
+    // The origin is looked up here: the group stays on this thread.
+    let origin = auth::check_origin(req, group, signature.index);
     if update.commit.as_bytes().len() < PARALLEL_SIGNATURE_MIN {
         signature.check(crypto, request)?;
-        origin()?;
+        origin?;
+        (req.authenticated)();
         return stage(req, group, update);
     }
+    let origin_ok = origin.is_ok();
     let (signed, staged) = std::thread::scope(|scope| {
+        let check = || {
+            let signed = signature.check(crypto, request);
+            if signed.is_ok() && origin_ok {
+                (req.authenticated)();
+            }
+            signed
+        };
         let checker = std::thread::Builder::new()
             .name("mimid-signature".into())
-            .spawn_scoped(scope, || signature.check(crypto, request));
+            .spawn_scoped(scope, check);
         let staged = stage(req, group, update);
         let signed = match checker {
             Ok(handle) => handle
                 .join()
                 .unwrap_or_else(|_| Err(HubError::Internal("signature check panicked".into()))),
             // No thread to be had: check here.
-            Err(_) => signature.check(crypto, request),
+            Err(_) => check(),
         };
         (signed, staged)
     });
     signed?;
-    origin()?;
+    origin?;
     staged
 }
 
@@ -304,8 +312,27 @@ fn stage(req: &Req, group: &HubGroup, update: &MLSGroupUpdate) -> Result<Staged,
         check_pending_proposals(group, &staged)?;
     }
 
+    Ok(Staged {
+        staged,
+        committer,
+        external,
+        confirmation_tag,
+    })
+}
+
+/// Rebuilds the GroupInfo of the new epoch from the commit and its
+/// PartialGroupInfo, and checks that the committer signed it (6.2 step 9).
+/// Returns it as an `MLSMessage`.
+fn group_info(
+    req: &Req,
+    group: &HubGroup,
+    update: &MLSGroupUpdate,
+    staged: &Staged,
+) -> Result<Vec<u8>, HubError> {
+    let crypto = req.crypto;
+    let committer = staged.committer;
     // Rebuild the GroupInfo of the new epoch and check the committer signed it.
-    let signer_key = match staged.update_path_leaf_node() {
+    let signer_key = match staged.staged.update_path_leaf_node() {
         Some(leaf) => leaf.signature_key().as_slice().to_vec(),
         None => group
             .leaf_key(committer)
@@ -313,12 +340,14 @@ fn stage(req: &Req, group: &HubGroup, update: &MLSGroupUpdate) -> Result<Staged,
     };
     let pgi = &update.partial_group_info;
     let mut tbs = staged
+        .staged
         .group_context()
         .tls_serialize_detached()
         .map_err(internal)?;
     tbs.extend_from_slice(pgi.group_info_extensions.as_bytes());
     tbs.extend_from_slice(
-        &confirmation_tag
+        &staged
+            .confirmation_tag
             .tls_serialize_detached()
             .map_err(internal)?,
     );
@@ -345,12 +374,7 @@ fn stage(req: &Req, group: &HubGroup, update: &MLSGroupUpdate) -> Result<Staged,
     mimid_wire::GroupInfoMessage::from_bytes(&group_info).map_err(|e| {
         HubError::InvalidGroupInfo(format!("rebuilt GroupInfo does not decode: {e}"))
     })?;
-    Ok(Staged {
-        staged,
-        committer,
-        external,
-        group_info,
-    })
+    Ok(group_info)
 }
 
 /// Every stored proposal (pending self-removes) must be committed by
@@ -375,6 +399,20 @@ fn check_pending_proposals(group: &HubGroup, staged: &StagedCommit) -> Result<()
         )));
     }
     Ok(())
+}
+
+/// A member's commit must not change the committer's identity (G23).
+fn committer_unchanged(group: &HubGroup, staged: &Staged) -> Result<(), HubError> {
+    let Some(leaf) = staged.staged.update_path_leaf_node() else {
+        return Ok(());
+    };
+    let new = client_of_credential(leaf.credential()).map_err(HubError::InvalidMls)?;
+    match group.member(staged.committer) {
+        Some(m) if m.client == new => Ok(()),
+        _ => Err(HubError::NotAllowed(
+            "a commit may not change the committer's ClientID".into(),
+        )),
+    }
 }
 
 /// Leaves entering or changing in the commit must carry ClientID

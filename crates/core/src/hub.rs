@@ -5,7 +5,7 @@
 //! [`Hub::target`] names, calls [`Hub::handle`], and commits the
 //! [`Outcome`] atomically before it answers.
 
-use mimid_wire::{DSRequest, DSRequestBody, GroupId, PROTOCOL_VERSION};
+use mimid_wire::{DSAuthData, DSRequest, DSRequestBody, GroupId, PROTOCOL_VERSION};
 use openmls::prelude::MlsMessageBodyIn;
 use openmls_rust_crypto::RustCrypto;
 
@@ -52,6 +52,7 @@ impl Hub {
         if expected != endpoint {
             return Err(HubError::WrongEndpoint(body.name()));
         }
+        check_auth_type(request)?;
         let mut snapshot_epoch = None;
         let group_id = match body {
             DSRequestBody::RequestGroupId => GroupId {
@@ -98,6 +99,25 @@ impl Hub {
         snapshot: Option<&JoinerSnapshot>,
         ctx: &Context,
     ) -> Result<Outcome, HubError> {
+        self.handle_with(endpoint, request, slot, snapshot, ctx, &|| {})
+    }
+
+    /// [`Hub::handle`], calling `authenticated` (at most once, from any
+    /// thread) as soon as a member's commit is known to come from its
+    /// sender: client signature and origin checked, OpenMLS perhaps still
+    /// validating it. An adapter starts there what it must not do for a
+    /// stranger's request (storing a large commit ahead of its step). Not
+    /// called for external joins, whose signer is known only from the
+    /// validated commit.
+    pub fn handle_with(
+        &self,
+        endpoint: DsEndpoint,
+        request: &DSRequest,
+        slot: &mut Slot,
+        snapshot: Option<&JoinerSnapshot>,
+        ctx: &Context,
+        authenticated: &(dyn Fn() + Sync),
+    ) -> Result<Outcome, HubError> {
         let target = self.target(endpoint, request, ctx)?;
         let body = &request.request_body;
         let req = crate::step::Req {
@@ -106,6 +126,7 @@ impl Hub {
             request,
             ctx,
             group_id: &target.group_id,
+            authenticated,
         };
         match (body, slot) {
             (DSRequestBody::RequestGroupId, slot) => ops::request_group_id::handle(&req, slot),
@@ -152,6 +173,28 @@ impl Hub {
                 }
             }
         }
+    }
+}
+
+/// The request's `auth_type` is the one its operation takes
+/// (`docs/protocol.md` 5.3): a missing client signature is an
+/// authentication failure, a signature on an anonymous operation a
+/// malformed request.
+fn check_auth_type(request: &DSRequest) -> Result<(), HubError> {
+    let anonymous = matches!(
+        request.request_body,
+        DSRequestBody::RequestGroupId | DSRequestBody::ExternalCommitInformation(_)
+    );
+    match (&request.authentication_data, anonymous) {
+        (DSAuthData::Anonymous, true) | (DSAuthData::ClientSignature(_), false) => Ok(()),
+        (DSAuthData::Anonymous, false) => Err(HubError::ClientSignature(format!(
+            "{} needs a client signature",
+            request.request_body.name()
+        ))),
+        (DSAuthData::ClientSignature(_), true) => Err(HubError::Malformed(format!(
+            "{} is anonymous: auth_type must be anonymous",
+            request.request_body.name()
+        ))),
     }
 }
 

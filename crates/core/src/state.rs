@@ -8,8 +8,9 @@
 //! lifetime).
 
 use std::cell::RefCell;
+use std::collections::HashSet;
 
-use mimid_wire::{ClientId, GroupKind};
+use mimid_wire::{ClientId, GroupKind, UserId};
 use openmls::prelude::{GroupId as MlsGroupId, LeafNodeIndex, PublicGroup};
 use openmls_traits::public_storage::PublicStorageProvider;
 use openmls_traits::storage::{CURRENT_VERSION, traits};
@@ -301,6 +302,8 @@ pub struct MemberInfo {
     pub client: ClientId,
     /// `client`'s provider, kept because every fan-out groups by it.
     pub domain: mimid_wire::ProviderDomain,
+    /// `client`'s user, kept because the rules of 6.3 count by user.
+    pub user: UserId,
 }
 
 /// One hosted group, loaded.
@@ -311,6 +314,8 @@ pub struct HubGroup {
     /// Members by leaf index, derived from the tree (cached because every
     /// message needs them).
     pub(crate) members: Vec<MemberInfo>,
+    /// The users of `members`.
+    users: HashSet<UserId>,
     /// Decoded Ed25519 keys of members who signed since the last commit.
     ed25519_keys: RefCell<std::collections::HashMap<u32, SignerKey>>,
 }
@@ -326,6 +331,7 @@ impl HubGroup {
             public,
             storage,
             meta,
+            users: users_of(&members),
             members,
             ed25519_keys: RefCell::default(),
         })
@@ -390,7 +396,11 @@ impl HubGroup {
     }
 
     pub(crate) fn member(&self, leaf_index: u32) -> Option<&MemberInfo> {
-        self.members.iter().find(|m| m.leaf_index == leaf_index)
+        // `members` is in leaf order.
+        self.members
+            .binary_search_by_key(&leaf_index, |m| m.leaf_index)
+            .ok()
+            .and_then(|i| self.members.get(i))
     }
 
     /// Drops a leaf's cached key (its update path may have changed it).
@@ -400,6 +410,7 @@ impl HubGroup {
 
     pub(crate) fn refresh_members(&mut self) -> Result<(), HubError> {
         self.members = members_of(&self.public)?;
+        self.users = users_of(&self.members);
         self.ed25519_keys.borrow_mut().clear();
         Ok(())
     }
@@ -425,8 +436,8 @@ impl HubGroup {
     }
 
     /// Does any current member belong to `user`?
-    pub(crate) fn has_user(&self, user: &mimid_wire::UserId) -> bool {
-        self.members.iter().any(|m| &m.client.user() == user)
+    pub(crate) fn has_user(&self, user: &UserId) -> bool {
+        self.users.contains(user)
     }
 }
 
@@ -460,8 +471,13 @@ fn members_of(public: &PublicGroup) -> Result<Vec<MemberInfo>, HubError> {
             Ok(MemberInfo {
                 leaf_index: m.index.u32(),
                 domain: client.domain(),
+                user: client.user(),
                 client,
             })
         })
         .collect()
+}
+
+fn users_of(members: &[MemberInfo]) -> HashSet<UserId> {
+    members.iter().map(|m| m.user.clone()).collect()
 }

@@ -55,6 +55,20 @@ pub enum Origin {
     Provider(ProviderDomain),
 }
 
+impl Origin {
+    /// The provider a request of this origin acts for: a provider for its
+    /// own clients, the hub's own clients for the hub's domain. Every
+    /// ClientID a request names or introduces (a signer, an external
+    /// joiner, a group's creator, a requester of group information) must
+    /// belong to it (`docs/protocol.md` 6.1).
+    pub fn acts_for<'a>(&'a self, config: &'a HubConfig) -> &'a ProviderDomain {
+        match self {
+            Origin::Local => &config.domain,
+            Origin::Provider(p) => p,
+        }
+    }
+}
+
 /// Everything outside the request that a step depends on.
 #[derive(Clone, Debug)]
 pub struct Context {
@@ -75,6 +89,8 @@ pub(crate) struct Req<'a> {
     pub request: &'a DSRequest,
     pub ctx: &'a Context,
     pub group_id: &'a GroupId,
+    /// Told when a committing request's sender is authenticated.
+    pub authenticated: &'a (dyn Fn() + Sync),
 }
 
 /// What the adapter must load before calling [`Hub::handle`].
@@ -88,7 +104,12 @@ pub struct Target {
 /// The stored slot of the target group.
 pub enum Slot {
     Empty,
-    Reserved { until: u64 },
+    /// Reserved until `until` for `by`, the provider whose request
+    /// reserved it (only it may create the group).
+    Reserved {
+        until: u64,
+        by: ProviderDomain,
+    },
     Active(Box<HubGroup>),
 }
 
@@ -97,8 +118,8 @@ pub enum Slot {
 pub enum Write {
     /// Nothing (read-only, or only deliveries to enqueue).
     None,
-    /// Reserve the id until the given time.
-    Reserve { until: u64 },
+    /// Reserve the id until the given time, for the provider `by`.
+    Reserve { until: u64, by: ProviderDomain },
     /// Store the group's new state (the `HubGroup` in the slot was updated).
     Put(Vec<u8>),
     /// Delete the group.

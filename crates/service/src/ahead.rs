@@ -4,13 +4,17 @@
 //! millisecond of writes on the machines we measure on, plus their sync with
 //! `Durability::PowerLoss`; inside the step's transaction that time adds to
 //! the answer. So a large commit for the group's current epoch is stored as
-//! soon as its request arrives, in a transaction of its own that the store's
-//! writer applies while the core validates the commit (on another core), and
-//! the step only refers to it. A message stored ahead is no delivery: nothing
-//! reads a message no job refers to. If the commit is refused, or the step
+//! soon as the hub has authenticated its sender (client signature and
+//! origin; a stranger's forged commit costs no write and no sync), in a
+//! transaction of its own that the store's writer applies while OpenMLS
+//! validates the commit (on another core), and the step only refers to it.
+//! A message stored ahead is no delivery: nothing reads a message no job
+//! refers to. If the commit is refused, or the step
 //! needs it in another form, the message is discarded; if the process stops
 //! in between (or the step fails in the store),
 //! [`crate::HubService::maintain`] drops it later.
+
+use std::sync::Mutex;
 
 use mimid_store::{GroupWrite, NewMessage, Pending, Step, Store};
 use mimid_wire::{DSRequest, DSRequestBody, GroupId, PublicMessage};
@@ -53,17 +57,25 @@ fn commit_of(request: &DSRequest) -> Option<&PublicMessage> {
     Some(&update.commit)
 }
 
-/// Queues the request's commit for storage, if it is at least `from` bytes
-/// and for the group's current `epoch` (anything else the core refuses, or
-/// is cheap to write with the step). The group is `group_id` (stored form
-/// and wire form) at store `version`.
-pub(crate) async fn store<S: Store>(
-    store: &S,
+/// A commit to be stored ahead once its sender is authenticated.
+pub(crate) struct Prepared {
+    message_id: [u8; 16],
+    body: Vec<u8>,
+    step: Mutex<Option<Step>>,
+    queued: Mutex<Option<Pending>>,
+}
+
+/// Prepares the request's commit for storage, if it is at least `from`
+/// bytes and for the group's current `epoch` (anything else the core
+/// refuses, or is cheap to write with the step). The group is `group_id`
+/// (stored form and wire form) at store `version`. Nothing is written
+/// until [`Prepared::queue`]: a stranger's commit costs no write.
+pub(crate) fn prepare(
     from: usize,
     (group_id, wire_group_id, epoch, version): (&[u8], &GroupId, u64, Option<u64>),
     request: &DSRequest,
     now: u64,
-) -> Option<Ahead> {
+) -> Option<Prepared> {
     let commit = commit_of(request)?;
     let MlsMessageBodyIn::PublicMessage(message) = commit.parsed() else {
         return None;
@@ -89,13 +101,39 @@ pub(crate) async fn store<S: Store>(
         jobs: Vec::new(),
         now,
     };
-    let pending = store.enqueue(step).await.ok()?;
-    pending.start();
-    Some(Ahead {
+    Some(Prepared {
         message_id,
         body,
-        pending,
+        step: Mutex::new(Some(step)),
+        queued: Mutex::new(None),
     })
+}
+
+impl Prepared {
+    /// Queues the commit for the store's writer. The core calls this (on
+    /// whichever thread checked the client signature) once the sender is
+    /// authenticated, while OpenMLS may still be validating the commit.
+    pub(crate) fn queue<S: Store>(&self, store: &S) {
+        let Some(step) = self.step.lock().ok().and_then(|mut s| s.take()) else {
+            return;
+        };
+        if let Ok(pending) = store.enqueue_now(step) {
+            pending.start();
+            if let Ok(mut queued) = self.queued.lock() {
+                *queued = Some(pending);
+            }
+        }
+    }
+
+    /// The commit being stored, if [`Prepared::queue`] queued it.
+    pub(crate) fn into_queued(self) -> Option<Ahead> {
+        let pending = self.queued.into_inner().ok()??;
+        Some(Ahead {
+            message_id: self.message_id,
+            body: self.body,
+            pending,
+        })
+    }
 }
 
 impl Ahead {

@@ -81,6 +81,24 @@ struct Loaded {
     version: Option<u64>,
     /// Its stored state (empty unless active).
     state: Vec<u8>,
+    /// Taken from this process's cache rather than read from the store.
+    cached: bool,
+}
+
+/// How one run of the core on a loaded slot ended.
+enum Ran {
+    /// Answered; the step (if any) is queued.
+    Answered(DSResponseBody, Option<mimid_store::Pending>),
+    /// Refused, from a current state.
+    Refused(HubError),
+    /// The cached state was stale: run again on the stored one.
+    Stale,
+}
+
+/// The domain a reserved slot's state names: the provider that reserved
+/// it. Reservations stored before it was recorded have none.
+fn reserver(state: &[u8]) -> Option<mimid_wire::ProviderDomain> {
+    std::str::from_utf8(state).ok()?.parse().ok()
 }
 
 /// What [`HubService::step`] makes of an outcome.
@@ -266,33 +284,54 @@ impl<S: Store> HubService<S> {
                 slot: Slot::Active(Box::new(cached.group)),
                 version: Some(cached.version),
                 state: cached.state,
+                cached: true,
             });
         }
-        Ok(match self.store.load_group(group_id).await? {
-            None => Loaded {
-                slot: Slot::Empty,
-                version: None,
-                state: Vec::new(),
-            },
+        self.load_stored(group_id).await
+    }
+
+    /// Loads the slot from the store.
+    async fn load_stored(&self, group_id: &[u8]) -> Result<Loaded, ServiceError> {
+        let (slot, version, state) = match self.store.load_group(group_id).await? {
+            None => (Slot::Empty, None, Vec::new()),
             Some(StoredGroup {
                 version,
+                state,
                 reserved_until: Some(until),
-                ..
-            }) => Loaded {
-                slot: Slot::Reserved { until },
-                version: Some(version),
-                state: Vec::new(),
-            },
+            }) => {
+                let by = reserver(&state).unwrap_or_else(|| self.hub.config().domain.clone());
+                (Slot::Reserved { until, by }, Some(version), Vec::new())
+            }
             Some(StoredGroup {
                 version,
                 state,
                 reserved_until: None,
-            }) => Loaded {
-                slot: Slot::Active(Box::new(HubGroup::from_bytes(&state)?)),
-                version: Some(version),
+            }) => (
+                Slot::Active(Box::new(HubGroup::from_bytes(&state)?)),
+                Some(version),
                 state,
-            },
+            ),
+        };
+        Ok(Loaded {
+            slot,
+            version,
+            state,
+            cached: false,
         })
+    }
+
+    /// Whether a group cached at `version` is still the stored one: no
+    /// other process sharing the store has written it since. A stored
+    /// version below the cached one is this process's own steps, queued
+    /// and not yet durable (were another process to write meanwhile, those
+    /// steps would fail with `Conflict` and evict the group).
+    async fn still_current(
+        &self,
+        group_id: &[u8],
+        version: Option<u64>,
+    ) -> Result<bool, ServiceError> {
+        let stored = self.store.group_version(group_id).await?;
+        Ok(matches!((stored, version), (Some(s), Some(v)) if s <= v))
     }
 
     /// Handles one DS request from `origin` arriving on `endpoint`.
@@ -358,11 +397,8 @@ impl<S: Store> HubService<S> {
         target: &mimid_core::Target,
         group_id: &[u8],
     ) -> Result<(DSResponseBody, Option<mimid_store::Pending>), ServiceError> {
-        let Loaded {
-            mut slot,
-            version,
-            state: stored,
-        } = self.load(group_id).await?;
+        // Read before the group leaves the cache, so that no early return
+        // leaves it out.
         let snapshot = match target.snapshot_epoch {
             Some(epoch) => match self.store.load_snapshot(group_id, epoch).await? {
                 Some(s) => Some(JoinerSnapshot::from_bytes(&s.data)?),
@@ -370,37 +406,82 @@ impl<S: Store> HubService<S> {
             },
             None => None,
         };
-        let epoch = match (&slot, endpoint) {
-            (Slot::Active(group), DsEndpoint::GroupOperation) => Some(group.epoch()),
+        let mut loaded = self.load(group_id).await?;
+        loop {
+            match self
+                .run(
+                    endpoint,
+                    request,
+                    ctx,
+                    target,
+                    group_id,
+                    loaded,
+                    snapshot.as_ref(),
+                )
+                .await?
+            {
+                Ran::Answered(response, pending) => return Ok((response, pending)),
+                Ran::Refused(e) => return Err(e.into()),
+                // Another process wrote the group: answer from its state.
+                Ran::Stale => loaded = self.load_stored(group_id).await?,
+            }
+        }
+    }
+
+    /// One run of the core on a loaded slot (see [`HubService::step_locked`]).
+    #[allow(clippy::too_many_arguments)]
+    async fn run(
+        &self,
+        endpoint: DsEndpoint,
+        request: &DSRequest,
+        ctx: &Context,
+        target: &mimid_core::Target,
+        group_id: &[u8],
+        loaded: Loaded,
+        snapshot: Option<&JoinerSnapshot>,
+    ) -> Result<Ran, ServiceError> {
+        let Loaded {
+            mut slot,
+            version,
+            state: stored,
+            cached,
+        } = loaded;
+        let prepared = match (&slot, endpoint) {
+            (Slot::Active(group), DsEndpoint::GroupOperation) => ahead::prepare(
+                self.store_ahead_from,
+                (group_id, &target.group_id, group.epoch(), version),
+                request,
+                ctx.now,
+            ),
             _ => None,
         };
-        let ahead = match epoch {
-            Some(epoch) => {
-                ahead::store(
-                    &self.store,
-                    self.store_ahead_from,
-                    (group_id, &target.group_id, epoch, version),
-                    request,
-                    ctx.now,
-                )
-                .await
+        // A large commit is stored as soon as its sender is authenticated.
+        let queue_ahead = || {
+            if let Some(prepared) = &prepared {
+                prepared.queue(&self.store);
             }
-            None => None,
         };
-        let outcome = match self
-            .hub
-            .handle(endpoint, request, &mut slot, snapshot.as_ref(), ctx)
-        {
+        let result =
+            self.hub
+                .handle_with(endpoint, request, &mut slot, snapshot, ctx, &queue_ahead);
+        let ahead = prepared.and_then(ahead::Prepared::into_queued);
+        let outcome = match result {
             Ok(outcome) => outcome,
             Err(e) => {
                 if let Some(ahead) = ahead {
                     ahead.discard(&self.store).await;
                 }
-                // A refused request left the group as it was: keep it
-                // cached. An internal error may not have.
-                if let (Slot::Active(group), Some(version), false) =
-                    (slot, version, matches!(e, HubError::Internal(_)))
-                {
+                // An internal error may have changed the group: drop it.
+                if matches!(e, HubError::Internal(_)) {
+                    return Ok(Ran::Refused(e));
+                }
+                // A refusal that a cached state gave is answered only if
+                // that state is still the stored one.
+                if cached && !self.still_current(group_id, version).await? {
+                    return Ok(Ran::Stale);
+                }
+                // The refused request left the group as it was.
+                if let (Slot::Active(group), Some(version)) = (slot, version) {
                     self.cache_put(
                         group_id.to_vec(),
                         Cached {
@@ -410,9 +491,20 @@ impl<S: Store> HubService<S> {
                         },
                     );
                 }
-                return Err(e.into());
+                return Ok(Ran::Refused(e));
             }
         };
+        // So is a read-only answer (anything that writes is checked by the
+        // store's version check instead).
+        let read_only = outcome.write == Write::None
+            && outcome.deliveries.is_empty()
+            && outcome.snapshot.is_none();
+        if read_only && cached && !self.still_current(group_id, version).await? {
+            if let Some(ahead) = ahead {
+                ahead.discard(&self.store).await;
+            }
+            return Ok(Ran::Stale);
+        }
         let next_version = match (&outcome.write, version) {
             (Write::Put(_), v) => Some(v.map_or(1, |v| v + 1)),
             (Write::None, v) => v,
@@ -448,7 +540,7 @@ impl<S: Store> HubService<S> {
                 },
             );
         }
-        Ok((response, pending))
+        Ok(Ran::Answered(response, pending))
     }
 
     /// The store step of an outcome (`None` when nothing is written), and
@@ -467,9 +559,10 @@ impl<S: Store> HubService<S> {
     ) -> Result<Built, ServiceError> {
         let (write, state) = match outcome.write {
             Write::None => (GroupWrite::Keep, stored),
-            Write::Reserve { until } => (
+            // A reservation's state is the domain of its provider.
+            Write::Reserve { until, by } => (
                 GroupWrite::Put {
-                    state: Vec::new(),
+                    state: by.as_str().as_bytes().to_vec(),
                     reserved_until: Some(until),
                 },
                 Vec::new(),
@@ -570,6 +663,7 @@ impl<S: Store> HubService<S> {
             slot,
             version,
             state,
+            ..
         } = self.load(&group_id).await?;
         Ok(match (slot, version) {
             (Slot::Active(group), Some(version)) => {

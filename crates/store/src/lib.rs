@@ -280,6 +280,18 @@ pub trait Store: Send + Sync + 'static {
     /// group share a transaction (group commit) without reordering them.
     fn enqueue(&self, step: Step) -> impl Future<Output = Result<Pending, StoreError>> + Send;
 
+    /// [`Store::enqueue`] for a caller that cannot wait: a hook the hub's
+    /// core calls from its own thread while it validates a commit
+    /// (`mimid_core::Hub::handle_with`). It may block for back pressure,
+    /// never for IO. A store that cannot queue without awaiting keeps this
+    /// default, and its callers do without.
+    fn enqueue_now(&self, step: Step) -> Result<Pending, StoreError> {
+        drop(step);
+        Err(StoreError::Unavailable(
+            "this store queues steps only asynchronously".into(),
+        ))
+    }
+
     /// Queues a step and waits until it is durable.
     fn commit(&self, step: Step) -> impl Future<Output = Result<(), StoreError>> + Send {
         async move { self.enqueue(step).await?.await }

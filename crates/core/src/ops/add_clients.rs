@@ -1,4 +1,4 @@
-//! `ds_add_clients`: add new clients of users already in the group.
+//! `ds_add_clients`: a member adds new clients of its own user.
 
 use mimid_wire::{MLSGroupUpdate, WelcomeMessage};
 
@@ -17,10 +17,16 @@ pub(crate) fn handle(
 ) -> Result<Outcome, HubError> {
     commit::run(req, group, update, welcomes, false, &|group, staged| {
         let added = additions(group, staged, "add_clients")?;
-        if let Some(c) = added.iter().find(|c| !group.has_user(&c.user())) {
+        // A user adds its own new devices: another member cannot attach a
+        // client (whose credential nobody but its provider vouches for) to
+        // someone else's membership (`docs/protocol.md` 6.3).
+        let committer = group
+            .member(staged.committer)
+            .ok_or_else(|| HubError::NotAMember("committer is not a member".into()))?;
+        if let Some(c) = added.iter().find(|c| c.user() != committer.user) {
             return Err(HubError::NotAllowed(format!(
-                "{} has no client in the group: use add_users",
-                c.user()
+                "{} may add only clients of its own user, not {c}",
+                committer.client
             )));
         }
         Ok(())

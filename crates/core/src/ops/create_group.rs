@@ -24,11 +24,14 @@ pub(crate) fn handle(
         ));
     }
     match slot {
-        Slot::Reserved { until } if *until >= ctx.now => {}
+        // Only the provider that reserved the id may use it.
+        Slot::Reserved { until, by }
+            if *until >= ctx.now && by == ctx.origin.acts_for(req.config) => {}
         Slot::Active(_) => return Err(HubError::GroupExists),
         _ => {
             return Err(HubError::NotAllowed(
-                "the group id was not issued by this hub, or its reservation expired".into(),
+                "the group id was not issued by this hub to this provider, or its reservation expired"
+                    .into(),
             ));
         }
     }
@@ -67,13 +70,7 @@ pub(crate) fn handle(
         request,
         leaf.signature_key().as_slice(),
     )?;
-    if let Origin::Provider(p) = &ctx.origin
-        && &creator.domain() != p
-    {
-        return Err(HubError::NotAllowed(format!(
-            "{p} may not act for {creator}"
-        )));
-    }
+    auth::acts_for(req, &creator)?;
     let context = public.group_context();
     if context.group_id().as_slice() != body.group_id.0.to_mls_bytes().as_slice() {
         return Err(HubError::InvalidGroupInfo(

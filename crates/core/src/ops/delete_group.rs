@@ -4,7 +4,7 @@
 use mimid_wire::MLSGroupUpdate;
 use openmls::prelude::Proposal;
 
-use super::{only_by_value, removed_clients};
+use super::{all_removed_leaves, only_by_value};
 use crate::commit;
 use crate::error::HubError;
 use crate::state::HubGroup;
@@ -20,10 +20,9 @@ pub(crate) fn handle(
         only_by_value(staged, "Remove proposals", |p| {
             matches!(p, Proposal::Remove(_))
         })?;
-        let removed = removed_clients(group, staged)?;
-        if removed.len() + 1 != group.members().len()
-            || removed.iter().any(|(i, _)| *i == staged.committer)
-        {
+        // Pending self-removes, taken by reference, count too.
+        let removed = all_removed_leaves(staged);
+        if removed.len() + 1 != group.members().len() || removed.contains(&staged.committer) {
             return Err(HubError::NotAllowed(
                 "delete_group must remove every member but the committer".into(),
             ));

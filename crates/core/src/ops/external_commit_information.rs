@@ -1,14 +1,15 @@
 //! `ds_external_commit_information`: the current GroupInfo and tree, for a
-//! client of a user already in the group (or the invited user of a
-//! connection group), vouched for by its provider.
+//! client of a user that has a client in the group, vouched for by its
+//! provider (or, for the hub's own clients, by the hub).
 
 use mimid_wire::{DSResponseBody, ExternalCommitInfo, ExternalCommitInformationRequest};
 use openmls::prelude::tls_codec::Serialize as _;
 
+use crate::auth;
 use crate::error::{HubError, internal};
 use crate::state::HubGroup;
+use crate::step::Outcome;
 use crate::step::Req;
-use crate::step::{Origin, Outcome};
 
 pub(crate) fn handle(
     req: &Req,
@@ -16,15 +17,9 @@ pub(crate) fn handle(
     body: &ExternalCommitInformationRequest,
 ) -> Result<Outcome, HubError> {
     let requester = &body.requester;
-    if let Origin::Provider(p) = &req.ctx.origin
-        && &requester.domain() != p
-    {
-        return Err(HubError::NotAllowed(format!(
-            "{p} may not ask for {requester}"
-        )));
-    }
+    auth::acts_for(req, requester)?;
     let user = requester.user();
-    if !group.has_user(&user) && group.meta().invited_user.as_deref() != Some(user.as_str()) {
+    if !group.has_user(&user) {
         return Err(HubError::NotAllowed(format!(
             "{user} has no client in the group"
         )));

@@ -24,8 +24,7 @@ pub(crate) fn handle(
             .ok_or_else(|| HubError::InvalidMls("external commit without a path".into()))?;
         let joiner = client_of_credential(leaf.credential()).map_err(HubError::InvalidMls)?;
         let user = joiner.user();
-        let invited = group.meta().invited_user.as_deref() == Some(user.as_str());
-        if !group.has_user(&user) && !invited {
+        if !group.has_user(&user) {
             return Err(HubError::NotAllowed(format!(
                 "{user} has no client in the group"
             )));

@@ -1,5 +1,7 @@
 //! One file per DS operation (`docs/protocol.md` 6.3).
 
+use std::collections::HashSet;
+
 use openmls::prelude::Proposal;
 
 use crate::commit::Staged;
@@ -37,20 +39,6 @@ pub(crate) fn only_by_value(
     }
 }
 
-/// The committer's identity must not change with its update path (G23).
-pub(crate) fn committer_unchanged(group: &HubGroup, staged: &Staged) -> Result<(), HubError> {
-    let Some(leaf) = staged.staged.update_path_leaf_node() else {
-        return Ok(());
-    };
-    let new = client_of_credential(leaf.credential()).map_err(HubError::InvalidMls)?;
-    match group.member(staged.committer) {
-        Some(m) if m.client == new => Ok(()),
-        _ => Err(HubError::NotAllowed(
-            "a commit may not change the committer's ClientID".into(),
-        )),
-    }
-}
-
 /// Clients the commit removes by value.
 pub(crate) fn removed_clients(
     group: &HubGroup,
@@ -83,24 +71,34 @@ pub(crate) fn added_clients(staged: &Staged) -> Result<Vec<mimid_wire::ClientId>
         .collect()
 }
 
+/// Leaves the commit removes, by value or by reference (pending
+/// self-removes): what the group loses with it.
+pub(crate) fn all_removed_leaves(staged: &Staged) -> HashSet<u32> {
+    staged
+        .staged
+        .remove_proposals()
+        .map(|r| r.remove_proposal().removed().u32())
+        .collect()
+}
+
 /// No added client may already be a member, nor be added twice.
 pub(crate) fn no_duplicate_clients(
     group: &HubGroup,
     added: &[mimid_wire::ClientId],
 ) -> Result<(), HubError> {
-    for (i, client) in added.iter().enumerate() {
-        if group.members().iter().any(|m| &m.client == client) || added[..i].contains(client) {
-            return Err(HubError::NotAllowed(format!(
-                "{client} is already in the group"
-            )));
-        }
+    let mut seen: HashSet<&mimid_wire::ClientId> =
+        group.members().iter().map(|m| &m.client).collect();
+    match added.iter().find(|client| !seen.insert(client)) {
+        Some(client) => Err(HubError::NotAllowed(format!(
+            "{client} is already in the group"
+        ))),
+        None => Ok(()),
     }
-    Ok(())
 }
 
-/// The clients a removing commit removes: only Remove proposals by value,
-/// at least one, never the committer (who leaves by self-remove), and the
-/// committer's identity unchanged.
+/// The clients a removing commit removes by value: only Remove proposals
+/// by value, at least one, never the committer (who leaves by
+/// self-remove).
 pub(crate) fn removals(
     group: &HubGroup,
     staged: &Staged,
@@ -109,7 +107,6 @@ pub(crate) fn removals(
     only_by_value(staged, "Remove proposals", |p| {
         matches!(p, Proposal::Remove(_))
     })?;
-    committer_unchanged(group, staged)?;
     let removed = removed_clients(group, staged)?;
     if removed.is_empty() {
         return Err(HubError::NotAllowed(format!(
@@ -125,15 +122,13 @@ pub(crate) fn removals(
 }
 
 /// The clients an adding commit adds: only Add proposals by value, at least
-/// one, none already a member or added twice, and the committer's identity
-/// unchanged.
+/// one, none already a member or added twice.
 pub(crate) fn additions(
     group: &HubGroup,
     staged: &Staged,
     op: &str,
 ) -> Result<Vec<mimid_wire::ClientId>, HubError> {
     only_by_value(staged, "Add proposals", |p| matches!(p, Proposal::Add(_)))?;
-    committer_unchanged(group, staged)?;
     let added = added_clients(staged)?;
     if added.is_empty() {
         return Err(HubError::NotAllowed(format!(

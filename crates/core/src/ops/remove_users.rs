@@ -1,8 +1,10 @@
 //! `ds_remove_users`: remove whole users (every client of each).
 
-use mimid_wire::MLSGroupUpdate;
+use std::collections::HashSet;
 
-use super::removals;
+use mimid_wire::{MLSGroupUpdate, UserId};
+
+use super::{all_removed_leaves, removals};
 use crate::commit;
 use crate::error::HubError;
 use crate::state::HubGroup;
@@ -15,22 +17,23 @@ pub(crate) fn handle(
     update: &MLSGroupUpdate,
 ) -> Result<Outcome, HubError> {
     commit::run(req, group, update, &[], false, &|group, staged| {
-        let removed = removals(group, staged, "remove_users")?;
-        for (_, client) in &removed {
-            let user = client.user();
-            let left = group
-                .members()
-                .iter()
-                .filter(|m| {
-                    m.client.user() == user && !removed.iter().any(|(i, _)| *i == m.leaf_index)
-                })
-                .count();
-            if left > 0 {
-                return Err(HubError::NotAllowed(format!(
-                    "{user} would keep {left} client(s): remove every client"
-                )));
-            }
+        // The users removed by value lose every client: the others go by
+        // value too, or by reference (their pending self-removes).
+        let users: HashSet<&UserId> = removals(group, staged, "remove_users")?
+            .iter()
+            .filter_map(|(i, _)| group.member(*i).map(|m| &m.user))
+            .collect();
+        let gone = all_removed_leaves(staged);
+        match group
+            .members()
+            .iter()
+            .find(|m| users.contains(&m.user) && !gone.contains(&m.leaf_index))
+        {
+            Some(m) => Err(HubError::NotAllowed(format!(
+                "{} would keep {}: remove every client",
+                m.user, m.client
+            ))),
+            None => Ok(()),
         }
-        Ok(())
     })
 }

@@ -18,8 +18,12 @@ pub(crate) fn handle(req: &Req, slot: &mut Slot) -> Result<Outcome, HubError> {
         return Err(HubError::GroupExists);
     }
     let until = ctx.now.saturating_add(req.config.reservation_lifetime);
-    *slot = Slot::Reserved { until };
+    let by = ctx.origin.acts_for(req.config).clone();
+    *slot = Slot::Reserved {
+        until,
+        by: by.clone(),
+    };
     let mut outcome = Outcome::reply(DSResponseBody::GroupId(GroupIdField(req.group_id.clone())));
-    outcome.write = Write::Reserve { until };
+    outcome.write = Write::Reserve { until, by };
     Ok(outcome)
 }

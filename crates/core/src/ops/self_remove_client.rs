@@ -18,7 +18,7 @@ pub(crate) fn handle(
     group: &mut HubGroup,
     body: &SelfRemoveClientRequest,
 ) -> Result<Outcome, HubError> {
-    let sender = auth::verify_member(req.crypto, group, req.request, req.ctx)?;
+    let sender = auth::verify_member(req, group)?;
     let current = group.epoch();
     let MlsMessageBodyIn::PublicMessage(message) = body.proposal.parsed() else {
         return Err(HubError::InvalidMls(
@@ -48,6 +48,26 @@ pub(crate) fn handle(
         return Err(HubError::NotAllowed(
             "a self-remove removes only its sender".into(),
         ));
+    }
+    // At most one pending Remove per leaf: a commit must include every
+    // pending proposal, and two Removes of one leaf cannot both be
+    // committed, so a second would block every commit of the epoch. The
+    // same proposal again (a retry) is answered as the first was.
+    let pending = group
+        .public
+        .queued_proposals(&group.storage)
+        .map_err(internal)?;
+    let earlier = pending
+        .iter()
+        .find(|(_, p)| matches!(p.proposal(), Proposal::Remove(r) if r.removed().u32() == sender));
+    if let Some((reference, _)) = earlier {
+        return if reference == queued.proposal_reference_ref() {
+            Ok(Outcome::reply(DSResponseBody::Ok))
+        } else {
+            Err(HubError::NotAllowed(format!(
+                "a Remove of leaf {sender} is already pending in this epoch"
+            )))
+        };
     }
     let epoch = group.epoch();
     let deliveries = fanout::to_members_except(group, Some(sender), req.group_id, epoch, 0);

@@ -2,7 +2,7 @@
 
 use mimid_wire::MLSGroupUpdate;
 
-use super::{committer_unchanged, only_by_value};
+use super::only_by_value;
 use crate::commit;
 use crate::error::HubError;
 use crate::state::HubGroup;
@@ -14,13 +14,13 @@ pub(crate) fn handle(
     group: &mut HubGroup,
     update: &MLSGroupUpdate,
 ) -> Result<Outcome, HubError> {
-    commit::run(req, group, update, &[], false, &|group, staged| {
+    commit::run(req, group, update, &[], false, &|_, staged| {
         only_by_value(staged, "no proposals", |_| false)?;
         if staged.staged.update_path_leaf_node().is_none() {
             return Err(HubError::NotAllowed(
                 "update_client needs an update path".into(),
             ));
         }
-        committer_unchanged(group, staged)
+        Ok(())
     })
 }

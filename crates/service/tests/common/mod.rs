@@ -14,6 +14,9 @@ use mimid_service::{HubService, ServiceConfig, ServiceError, decode_recipients};
 use mimid_store::{Durability, SqliteStore, Store};
 use mimid_wire::*;
 
+mod world;
+pub use world::*;
+
 /// The destinations the tests use.
 pub const DOMAINS: [&str; 3] = ["a.example", "b.example", "c.example"];
 
@@ -111,7 +114,7 @@ fn round_trip(request: &DSRequest) -> DSRequest {
 pub struct Memory {
     hub: Hub,
     state: Option<Vec<u8>>,
-    reserved: Option<u64>,
+    reserved: Option<(u64, ProviderDomain)>,
     snapshots: HashMap<u64, JoinerSnapshot>,
     counter: u8,
 }
@@ -145,11 +148,14 @@ impl Backend for Memory {
         let snapshot = target
             .snapshot_epoch
             .and_then(|e| self.snapshots.get(&e).cloned());
-        let mut slot = match (&self.state, self.reserved) {
+        let mut slot = match (&self.state, &self.reserved) {
             (Some(bytes), _) => {
                 Slot::Active(Box::new(HubGroup::from_bytes(bytes).expect("state loads")))
             }
-            (None, Some(until)) => Slot::Reserved { until },
+            (None, Some((until, by))) => Slot::Reserved {
+                until: *until,
+                by: by.clone(),
+            },
             (None, None) => Slot::Empty,
         };
         let outcome = self
@@ -157,8 +163,8 @@ impl Backend for Memory {
             .handle(endpoint, &request, &mut slot, snapshot.as_ref(), &ctx)?;
         let (state_written, deleted) = match &outcome.write {
             Write::None => (false, false),
-            Write::Reserve { until } => {
-                self.reserved = Some(*until);
+            Write::Reserve { until, by } => {
+                self.reserved = Some((*until, by.clone()));
                 (true, false)
             }
             Write::Put(bytes) => {

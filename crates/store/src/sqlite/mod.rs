@@ -251,6 +251,10 @@ impl Store for SqliteStore {
         self.queue(Op::Commit(step)).await
     }
 
+    fn enqueue_now(&self, step: Step) -> Result<Pending, StoreError> {
+        self.writer.queue(Op::Commit(step))
+    }
+
     async fn pending_jobs(&self, destination: &str, limit: u32) -> Result<Vec<Job>, StoreError> {
         reads::pending_jobs(&self.readers, destination, limit).await
     }
