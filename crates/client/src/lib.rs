@@ -290,6 +290,32 @@ impl MimiClient {
         Ok((group_update, sender))
     }
 
+    /// Like [`MimiClient::remove`], with an update path whose leaf claims
+    /// another identity (same keys): a commit the hub must refuse, since a
+    /// commit may not change its committer's ClientID.
+    pub fn remove_as(
+        &mut self,
+        group_id: &GroupId,
+        removed: &[u32],
+        identity: &ClientId,
+    ) -> Result<(wire::MLSGroupUpdate, u32), ClientError> {
+        let removed: Vec<_> = removed.iter().map(|&i| LeafNodeIndex::new(i)).collect();
+        let credential = CredentialWithKey {
+            credential: BasicCredential::new(identity.as_str().as_bytes().to_vec()).into(),
+            signature_key: self.credential.signature_key.clone(),
+        };
+        let params = LeafNodeParameters::builder()
+            .with_credential_with_key(credential)
+            .with_capabilities(Self::capabilities())
+            .build();
+        let (group_update, _, sender) = self.stage_commit(group_id, |b| {
+            b.propose_removals(removed)
+                .force_self_update(true)
+                .leaf_node_parameters(params)
+        })?;
+        Ok((group_update, sender))
+    }
+
     /// The signed GroupInfo of the current epoch (without the tree).
     pub fn group_info(
         &mut self,

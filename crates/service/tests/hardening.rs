@@ -291,6 +291,139 @@ fn an_absurd_epoch_has_no_welcome_information<B: Backend>() {
     }
 }
 
+/// The `auth_type` is the one the operation takes (`docs/protocol.md` 5.3),
+/// checked with the endpoint, before the group is looked at.
+fn auth_type_must_match_the_operation<B: Backend>() {
+    let mut w = World::<B>::new();
+    let g = w.group_id.clone();
+    // A client signature on an anonymous operation.
+    for body in [
+        DSRequestBody::RequestGroupId,
+        eci_request(&g, ALICE).request_body,
+    ] {
+        let endpoint = match body {
+            DSRequestBody::RequestGroupId => DsEndpoint::GroupOperation,
+            _ => DsEndpoint::ExternalCommitInformation,
+        };
+        let signed = w.alice.sign_request(body, 0).unwrap();
+        let before = w.hub.fingerprint(&g);
+        let err = w.hub.call(endpoint, &signed, Origin::Local).unwrap_err();
+        assert!(matches!(err, HubError::Malformed(_)), "{err:?}");
+        assert_eq!(w.hub.fingerprint(&g), before);
+    }
+    // No signature on an operation that needs one, even for a group that
+    // does not exist.
+    let mut message = w.alice.send_message(&g, b"x").unwrap();
+    message.authentication_data = DSAuthData::Anonymous;
+    w.refused(&message, Origin::Local, |e| {
+        matches!(e, HubError::ClientSignature(_))
+    });
+    let err = B::new("a.example").op(&message, Origin::Local).unwrap_err();
+    assert!(matches!(err, HubError::ClientSignature(_)), "{err:?}");
+}
+
+/// A group id reserved for one provider cannot be used by another (with
+/// `allow_foreign_groups`), nor by the hub's own clients.
+fn a_reservation_belongs_to_its_provider<B: Backend>() {
+    let mut config = mimid_core::HubConfig::new("a.example".parse().unwrap());
+    config.allow_foreign_groups = true;
+    let mut hub = B::with_config(config);
+    let ask = DSRequest {
+        version: 1,
+        request_body: DSRequestBody::RequestGroupId,
+        authentication_data: DSAuthData::Anonymous,
+    };
+    let DSResponseBody::GroupId(GroupIdField(g)) =
+        hub.op(&ask, provider("b.example")).unwrap().response
+    else {
+        panic!("no group id")
+    };
+    let before = hub.fingerprint(&g);
+    let mut carol = client(CAROL);
+    let err = hub
+        .op(
+            &carol.create_group(&g, GroupKind::Regular).unwrap(),
+            provider("c.example"),
+        )
+        .unwrap_err();
+    assert!(matches!(err, HubError::NotAllowed(_)), "{err:?}");
+    let mut alice = client(ALICE);
+    let err = hub
+        .op(
+            &alice.create_group(&g, GroupKind::Regular).unwrap(),
+            Origin::Local,
+        )
+        .unwrap_err();
+    assert!(matches!(err, HubError::NotAllowed(_)), "{err:?}");
+    assert_eq!(hub.fingerprint(&g), before);
+    let mut bob = client(BOB);
+    hub.op(
+        &bob.create_group(&g, GroupKind::Regular).unwrap(),
+        provider("b.example"),
+    )
+    .expect("the provider that reserved it");
+}
+
+/// `ds_add_clients` adds devices of the committer's own user only.
+fn add_clients_only_for_the_committers_user<B: Backend>() {
+    let mut w = World::<B>::new();
+    let g = w.group_id.clone();
+    // Alice tries to give Bob (another provider's user) a new device.
+    let fake = client("mimi://b.example/d/bob/fake");
+    let add = w
+        .alice
+        .add(&g, &[fake.key_package(false, false).unwrap()], true)
+        .unwrap();
+    w.alice.clear_pending_commit(&g).unwrap();
+    w.refused(&add, Origin::Local, |e| {
+        matches!(e, HubError::NotAllowed(_))
+    });
+    // Bob's own new device is fine.
+    let laptop = client("mimi://b.example/d/bob/laptop");
+    let add = w
+        .bob
+        .add(&g, &[laptop.key_package(false, false).unwrap()], true)
+        .unwrap();
+    w.hub
+        .op(&add, provider("b.example"))
+        .expect("Bob adds his laptop");
+}
+
+/// No committing operation may change its committer's ClientID, not even
+/// `ds_delete_group`.
+fn delete_group_keeps_the_committers_identity<B: Backend>() {
+    let mut w = World::<B>::new();
+    let g = w.group_id.clone();
+    let others: Vec<u32> = [BOB, CAROL]
+        .iter()
+        .map(|c| leaf_of(&mut w.hub, &g, c))
+        .collect();
+    let (group_update, sender) = w
+        .alice
+        .remove_as(
+            &g,
+            &others,
+            &"mimi://a.example/d/alice/other".parse().unwrap(),
+        )
+        .unwrap();
+    let request = w
+        .alice
+        .sign_request(
+            DSRequestBody::DeleteGroup(DeleteGroupRequest { group_update }),
+            sender,
+        )
+        .unwrap();
+    w.alice.clear_pending_commit(&g).unwrap();
+    w.refused(
+        &request,
+        Origin::Local,
+        |e| matches!(e, HubError::NotAllowed(m) if m.contains("ClientID")),
+    );
+    w.hub
+        .op(&delete_group(&mut w.alice, &g, &others), Origin::Local)
+        .expect("the same without the new identity");
+}
+
 on_both_backends!(
     a_user_removed_from_a_connection_group_cannot_rejoin,
     at_most_one_pending_remove_per_leaf,
@@ -299,4 +432,8 @@ on_both_backends!(
     local_requests_act_for_the_hubs_domain_only,
     local_welcome_information_only_for_local_joiners,
     an_absurd_epoch_has_no_welcome_information,
+    auth_type_must_match_the_operation,
+    a_reservation_belongs_to_its_provider,
+    add_clients_only_for_the_committers_user,
+    delete_group_keeps_the_committers_identity,
 );

@@ -629,3 +629,171 @@ async fn commits_stored_ahead_are_delivered_once_or_dropped() {
     assert_eq!(store.message_count().await.unwrap(), stored);
     assert_eq!(referenced_messages(store).await, stored);
 }
+
+/// Two processes on one database file: a process whose cached group the
+/// other has committed since never answers from the replaced state, not
+/// in a refusal, not in a read-only answer.
+#[tokio::test]
+async fn a_process_never_answers_from_a_state_another_has_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hub.db");
+    let one = service(&path, Durability::Process, 16).await;
+    let two = service(&path, Durability::Process, 16).await;
+    let mut c = conversation(&one).await;
+    let g = c.group_id.clone();
+    let eci = DSRequest {
+        version: 1,
+        request_body: DSRequestBody::ExternalCommitInformation(ExternalCommitInformationRequest {
+            group_id: GroupIdField(g.clone()),
+            requester: "mimi://b.example/d/bob/laptop".parse().unwrap(),
+        }),
+        authentication_data: DSAuthData::Anonymous,
+    };
+    let group_info_epoch = |answer: DSResponseBody| {
+        let DSResponseBody::ExternalCommitInfo(info) = answer else {
+            panic!("no external commit info")
+        };
+        let openmls::prelude::MlsMessageBodyIn::GroupInfo(gi) = info.group_info.parsed().clone()
+        else {
+            panic!("not a GroupInfo")
+        };
+        gi.group_context().epoch().as_u64()
+    };
+    // `two` caches the group at epoch 1.
+    two.handle(
+        DsEndpoint::GroupOperation,
+        &c.alice.send_message(&g, b"hi").unwrap(),
+        Origin::Local,
+    )
+    .await
+    .expect("message at epoch 1");
+    assert_eq!(two.cached_groups(), 1);
+
+    // `one` commits epoch 2: `two` answers a message of epoch 2 from it
+    // (not `wrong_epoch` with epoch 1).
+    one.handle(
+        DsEndpoint::GroupOperation,
+        &c.bob.update(&g).unwrap(),
+        provider("b.example"),
+    )
+    .await
+    .expect("update");
+    c.bob.merge_pending_commit(&g).unwrap();
+    two.handle(
+        DsEndpoint::GroupOperation,
+        &c.bob.send_message(&g, b"after").unwrap(),
+        provider("b.example"),
+    )
+    .await
+    .expect("answered from the stored state");
+
+    // `one` commits epoch 3: `two` serves the GroupInfo of epoch 3.
+    one.handle(
+        DsEndpoint::GroupOperation,
+        &c.bob.update(&g).unwrap(),
+        provider("b.example"),
+    )
+    .await
+    .expect("update");
+    c.bob.merge_pending_commit(&g).unwrap();
+    let answer = two
+        .handle(
+            DsEndpoint::ExternalCommitInformation,
+            &eci,
+            provider("b.example"),
+        )
+        .await
+        .expect("external commit info");
+    assert_eq!(group_info_epoch(answer), 3);
+
+    // A refusal of `two`'s, from a cached state that is current, keeps the
+    // group cached; one of an absurd epoch too (no store failure).
+    let ask = c
+        .bob
+        .welcome_information_request(&g, u64::MAX, &c.bob_kp)
+        .unwrap();
+    let err = two
+        .handle(DsEndpoint::WelcomeInformation, &ask, provider("b.example"))
+        .await
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        ServiceError::Hub(HubError::NoWelcomeInformation(u64::MAX))
+    ));
+    assert_eq!(two.cached_groups(), 1);
+}
+
+/// A large commit is stored ahead only once its sender is authenticated:
+/// forged ones, or ones from a provider that may not act for the signer,
+/// commit no transaction at all (SQLite's `data_version`, seen from a
+/// connection of its own, counts the commits of every other connection).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_strangers_commit_is_never_stored_ahead() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hub.db");
+    let svc = service_with(
+        &path,
+        Durability::PowerLoss,
+        ServiceConfig {
+            store_ahead_from: 0,
+            ..ServiceConfig::default()
+        },
+    )
+    .await;
+    let mut c = conversation(&svc).await;
+    let g = c.group_id.clone();
+    // A commit large enough for the core's parallel signature check.
+    let joiners: Vec<_> = (0..80)
+        .map(|i| {
+            client(&format!("mimi://b.example/d/user{i}/phone"))
+                .key_package(false, false)
+                .unwrap()
+        })
+        .collect();
+    let large = c.bob.add(&g, &joiners, false).unwrap();
+    c.bob.clear_pending_commit(&g).unwrap();
+    let DSRequestBody::AddUsers(add) = &large.request_body else {
+        panic!("not add_users")
+    };
+    assert!(add.group_update.commit.as_bytes().len() >= 16 * 1024);
+    let small = c.bob.update(&g).unwrap();
+    c.bob.clear_pending_commit(&g).unwrap();
+
+    let watcher = rusqlite::Connection::open(&path).unwrap();
+    let commits = || {
+        watcher
+            .query_row("PRAGMA data_version", [], |r| r.get::<_, i64>(0))
+            .unwrap()
+    };
+    let before = commits();
+    for request in [&large, &small] {
+        let err = svc
+            .handle(
+                DsEndpoint::GroupOperation,
+                &forge(request.clone()),
+                provider("b.example"),
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(
+            err,
+            ServiceError::Hub(HubError::ClientSignature(_))
+        ));
+        let err = svc
+            .handle(DsEndpoint::GroupOperation, request, provider("c.example"))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ServiceError::Hub(HubError::NotAllowed(_))));
+    }
+    assert_eq!(commits(), before, "a refused commit was written");
+    // The sender's own provider: stored, once.
+    svc.handle(DsEndpoint::GroupOperation, &large, provider("b.example"))
+        .await
+        .expect("add_users");
+    assert_ne!(commits(), before);
+    let store = svc.store();
+    assert_eq!(
+        store.message_count().await.unwrap(),
+        referenced_messages(store).await
+    );
+}

@@ -76,8 +76,11 @@ impl Effects {
 }
 
 /// A hub the tests can drive.
-pub trait Backend {
-    fn new(domain: &str) -> Self;
+pub trait Backend: Sized {
+    fn with_config(config: HubConfig) -> Self;
+    fn new(domain: &str) -> Self {
+        Self::with_config(HubConfig::new(domain.parse().expect("domain")))
+    }
     fn call(
         &mut self,
         endpoint: DsEndpoint,
@@ -120,9 +123,9 @@ pub struct Memory {
 }
 
 impl Backend for Memory {
-    fn new(domain: &str) -> Self {
+    fn with_config(config: HubConfig) -> Self {
         Memory {
-            hub: Hub::new(HubConfig::new(domain.parse().expect("domain"))),
+            hub: Hub::new(config),
             state: None,
             reserved: None,
             snapshots: HashMap::new(),
@@ -261,7 +264,7 @@ impl Sqlite {
 }
 
 impl Backend for Sqlite {
-    fn new(domain: &str) -> Self {
+    fn with_config(config: HubConfig) -> Self {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -273,8 +276,7 @@ impl Backend for Sqlite {
                 Durability::Process,
             ))
             .expect("store");
-        let hub = Hub::new(HubConfig::new(domain.parse().expect("domain")));
-        let svc = HubService::new(hub, store, ServiceConfig::default());
+        let svc = HubService::new(Hub::new(config), store, ServiceConfig::default());
         Sqlite {
             rt,
             svc,
