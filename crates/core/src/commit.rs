@@ -15,8 +15,7 @@ use crate::auth;
 use crate::error::{HubError, internal, invalid};
 use crate::fanout;
 use crate::state::{AddedClient, HubGroup, JoinerSnapshot, client_of_credential};
-use crate::step::Req;
-use crate::step::{DeliveryKind, Outcome, Write, encode};
+use crate::step::{DeliveryKind, Outcome, Req, Write, encode};
 
 /// A validated, not yet merged commit.
 pub(crate) struct Staged {
@@ -263,7 +262,8 @@ fn authenticate_and_stage(
     staged
 }
 
-/// Validates the commit with OpenMLS and verifies the rebuilt GroupInfo.
+/// Checks the commit's framing and epoch, validates it with OpenMLS, and
+/// checks that it includes every pending proposal (6.2 steps 6 to 8).
 fn stage(req: &Req, group: &HubGroup, update: &MLSGroupUpdate) -> Result<Staged, HubError> {
     let crypto = req.crypto;
     let current = group.epoch();
@@ -331,7 +331,6 @@ fn group_info(
 ) -> Result<Vec<u8>, HubError> {
     let crypto = req.crypto;
     let committer = staged.committer;
-    // Rebuild the GroupInfo of the new epoch and check the committer signed it.
     let signer_key = match staged.staged.update_path_leaf_node() {
         Some(leaf) => leaf.signature_key().as_slice().to_vec(),
         None => group
@@ -416,7 +415,7 @@ fn committer_unchanged(group: &HubGroup, staged: &Staged) -> Result<(), HubError
 }
 
 /// Leaves entering or changing in the commit must carry ClientID
-/// credentials (G23); an update must not change the committer's identity.
+/// credentials (G23).
 fn check_identities(staged: &Staged) -> Result<(), HubError> {
     for add in staged.staged.add_proposals() {
         client_of_credential(add.add_proposal().key_package().leaf_node().credential())

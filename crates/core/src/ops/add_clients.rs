@@ -6,8 +6,7 @@ use super::additions;
 use crate::commit;
 use crate::error::HubError;
 use crate::state::HubGroup;
-use crate::step::Outcome;
-use crate::step::Req;
+use crate::step::{Outcome, Req};
 
 pub(crate) fn handle(
     req: &Req,

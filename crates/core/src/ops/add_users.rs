@@ -6,8 +6,7 @@ use super::additions;
 use crate::commit;
 use crate::error::HubError;
 use crate::state::HubGroup;
-use crate::step::Req;
-use crate::step::{Outcome, Write};
+use crate::step::{Outcome, Req, Write};
 
 pub(crate) fn handle(
     req: &Req,

@@ -9,8 +9,7 @@ use openmls::prelude::{LeafNodeIndex, MlsMessageBodyIn, ProposalStore, PublicGro
 use crate::auth;
 use crate::error::HubError;
 use crate::state::{GroupMeta, GroupStorage, HubGroup, client_of_credential};
-use crate::step::Req;
-use crate::step::{Origin, Outcome, Slot, Write};
+use crate::step::{Origin, Outcome, Req, Slot, Write};
 
 pub(crate) fn handle(
     req: &Req,

@@ -8,8 +8,7 @@ use super::{all_removed_leaves, only_by_value};
 use crate::commit;
 use crate::error::HubError;
 use crate::state::HubGroup;
-use crate::step::Req;
-use crate::step::{Outcome, Write};
+use crate::step::{Outcome, Req, Write};
 
 pub(crate) fn handle(
     req: &Req,

@@ -8,8 +8,7 @@ use openmls::prelude::tls_codec::Serialize as _;
 use crate::auth;
 use crate::error::{HubError, internal};
 use crate::state::HubGroup;
-use crate::step::Outcome;
-use crate::step::Req;
+use crate::step::{Outcome, Req};
 
 pub(crate) fn handle(
     req: &Req,

@@ -9,8 +9,7 @@ use super::removed_clients;
 use crate::commit;
 use crate::error::HubError;
 use crate::state::{HubGroup, client_of_credential};
-use crate::step::Outcome;
-use crate::step::Req;
+use crate::step::{Outcome, Req};
 
 pub(crate) fn handle(
     req: &Req,

@@ -8,8 +8,7 @@ use super::{all_removed_leaves, removals};
 use crate::commit;
 use crate::error::HubError;
 use crate::state::HubGroup;
-use crate::step::Outcome;
-use crate::step::Req;
+use crate::step::{Outcome, Req};
 
 pub(crate) fn handle(
     req: &Req,

@@ -3,8 +3,7 @@
 use mimid_wire::{DSResponseBody, GroupIdField};
 
 use crate::error::HubError;
-use crate::step::Req;
-use crate::step::{Origin, Outcome, Slot, Write};
+use crate::step::{Origin, Outcome, Req, Slot, Write};
 
 pub(crate) fn handle(req: &Req, slot: &mut Slot) -> Result<Outcome, HubError> {
     let ctx = req.ctx;

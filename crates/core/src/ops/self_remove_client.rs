@@ -10,8 +10,7 @@ use crate::auth;
 use crate::error::{HubError, internal, invalid};
 use crate::fanout;
 use crate::state::HubGroup;
-use crate::step::Req;
-use crate::step::{Outcome, Write};
+use crate::step::{Outcome, Req, Write};
 
 pub(crate) fn handle(
     req: &Req,

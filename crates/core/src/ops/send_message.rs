@@ -9,8 +9,7 @@ use crate::auth;
 use crate::error::HubError;
 use crate::fanout;
 use crate::state::HubGroup;
-use crate::step::Req;
-use crate::step::{Outcome, Write};
+use crate::step::{Outcome, Req, Write};
 
 pub(crate) fn handle(
     req: &Req,

@@ -6,8 +6,7 @@ use mimid_wire::{DSResponseBody, WelcomeInformationRequest};
 use crate::auth;
 use crate::error::HubError;
 use crate::state::{HubGroup, JoinerSnapshot};
-use crate::step::Outcome;
-use crate::step::Req;
+use crate::step::{Outcome, Req};
 
 pub(crate) fn handle(
     req: &Req,
