@@ -60,6 +60,8 @@ const MLS_JSON: &str = include_str!("../vectors/mls.json");
 /// they may fill.
 struct MlsPool {
     public: Vec<PublicMessage>,
+    commit: Vec<PublicMessage>,
+    proposal: Vec<PublicMessage>,
     private: Vec<PrivateMessage>,
     welcome: Vec<WelcomeMessage>,
     group_info: Vec<GroupInfoMessage>,
@@ -90,17 +92,16 @@ static MLS: LazyLock<MlsPool> = LazyLock::new(|| {
             })
             .collect()
     }
-    const PUBLIC: &[&str] = &[
-        "commit_add",
-        "commit_update",
-        "commit_remove",
-        "proposal_self_remove",
-    ];
+    const COMMIT: &[&str] = &["commit_add", "commit_update", "commit_remove"];
+    const PROPOSAL: &[&str] = &["proposal_self_remove"];
+    let public: Vec<&str> = [COMMIT, PROPOSAL].concat();
     const PRIVATE: &[&str] = &["application_message"];
     const WELCOME: &[&str] = &["welcome"];
-    let deliverable: Vec<&str> = [PUBLIC, PRIVATE, WELCOME].concat();
+    let deliverable: Vec<&str> = [&public[..], PRIVATE, WELCOME].concat();
     MlsPool {
-        public: all(PUBLIC, &bytes),
+        public: all(&public, &bytes),
+        commit: all(COMMIT, &bytes),
+        proposal: all(PROPOSAL, &bytes),
         private: all(PRIVATE, &bytes),
         welcome: all(WELCOME, &bytes),
         group_info: all(&["group_info_epoch0", "group_info_epoch1"], &bytes),
@@ -123,8 +124,13 @@ static MLS: LazyLock<MlsPool> = LazyLock::new(|| {
 // Strategies: leaves
 // ---------------------------------------------------------------------------
 
-fn public_message() -> impl Strategy<Value = PublicMessage> {
-    select(MLS.public.clone())
+/// A PublicMessage with a commit, for `MLSGroupUpdate.commit`.
+fn commit_message() -> impl Strategy<Value = PublicMessage> {
+    select(MLS.commit.clone())
+}
+/// A PublicMessage with a proposal, for `SelfRemoveClientRequest.proposal`.
+fn proposal_message() -> impl Strategy<Value = PublicMessage> {
+    select(MLS.proposal.clone())
 }
 fn private_message() -> impl Strategy<Value = PrivateMessage> {
     select(MLS.private.clone())
@@ -192,6 +198,13 @@ fn group_id_field() -> impl Strategy<Value = GroupIdField> {
             local_id,
         })
     })
+}
+
+/// The `DSProtocolVersion` of a top-level body: the decoder refuses every
+/// other (`docs/protocol.md` 1.3), so valid values carry version 1. Other
+/// versions are checked in `decoding_rules.rs`.
+fn version() -> impl Strategy<Value = u16> {
+    Just(PROTOCOL_VERSION)
 }
 
 fn message_id() -> impl Strategy<Value = MessageId> {
@@ -272,7 +285,7 @@ fn ds_error() -> impl Strategy<Value = DSError> {
 // ---------------------------------------------------------------------------
 
 fn group_update() -> impl Strategy<Value = MLSGroupUpdate> {
-    (public_message(), group_info_extensions(), bytes()).prop_map(
+    (commit_message(), group_info_extensions(), bytes()).prop_map(
         |(commit, group_info_extensions, signature)| MLSGroupUpdate {
             commit,
             partial_group_info: PartialGroupInfo {
@@ -318,7 +331,7 @@ fn ds_request_body() -> impl Strategy<Value = DSRequestBody> {
         group_update().prop_map(|group_update| DSRequestBody::RemoveClients(
             RemoveClientsRequest { group_update }
         )),
-        public_message().prop_map(|proposal| DSRequestBody::SelfRemoveClient(
+        proposal_message().prop_map(|proposal| DSRequestBody::SelfRemoveClient(
             SelfRemoveClientRequest { proposal }
         )),
         group_update().prop_map(
@@ -364,7 +377,7 @@ fn ds_auth_data() -> impl Strategy<Value = DSAuthData> {
 }
 
 fn ds_request() -> impl Strategy<Value = DSRequest> {
-    (any::<u16>(), ds_request_body(), ds_auth_data()).prop_map(
+    (version(), ds_request_body(), ds_auth_data()).prop_map(
         |(version, request_body, authentication_data)| DSRequest {
             version,
             request_body,
@@ -389,7 +402,7 @@ fn ds_response_body() -> impl Strategy<Value = DSResponseBody> {
 }
 
 fn ds_response() -> impl Strategy<Value = DSResponse> {
-    (any::<u16>(), ds_response_body()).prop_map(|(protocol_version, response_body)| DSResponse {
+    (version(), ds_response_body()).prop_map(|(protocol_version, response_body)| DSResponse {
         protocol_version,
         response_body,
     })
@@ -436,7 +449,7 @@ fn queueing_payload() -> impl Strategy<Value = QueueingServicePayload> {
 
 fn queueing_request() -> impl Strategy<Value = QueueingServiceRequest> {
     (
-        any::<u16>(),
+        version(),
         provider_domain(),
         provider_domain(),
         message_id(),
@@ -463,7 +476,7 @@ fn queueing_result() -> impl Strategy<Value = QueueingServiceResult> {
 }
 
 fn queueing_response() -> impl Strategy<Value = QueueingServiceResponse> {
-    (any::<u16>(), message_id(), queueing_result()).prop_map(|(version, message_id, result)| {
+    (version(), message_id(), queueing_result()).prop_map(|(version, message_id, result)| {
         QueueingServiceResponse {
             version,
             message_id,
@@ -489,7 +502,7 @@ fn verification_key() -> impl Strategy<Value = VerificationKey> {
 }
 
 fn verification_key_request() -> impl Strategy<Value = VerificationKeyRequest> {
-    (any::<u16>(), provider_domain())
+    (version(), provider_domain())
         .prop_map(|(version, provider)| VerificationKeyRequest { version, provider })
 }
 
@@ -504,11 +517,11 @@ fn verification_key_response() -> impl Strategy<Value = VerificationKeyResponse>
             ),
         ds_error().prop_map(VerificationKeyResult::Error),
     ];
-    (any::<u16>(), result).prop_map(|(version, result)| VerificationKeyResponse { version, result })
+    (version(), result).prop_map(|(version, result)| VerificationKeyResponse { version, result })
 }
 
 fn connection_key_package_request() -> impl Strategy<Value = ConnectionKeyPackageRequest> {
-    (any::<u16>(), user_id(), user_id()).prop_map(|(version, requester, target)| {
+    (version(), user_id(), user_id()).prop_map(|(version, requester, target)| {
         ConnectionKeyPackageRequest {
             version,
             requester,
@@ -518,7 +531,7 @@ fn connection_key_package_request() -> impl Strategy<Value = ConnectionKeyPackag
 }
 
 fn group_key_package_request() -> impl Strategy<Value = GroupKeyPackageRequest> {
-    (any::<u16>(), user_id(), user_id(), vec(client_id(), 0..8)).prop_map(
+    (version(), user_id(), user_id(), vec(client_id(), 0..8)).prop_map(
         |(version, requester, target, clients)| GroupKeyPackageRequest {
             version,
             requester,
@@ -541,12 +554,12 @@ fn key_packages_result() -> impl Strategy<Value = KeyPackagesResult> {
 }
 
 fn connection_key_package_response() -> impl Strategy<Value = ConnectionKeyPackageResponse> {
-    (any::<u16>(), key_packages_result())
+    (version(), key_packages_result())
         .prop_map(|(version, result)| ConnectionKeyPackageResponse { version, result })
 }
 
 fn group_key_package_response() -> impl Strategy<Value = GroupKeyPackageResponse> {
-    (any::<u16>(), key_packages_result())
+    (version(), key_packages_result())
         .prop_map(|(version, result)| GroupKeyPackageResponse { version, result })
 }
 
@@ -873,6 +886,8 @@ fn set(names: &[&str]) -> BTreeSet<String> {
 fn mls_fixtures_fill_every_pool() {
     let pool = &*MLS;
     assert_eq!(pool.public.len(), 4);
+    assert_eq!(pool.commit.len(), 3);
+    assert_eq!(pool.proposal.len(), 1);
     assert_eq!(pool.private.len(), 1);
     assert_eq!(pool.welcome.len(), 1);
     assert_eq!(pool.group_info.len(), 2);
