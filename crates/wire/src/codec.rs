@@ -423,8 +423,8 @@ pub mod hex_array {
 /// field is written `[u8; N] as hex`.
 ///
 /// A field may name a rule its decoded value must also meet (one of
-/// [`rules`]): `version: u16 where rules::version`. A failed rule is
-/// reported at the offset where the field starts.
+/// [`rules`]): `version: u16 where rules::version`. A rule reports its
+/// error at an offset relative to the field's start (0: the field itself).
 macro_rules! wire_struct {
     (
         $(#[$m:meta])*
@@ -446,7 +446,7 @@ macro_rules! wire_struct {
                         #[allow(unused_variables)]
                         let at = r.offset();
                         let value: $t = $crate::codec::wire_struct!(@decode r, $t $(, $lim)?)?;
-                        $( $rule(&value).map_err(|kind| $crate::error::DecodeError::new(at, kind))?; )?
+                        $( $rule(&value).map_err(|e| e.shifted(at))?; )?
                         Ok(value)
                     })?, )*
                 })
@@ -472,27 +472,50 @@ pub(crate) use wire_struct;
 /// Rules a decoded field must meet beyond its syntax (`docs/protocol.md`
 /// 1.4), named by `wire_struct!` fields with `where`.
 pub mod rules {
-    use crate::codec::Bytes;
-    use crate::error::DecodeErrorKind;
+    use crate::codec::{Bytes, Wire as _};
+    use crate::error::{DecodeError, DecodeErrorKind};
     use crate::mls::{PublicMessage, content_type_of};
+    use crate::queueing::QueueingServicePayload;
     use openmls::prelude::ContentType;
+
+    /// A failed rule about the field as a whole.
+    fn here(kind: DecodeErrorKind) -> DecodeError {
+        DecodeError::new(0, kind)
+    }
 
     /// `DSProtocolVersion` of a top-level body: read before anything else,
     /// and another version is `unsupported_version` whatever follows.
-    pub fn version(v: &u16) -> Result<(), DecodeErrorKind> {
+    pub fn version(v: &u16) -> Result<(), DecodeError> {
         if crate::ds::SUPPORTED_VERSIONS.contains(v) {
             Ok(())
         } else {
-            Err(DecodeErrorKind::UnsupportedVersion(*v))
+            Err(here(DecodeErrorKind::UnsupportedVersion(*v)))
         }
     }
 
     /// A vector that must hold at least one element.
-    pub fn non_empty<T>(v: &[T]) -> Result<(), DecodeErrorKind> {
+    pub fn non_empty<T>(v: &[T]) -> Result<(), DecodeError> {
         if v.is_empty() {
-            Err(DecodeErrorKind::Empty)
+            Err(here(DecodeErrorKind::Empty))
         } else {
             Ok(())
+        }
+    }
+
+    /// `QueueingServiceRequest`: a `deliver_message` names at least one
+    /// recipient. (The rule is on the request, the body a receiver
+    /// decodes: a `DeliverMessage` on its own, such as the per-message
+    /// template a hub stores, may list none.)
+    pub fn deliver_recipients(p: &QueueingServicePayload) -> Result<(), DecodeError> {
+        match p {
+            QueueingServicePayload::DeliverMessage(d) if d.recipients.is_empty() => {
+                // The tag, group_id<V> and epoch come first.
+                let at = 1 + d.group_id.encoded_len() + 8;
+                Err(DecodeError::new(at, DecodeErrorKind::Empty)
+                    .within("recipients")
+                    .within("deliver_message"))
+            }
+            _ => Ok(()),
         }
     }
 
@@ -500,27 +523,27 @@ pub mod rules {
         msg: &PublicMessage,
         want: ContentType,
         name: &'static str,
-    ) -> Result<(), DecodeErrorKind> {
+    ) -> Result<(), DecodeError> {
         match content_type_of(msg.parsed()) {
             Some(ct) if ct == want => Ok(()),
-            other => Err(DecodeErrorKind::Invalid {
+            other => Err(here(DecodeErrorKind::Invalid {
                 what: "MLSMessage(public)",
                 reason: format!(
                     "content_type is {}, this field carries a {name}",
                     other.map_or("none", crate::mls::content_type_name)
                 ),
-            }),
+            })),
         }
     }
 
     /// `MLSGroupUpdate.commit`: a PublicMessage whose content is a commit.
-    pub fn commit(msg: &PublicMessage) -> Result<(), DecodeErrorKind> {
+    pub fn commit(msg: &PublicMessage) -> Result<(), DecodeError> {
         content(msg, ContentType::Commit, "commit")
     }
 
     /// `SelfRemoveClientRequest.proposal`: a PublicMessage whose content is
     /// a proposal.
-    pub fn proposal(msg: &PublicMessage) -> Result<(), DecodeErrorKind> {
+    pub fn proposal(msg: &PublicMessage) -> Result<(), DecodeError> {
         content(msg, ContentType::Proposal, "proposal")
     }
 
@@ -529,17 +552,17 @@ pub mod rules {
 
     /// `ProviderSignature.signature`: the length of a signature of some
     /// `ProviderKeyAlgorithm` (profile 1: Ed25519, 64 bytes).
-    pub fn provider_signature(sig: &Bytes) -> Result<(), DecodeErrorKind> {
+    pub fn provider_signature(sig: &Bytes) -> Result<(), DecodeError> {
         if sig.0.len() == PROVIDER_SIGNATURE_LEN {
             Ok(())
         } else {
-            Err(DecodeErrorKind::Invalid {
+            Err(here(DecodeErrorKind::Invalid {
                 what: "signature",
                 reason: format!(
                     "{} bytes; a signature of every ProviderKeyAlgorithm (ed25519) is {PROVIDER_SIGNATURE_LEN}",
                     sig.0.len()
                 ),
-            })
+            }))
         }
     }
 
@@ -549,23 +572,23 @@ pub mod rules {
     pub const MAX_HTTP_PATH: usize = 255;
 
     /// `ProviderSignatureTBS.method`: at most 16 bytes.
-    pub fn http_method(method: &Bytes) -> Result<(), DecodeErrorKind> {
+    pub fn http_method(method: &Bytes) -> Result<(), DecodeError> {
         at_most(method, MAX_HTTP_METHOD)
     }
 
     /// `ProviderSignatureTBS.path`: at most 255 bytes.
-    pub fn http_path(path: &Bytes) -> Result<(), DecodeErrorKind> {
+    pub fn http_path(path: &Bytes) -> Result<(), DecodeError> {
         at_most(path, MAX_HTTP_PATH)
     }
 
-    fn at_most(b: &Bytes, max: usize) -> Result<(), DecodeErrorKind> {
+    fn at_most(b: &Bytes, max: usize) -> Result<(), DecodeError> {
         if b.0.len() <= max {
             Ok(())
         } else {
-            Err(DecodeErrorKind::TooLong {
+            Err(here(DecodeErrorKind::TooLong {
                 len: b.0.len(),
                 max,
-            })
+            }))
         }
     }
 }

@@ -100,6 +100,13 @@ impl DecodeError {
         )
     }
 
+    /// The same error with its offset moved by `by` bytes (an error found
+    /// relative to a field, placed in the body).
+    pub fn shifted(mut self, by: usize) -> Self {
+        self.offset += by;
+        self
+    }
+
     /// Adds an enclosing field name.
     pub fn within(mut self, field: &'static str) -> Self {
         self.path.push(PathSegment::Field(field));

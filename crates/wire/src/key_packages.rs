@@ -32,7 +32,7 @@ wire_struct! {
 wire_struct! {
     pub struct KeyPackagesOk {
         pub target: UserId,
-        pub key_packages: Vec<KeyPackage> [max_key_packages],
+        pub key_packages: Vec<KeyPackage> [max_key_packages] where rules::non_empty,
     }
 }
 

@@ -163,7 +163,7 @@ wire_struct! {
 wire_struct! {
     pub struct VerificationKeyOk {
         pub provider: ProviderDomain,
-        pub keys: Vec<VerificationKey> [max_keys],
+        pub keys: Vec<VerificationKey> [max_keys] where rules::non_empty,
     }
 }
 

@@ -41,7 +41,7 @@ wire_struct! {
         pub sender: ProviderDomain,
         pub recipient: ProviderDomain,
         pub message_id: MessageId,
-        pub payload: QueueingServicePayload,
+        pub payload: QueueingServicePayload where rules::deliver_recipients,
     }
 }
 

@@ -383,3 +383,250 @@ fn the_mls_group_id_of_an_embedded_message_is_a_mimi_group_id() {
         ErrorCode::MalformedMessage,
     );
 }
+
+// ---------------------------------------------------------------------------
+// 1.4: vectors that hold at least one element
+// ---------------------------------------------------------------------------
+
+#[test]
+fn recipients_key_packages_keys_and_versions_are_never_empty() {
+    let deliver = DeliverMessage {
+        group_id: GroupIdField(GroupId::from_mls_bytes(&mimi_group_id()).unwrap()),
+        epoch: 1,
+        recipients: vec![],
+        message: DeliverableMessage::from_bytes(&fixture("application_message")).unwrap(),
+    };
+    // The rule is on the body a receiver decodes, the request.
+    let request = QueueingServiceRequest {
+        version: 1,
+        sender: "a.example".parse().unwrap(),
+        recipient: "b.example".parse().unwrap(),
+        message_id: MessageId([0x42; 16]),
+        payload: QueueingServicePayload::DeliverMessage(deliver.clone()),
+    };
+    let err = assert_refused(
+        "QueueingServiceRequest",
+        &request.to_bytes().unwrap(),
+        "QueueingServiceRequest.payload.deliver_message.recipients",
+        2 + 10 + 10 + 16 + 1 + mimi_group_id().len() + 1 + 8,
+        ErrorCode::MalformedMessage,
+    );
+    assert_eq!(err.kind, DecodeErrorKind::Empty);
+    // A DeliverMessage on its own (a hub's stored template) may list none.
+    assert_decodes("DeliverMessage", &deliver.to_bytes().unwrap());
+
+    let kps = KeyPackagesOk {
+        target: "mimi://b.example/u/dave".parse().unwrap(),
+        key_packages: vec![],
+    };
+    assert_refused(
+        "KeyPackagesOk",
+        &kps.to_bytes().unwrap(),
+        "KeyPackagesOk.key_packages",
+        24,
+        ErrorCode::MalformedMessage,
+    );
+
+    let keys = VerificationKeyOk {
+        provider: "a.example".parse().unwrap(),
+        keys: vec![],
+    };
+    assert_refused(
+        "VerificationKeyOk",
+        &keys.to_bytes().unwrap(),
+        "VerificationKeyOk.keys",
+        10,
+        ErrorCode::MalformedMessage,
+    );
+
+    // code 2, detail of 1 byte: an empty `supported<V>`.
+    let err = assert_refused(
+        "DSError",
+        &[0x00, 0x02, 0x01, 0x00],
+        "DSError.detail",
+        3,
+        ErrorCode::MalformedMessage,
+    );
+    assert_eq!(err.kind, DecodeErrorKind::Empty);
+    // Lists that may be empty still decode.
+    assert_decodes("QueueingServiceOk", &[0x00]);
+}
+
+// ---------------------------------------------------------------------------
+// 1.4: signatures and the provider signature's HTTP fields
+// ---------------------------------------------------------------------------
+
+fn provider_signature(signature: Vec<u8>) -> Vec<u8> {
+    ProviderSignature {
+        sender: "b.example".parse().unwrap(),
+        key_id: [1; 8],
+        timestamp: 1_795_000_000,
+        nonce: [2; 16],
+        signature: Bytes(signature),
+    }
+    .to_bytes()
+    .unwrap()
+}
+
+#[test]
+fn a_provider_signature_has_the_length_of_an_ed25519_signature() {
+    assert_decodes("ProviderSignature", &provider_signature(vec![9; 64]));
+    for len in [0, 3, 63, 65, 114] {
+        assert_refused(
+            "ProviderSignature",
+            &provider_signature(vec![9; len]),
+            "ProviderSignature.signature",
+            10 + 8 + 8 + 16,
+            ErrorCode::MalformedMessage,
+        );
+    }
+}
+
+#[test]
+fn a_client_signature_of_any_length_is_left_to_verification() {
+    // The group's signature scheme decides the length; the hub refuses a
+    // wrong one with 403 client_signature_invalid (6.1), not the decoder.
+    for len in [0usize, 3, 64, 255] {
+        let auth = DSAuthData::ClientSignature(ClientSignature {
+            sender_index: 0,
+            signature: ShortBytes(vec![7; len]),
+        });
+        assert_decodes("DSAuthData", &auth.to_bytes().unwrap());
+    }
+}
+
+fn tbs(method: &[u8], path: &[u8]) -> Vec<u8> {
+    ProviderSignatureTBS {
+        sender: "b.example".parse().unwrap(),
+        recipient: "a.example".parse().unwrap(),
+        method: Bytes(method.to_vec()),
+        path: Bytes(path.to_vec()),
+        timestamp: 1,
+        nonce: [0; 16],
+        body_sha256: [0; 32],
+    }
+    .to_bytes()
+    .unwrap()
+}
+
+#[test]
+fn provider_signature_tbs_bounds_method_and_path() {
+    assert_decodes("ProviderSignatureTBS", &tbs(&[b'P'; 16], &[b'/'; 255]));
+    let err = assert_refused(
+        "ProviderSignatureTBS",
+        &tbs(&[b'P'; 17], b"/group_operation"),
+        "ProviderSignatureTBS.method",
+        20,
+        ErrorCode::MalformedMessage,
+    );
+    assert_eq!(err.kind, DecodeErrorKind::TooLong { len: 17, max: 16 });
+    let err = assert_refused(
+        "ProviderSignatureTBS",
+        &tbs(b"POST", &[b'/'; 256]),
+        "ProviderSignatureTBS.path",
+        25,
+        ErrorCode::MalformedMessage,
+    );
+    assert_eq!(err.kind, DecodeErrorKind::TooLong { len: 256, max: 255 });
+}
+
+// ---------------------------------------------------------------------------
+// 10: error codes
+// ---------------------------------------------------------------------------
+
+#[test]
+fn error_code_0_is_refused() {
+    assert_refused(
+        "DSError",
+        &[0x00, 0x00, 0x00],
+        "DSError.code",
+        0,
+        ErrorCode::MalformedMessage,
+    );
+    assert_refused(
+        "DSResponse",
+        &[0x00, 0x01, 0x01, 0x00, 0x00, 0x00],
+        "DSResponse.response_body.error.code",
+        3,
+        ErrorCode::MalformedMessage,
+    );
+}
+
+#[test]
+fn every_detail_is_bounded_unknown_codes_included() {
+    let with_detail =
+        |code: u16, len: usize| [code.to_be_bytes().to_vec(), opaque(&vec![b'x'; len])].concat();
+    for code in [1u16, 1000, 0xffff] {
+        assert_decodes("DSError", &with_detail(code, 1024));
+        let err = assert_refused(
+            "DSError",
+            &with_detail(code, 1025),
+            "DSError.detail",
+            2,
+            ErrorCode::MalformedMessage,
+        );
+        assert_eq!(
+            err.kind,
+            DecodeErrorKind::TooLong {
+                len: 1025,
+                max: 1024
+            }
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------
+// 2.1: domains
+// ---------------------------------------------------------------------------
+
+#[test]
+fn a_domain_has_two_labels_and_a_top_label_that_is_not_all_digits() {
+    for good in [
+        "a.example",
+        "1.2.3.example",
+        "123.example",
+        "a.b1",
+        "xn--bcher-kva.example",
+        "p0.example",
+    ] {
+        assert!(good.parse::<ProviderDomain>().is_ok(), "{good}");
+    }
+    for bad in [
+        "example",
+        "localhost",
+        "192.0.2.1",
+        "a.123",
+        "10.0.0.1",
+        "a.example.",
+        "a..example",
+    ] {
+        assert!(bad.parse::<ProviderDomain>().is_err(), "{bad}");
+        assert!(
+            format!("mimi://{bad}/u/bob").parse::<UserId>().is_err(),
+            "{bad}"
+        );
+        assert!(
+            format!("mimi://{bad}/d/bob/phone")
+                .parse::<ClientId>()
+                .is_err(),
+            "{bad}"
+        );
+    }
+    let body = [&[0x00, 0x01][..], &opaque(b"localhost")].concat();
+    let err = assert_refused(
+        "VerificationKeyRequest",
+        &body,
+        "VerificationKeyRequest.provider",
+        2,
+        ErrorCode::MalformedMessage,
+    );
+    assert_eq!(err.kind.name(), "invalid");
+    let body = [&[0x00, 0x01][..], &opaque(b"192.0.2.1")].concat();
+    assert_refused(
+        "VerificationKeyRequest",
+        &body,
+        "VerificationKeyRequest.provider",
+        2,
+        ErrorCode::MalformedMessage,
+    );
+}

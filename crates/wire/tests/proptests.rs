@@ -158,11 +158,11 @@ fn group_info_extensions() -> impl Strategy<Value = GroupInfoExtensions> {
 }
 
 /// A DNS domain as the identifier rules allow it (lower case, digits,
-/// inner hyphens).
+/// inner hyphens; two labels at least, a top label that is not all digits).
 fn domain_string() -> impl Strategy<Value = String> {
     prop_oneof![
-        4 => "[a-z][a-z0-9]{0,10}(\\.[a-z][a-z0-9]{0,10}){0,3}",
-        1 => "[a-z0-9]([a-z0-9-]{0,8}[a-z0-9])?(\\.[a-z0-9]([a-z0-9-]{0,8}[a-z0-9])?){0,3}",
+        4 => "[a-z][a-z0-9]{0,10}(\\.[a-z][a-z0-9]{0,10}){1,3}",
+        1 => "[a-z0-9]([a-z0-9-]{0,8}[a-z0-9])?(\\.[a-z0-9]([a-z0-9-]{0,8}[a-z0-9])?){0,2}\\.[a-z]([a-z0-9-]{0,8}[a-z0-9])?",
     ]
 }
 
@@ -240,7 +240,8 @@ fn error_code() -> impl Strategy<Value = ErrorCode> {
     prop_oneof![
         3 => select(ErrorCode::ALL.to_vec()),
         // Mostly unregistered codes, kept as `Unknown`.
-        1 => any::<u16>().prop_map(ErrorCode::from_u16),
+        // (0 is reserved and refused.)
+        1 => (1..=u16::MAX).prop_map(ErrorCode::from_u16),
     ]
 }
 
@@ -261,7 +262,7 @@ fn ds_error() -> impl Strategy<Value = DSError> {
             ErrorCode::WrongEpoch => any::<u64>()
                 .prop_map(|current_epoch| ErrorDetail::WrongEpoch { current_epoch })
                 .boxed(),
-            ErrorCode::UnsupportedVersion => vec(any::<u16>(), 0..=limits().max_versions)
+            ErrorCode::UnsupportedVersion => vec(any::<u16>(), 1..=limits().max_versions)
                 .prop_map(ErrorDetail::Supported)
                 .boxed(),
             ErrorCode::PayloadTooLarge => any::<u32>().prop_map(ErrorDetail::LimitBytes).boxed(),
@@ -417,7 +418,7 @@ fn queueing_payload() -> impl Strategy<Value = QueueingServicePayload> {
         (
             group_id_field(),
             any::<u64>(),
-            vec(client_id(), 0..6),
+            vec(client_id(), 1..6),
             deliverable_message()
         )
             .prop_map(|(group_id, epoch, recipients, message)| {
@@ -510,7 +511,7 @@ fn verification_key_response() -> impl Strategy<Value = VerificationKeyResponse>
     let result = prop_oneof![
         (
             provider_domain(),
-            vec(verification_key(), 0..=limits().max_keys)
+            vec(verification_key(), 1..=limits().max_keys)
         )
             .prop_map(
                 |(provider, keys)| VerificationKeyResult::Ok(VerificationKeyOk { provider, keys })
@@ -543,7 +544,7 @@ fn group_key_package_request() -> impl Strategy<Value = GroupKeyPackageRequest> 
 
 fn key_packages_result() -> impl Strategy<Value = KeyPackagesResult> {
     prop_oneof![
-        (user_id(), vec(key_package(), 0..4)).prop_map(|(target, key_packages)| {
+        (user_id(), vec(key_package(), 1..4)).prop_map(|(target, key_packages)| {
             KeyPackagesResult::Ok(KeyPackagesOk {
                 target,
                 key_packages,
@@ -569,7 +570,7 @@ fn provider_signature() -> impl Strategy<Value = ProviderSignature> {
         any::<[u8; 8]>(),
         any::<u64>(),
         any::<[u8; 16]>(),
-        bytes(),
+        vec(any::<u8>(), 64).prop_map(Bytes),
     )
         .prop_map(
             |(sender, key_id, timestamp, nonce, signature)| ProviderSignature {
@@ -596,8 +597,8 @@ fn provider_signature_tbs() -> impl Strategy<Value = ProviderSignatureTBS> {
     (
         provider_domain(),
         provider_domain(),
-        bytes(),
-        bytes(),
+        vec(any::<u8>(), 0..=16).prop_map(Bytes),
+        vec(any::<u8>(), 0..=255).prop_map(Bytes),
         any::<u64>(),
         any::<[u8; 16]>(),
         any::<[u8; 32]>(),
