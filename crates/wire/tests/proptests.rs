@@ -92,7 +92,13 @@ static MLS: LazyLock<MlsPool> = LazyLock::new(|| {
             })
             .collect()
     }
-    const COMMIT: &[&str] = &["commit_add", "commit_update", "commit_remove"];
+    const COMMIT: &[&str] = &[
+        "commit_add",
+        "commit_update",
+        "commit_remove",
+        "commit_external_join",
+        "commit_reinit",
+    ];
     const PROPOSAL: &[&str] = &["proposal_self_remove"];
     let public: Vec<&str> = [COMMIT, PROPOSAL].concat();
     const PRIVATE: &[&str] = &["application_message"];
@@ -886,13 +892,13 @@ fn set(names: &[&str]) -> BTreeSet<String> {
 #[test]
 fn mls_fixtures_fill_every_pool() {
     let pool = &*MLS;
-    assert_eq!(pool.public.len(), 4);
-    assert_eq!(pool.commit.len(), 3);
+    assert_eq!(pool.public.len(), 6);
+    assert_eq!(pool.commit.len(), 5);
     assert_eq!(pool.proposal.len(), 1);
     assert_eq!(pool.private.len(), 1);
     assert_eq!(pool.welcome.len(), 1);
     assert_eq!(pool.group_info.len(), 2);
-    assert_eq!(pool.deliverable.len(), 6);
+    assert_eq!(pool.deliverable.len(), 8);
     assert_eq!(pool.key_package.len(), 3);
     assert_eq!(pool.leaf_node.len(), 1);
     assert_eq!(pool.ratchet_tree.len(), 1);
