@@ -103,7 +103,7 @@ impl DecodeError {
     /// The same error with its offset moved by `by` bytes (an error found
     /// relative to a field, placed in the body).
     pub fn shifted(mut self, by: usize) -> Self {
-        self.offset += by;
+        self.offset = self.offset.saturating_add(by);
         self
     }
 
