@@ -4,6 +4,12 @@
 //! Run: `cargo run -p mimid-client --example gen_vectors`. The output is
 //! committed; the tests check it in both directions, so regenerate only when
 //! the wire format changes on purpose (the MLS parts are random each run).
+//!
+//! It also writes `negative.json`: bodies a receiver must refuse, each with
+//! the code, field path and offset of the refusal (`docs/protocol.md`
+//! section 11), built from the same MLS objects. Each expectation is
+//! written here from the document's rules, and the generator stops if the
+//! decoder disagrees.
 
 use std::collections::BTreeMap;
 
@@ -92,7 +98,29 @@ fn main() {
     alice.clear_pending_commit(&group_id).unwrap();
     let (remove_update, remover) = alice.remove(&group_id, &[2]).unwrap();
     alice.clear_pending_commit(&group_id).unwrap();
+    // A real ReInit commit (profile 1 hubs refuse it, but its bytes are
+    // defined), naming a successor group on the same hub.
+    let successor = GroupId {
+        hub_domain: a.clone(),
+        local_id: [0x5e; 16],
+    };
+    let (reinit, reinit_next_context) = reinit::request(&alice, &group_id, &successor);
     let group_info = alice.group_info(&group_id).unwrap();
+    // A real external commit: a new device of bob joins from the GroupInfo
+    // and tree of epoch 1 (what /external_commit_information serves).
+    let mut bob_laptop = MimiClient::new(cid("mimi://b.example/d/bob/laptop")).unwrap();
+    let external = bob_laptop
+        .external_join(&ExternalCommitInfo {
+            group_info: group_info.clone(),
+            ratchet_tree: tree_epoch1.clone(),
+        })
+        .unwrap();
+    let DSRequestBody::ReInitializeGroup(reinit_body) = &reinit.request_body else {
+        panic!("re_initialize_group")
+    };
+    let DSRequestBody::ExternalJoin(external_body) = &external.request_body else {
+        panic!("external_join")
+    };
     let DSRequestBody::CreateGroup(create_body) = &create.request_body else {
         panic!("create")
     };
@@ -134,6 +162,11 @@ fn main() {
         ("proposal_self_remove", self_remove_body.proposal.as_bytes()),
         ("commit_update", update_body.group_update.commit.as_bytes()),
         ("commit_remove", remove_update.commit.as_bytes()),
+        (
+            "commit_external_join",
+            external_body.group_update.commit.as_bytes(),
+        ),
+        ("commit_reinit", reinit_body.commit.commit.as_bytes()),
     ] {
         mls.insert(name, hex_string(bytes));
     }
@@ -282,31 +315,19 @@ fn main() {
                 group_update: remove_update.clone(),
             }),
         ),
-        // Syntax only: an update commit where a ReInit commit would stand.
-        (
-            "re_initialize_group_syntax",
-            DSRequestBody::ReInitializeGroup(ReInitializeGroupRequest {
-                commit: update_body.group_update.clone(),
-            }),
-        ),
-        // Syntax only: a member's commit where an external commit would stand.
-        (
-            "external_join_syntax",
-            DSRequestBody::ExternalJoin(ExternalJoinRequest {
-                group_update: update_body.group_update.clone(),
-            }),
-        ),
     ] {
         out.add(label, &alice.sign_request(body.clone(), remover).unwrap());
         match &body {
             DSRequestBody::RemoveUsers(x) => out.add(label, x),
             DSRequestBody::RemoveClients(x) => out.add(label, x),
             DSRequestBody::DeleteGroup(x) => out.add(label, x),
-            DSRequestBody::ReInitializeGroup(x) => out.add(label, x),
-            DSRequestBody::ExternalJoin(x) => out.add(label, x),
             _ => unreachable!(),
         }
     }
+    out.add("re_initialize_group", &reinit);
+    out.add("re_initialize_group", reinit_body);
+    out.add("external_join", &external);
+    out.add("external_join", external_body);
     let welcome_request = bob
         .welcome_information_request(&group_id, 1, &bob_kp)
         .unwrap();
@@ -530,14 +551,898 @@ fn main() {
         },
     );
 
+    // The hand-built ReInit commit is valid: a member processes it with
+    // OpenMLS (signature, membership tag, confirmation tag) and reaches the
+    // GroupContext whose GroupInfo the PartialGroupInfo signs.
+    let reinit_commit =
+        DeliverableMessage::from_bytes(reinit_body.commit.commit.as_bytes()).unwrap();
+    bob.process(&reinit_commit)
+        .expect("a member processes the ReInit commit");
+    {
+        use openmls::prelude::tls_codec::Serialize as _;
+        let bob_context = bob
+            .mls_group(&group_id)
+            .unwrap()
+            .public_group()
+            .group_context()
+            .tls_serialize_detached()
+            .unwrap();
+        assert_eq!(hex_string(&bob_context), hex_string(&reinit_next_context));
+    }
+
+    let negatives = negative_vectors(&Parts {
+        alice: &alice,
+        send: &send,
+        update_body,
+        self_remove_body,
+        create_body,
+        welcome: &welcome,
+        qs_deliver: &qs_deliver,
+        gid: &gid,
+    });
+
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../wire/vectors");
     let golden = serde_json::to_string_pretty(&out.vectors).unwrap();
     std::fs::write(format!("{dir}/golden.json"), golden + "\n").unwrap();
     let mls_json = serde_json::to_string_pretty(&mls).unwrap();
     std::fs::write(format!("{dir}/mls.json"), mls_json + "\n").unwrap();
+    let negative = serde_json::to_string_pretty(&negatives).unwrap();
+    std::fs::write(format!("{dir}/negative.json"), negative + "\n").unwrap();
     println!(
-        "wrote {} vectors and {} MLS objects to {dir}",
+        "wrote {} vectors, {} MLS objects and {} negative vectors to {dir}",
         out.vectors.len(),
-        mls.len()
+        mls.len(),
+        negatives.len()
     );
+}
+
+/// `ds_re_initialize_group` with a real ReInit commit.
+///
+/// OpenMLS 0.9 drops ReInit proposals from the commits it builds, so this
+/// builds the commit as RFC 9420 defines it, from the committer's epoch
+/// secrets (read from its OpenMLS storage) and signature key: one ReInit
+/// proposal by value, no path (RFC 9420 12.4: a ReInit needs none),
+/// signature, membership tag and the confirmation tag of the next epoch's
+/// key schedule (sections 6.1, 6.2, 8, 8.2). A member (bob) processes it
+/// with OpenMLS at the end of `main`, which checks all three.
+mod reinit {
+    use super::*;
+    use openmls::prelude::{Ciphersuite, tls_codec::Serialize as _};
+    use openmls_traits::{OpenMlsProvider, crypto::OpenMlsCrypto, types::HashType};
+
+    const NH: usize = 32; // SHA-256
+
+    fn hash(alice: &MimiClient, data: &[u8]) -> Vec<u8> {
+        alice
+            .openmls_provider()
+            .crypto()
+            .hash(HashType::Sha2_256, data)
+            .unwrap()
+    }
+
+    fn extract(alice: &MimiClient, salt: &[u8], ikm: &[u8]) -> Vec<u8> {
+        alice
+            .openmls_provider()
+            .crypto()
+            .hkdf_extract(HashType::Sha2_256, salt, ikm)
+            .unwrap()
+            .as_slice()
+            .to_vec()
+    }
+
+    /// RFC 9420 5.1: HMAC is HKDF-Extract with the key as salt.
+    fn mac(alice: &MimiClient, key: &[u8], data: &[u8]) -> Vec<u8> {
+        extract(alice, key, data)
+    }
+
+    /// RFC 9420 8: ExpandWithLabel.
+    fn expand_with_label(
+        alice: &MimiClient,
+        secret: &[u8],
+        label: &str,
+        context: &[u8],
+    ) -> Vec<u8> {
+        let info = [
+            (NH as u16).to_be_bytes().to_vec(),
+            opaque(format!("MLS 1.0 {label}").as_bytes()),
+            opaque(context),
+        ]
+        .concat();
+        alice
+            .openmls_provider()
+            .crypto()
+            .hkdf_expand(HashType::Sha2_256, secret, &info, NH)
+            .unwrap()
+            .as_slice()
+            .to_vec()
+    }
+
+    /// RFC 9420 5.1.2: SignWithLabel.
+    fn sign_with_label(alice: &MimiClient, label: &str, content: &[u8]) -> Vec<u8> {
+        use openmls_traits::signatures::Signer as _;
+        let sign_content = [
+            opaque(format!("MLS 1.0 {label}").as_bytes()),
+            opaque(content),
+        ]
+        .concat();
+        alice.signer().sign(&sign_content).unwrap()
+    }
+
+    /// The byte string stored under `path` in a JSON value of OpenMLS
+    /// storage (its secrets are serialized as arrays of numbers, possibly
+    /// wrapped in objects).
+    fn secret_at(value: &serde_json::Value, path: &[&str]) -> Vec<u8> {
+        let mut v = value;
+        for key in path {
+            v = v.get(*key).unwrap_or_else(|| panic!("no {key} in {v}"));
+        }
+        fn bytes(v: &serde_json::Value) -> Option<Vec<u8>> {
+            match v {
+                serde_json::Value::Array(items)
+                    if !items.is_empty() && items.iter().all(|i| i.is_u64()) =>
+                {
+                    items
+                        .iter()
+                        .map(|i| i.as_u64().and_then(|n| u8::try_from(n).ok()))
+                        .collect()
+                }
+                serde_json::Value::Array(items) => items.iter().find_map(bytes),
+                serde_json::Value::Object(map) => map.values().find_map(bytes),
+                _ => None,
+            }
+        }
+        bytes(v).unwrap_or_else(|| panic!("no bytes under {path:?}: {v}"))
+    }
+
+    /// The stored JSON value whose storage key starts with `label`.
+    fn stored(alice: &MimiClient, label: &[u8]) -> serde_json::Value {
+        let values = alice.openmls_provider().storage().values.read().unwrap();
+        let (_, value) = values
+            .iter()
+            .find(|(k, _)| k.starts_with(label))
+            .unwrap_or_else(|| panic!("nothing stored under {}", String::from_utf8_lossy(label)));
+        serde_json::from_slice(value).unwrap()
+    }
+
+    /// The request and the encoded GroupContext of the epoch it starts.
+    pub fn request(
+        alice: &MimiClient,
+        group_id: &GroupId,
+        successor: &GroupId,
+    ) -> (DSRequest, Vec<u8>) {
+        let group = alice.mls_group(group_id).unwrap();
+        assert!(group.pending_commit().is_none(), "no commit may be pending");
+        let context = group.public_group().group_context();
+        let context_bytes = context.tls_serialize_detached().unwrap();
+        let committer = group.own_leaf_index().u32();
+        let cs = Ciphersuite::MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519;
+        assert_eq!(context.ciphersuite(), cs);
+
+        // The ReInit proposal (RFC 9420 12.1.5): the successor group, same
+        // version and ciphersuite, and its mimi_ds_group extension.
+        let ext_data = enc(&MimiDsGroup {
+            version: 1,
+            kind: GroupKind::Regular,
+        });
+        let extensions = opaque(&[&0xF0A0u16.to_be_bytes()[..], &opaque(&ext_data)].concat());
+        let reinit = [
+            opaque(&successor.to_mls_bytes()),
+            1u16.to_be_bytes().to_vec(),
+            u16::from(cs).to_be_bytes().to_vec(),
+            extensions,
+        ]
+        .concat();
+        // Commit { ProposalOrRef proposals<V>; optional<UpdatePath> path; }
+        let proposal_or_ref = [&[1u8][..], &5u16.to_be_bytes(), &reinit].concat();
+        let commit = [opaque(&proposal_or_ref), vec![0]].concat();
+        // FramedContent (RFC 9420 6).
+        let framed_content = [
+            opaque(&group_id.to_mls_bytes()),
+            context.epoch().as_u64().to_be_bytes().to_vec(),
+            [&[1u8][..], &committer.to_be_bytes()].concat(), // member
+            opaque(b""),                                     // authenticated_data
+            vec![3],                                         // commit
+            commit,
+        ]
+        .concat();
+        let wire_format = 1u16.to_be_bytes().to_vec(); // mls_public_message
+        // FramedContentTBS: version, wire_format, content, group context.
+        let tbs = [
+            1u16.to_be_bytes().to_vec(),
+            wire_format.clone(),
+            framed_content.clone(),
+            context_bytes.clone(),
+        ]
+        .concat();
+        let signature = sign_with_label(alice, "FramedContentTBS", &tbs);
+
+        // Transcript hashes (RFC 9420 8.2).
+        let confirmation_tag_now = group.confirmation_tag().tls_serialize_detached().unwrap();
+        let interim = hash(
+            alice,
+            &[
+                context.confirmed_transcript_hash(),
+                &confirmation_tag_now[..],
+            ]
+            .concat(),
+        );
+        let confirmed = hash(
+            alice,
+            &[
+                &interim[..],
+                &wire_format,
+                &framed_content,
+                &opaque(&signature),
+            ]
+            .concat(),
+        );
+        // The next GroupContext: same tree (no path, no membership change).
+        let next_context = [
+            1u16.to_be_bytes().to_vec(),
+            u16::from(cs).to_be_bytes().to_vec(),
+            opaque(&group_id.to_mls_bytes()),
+            (context.epoch().as_u64() + 1).to_be_bytes().to_vec(),
+            opaque(context.tree_hash()),
+            opaque(&confirmed),
+            context.extensions().tls_serialize_detached().unwrap(),
+        ]
+        .concat();
+
+        // Key schedule (RFC 9420 8): no path, so commit_secret is zero;
+        // no PSK, so psk_secret is zero.
+        let init_secret = secret_at(&stored(alice, b"EpochSecrets"), &["init_secret"]);
+        let zero = [0u8; NH];
+        let joiner = expand_with_label(
+            alice,
+            &extract(alice, &init_secret, &zero),
+            "joiner",
+            &next_context,
+        );
+        let epoch_secret = expand_with_label(
+            alice,
+            &extract(alice, &joiner, &zero),
+            "epoch",
+            &next_context,
+        );
+        let confirmation_key = expand_with_label(alice, &epoch_secret, "confirm", b"");
+        let confirmation_tag = mac(alice, &confirmation_key, &confirmed);
+
+        // Membership tag with this epoch's membership key (RFC 9420 6.2).
+        let membership_key = secret_at(
+            &stored(alice, b"MessageSecrets"),
+            &["message_secrets", "membership_key"],
+        );
+        let auth_data = [opaque(&signature), opaque(&confirmation_tag)].concat();
+        let membership_tag = mac(alice, &membership_key, &[&tbs[..], &auth_data].concat());
+
+        let message = [
+            1u16.to_be_bytes().to_vec(),
+            wire_format,
+            framed_content,
+            auth_data,
+            opaque(&membership_tag),
+        ]
+        .concat();
+
+        // The next epoch's GroupInfo, signed by the committer (RFC 9420
+        // 12.4.3), without extensions: a group being re-initialized takes
+        // no external joins.
+        let group_info_extensions = opaque(b"");
+        let group_info_tbs = [
+            next_context.clone(),
+            group_info_extensions.clone(),
+            opaque(&confirmation_tag),
+            committer.to_be_bytes().to_vec(),
+        ]
+        .concat();
+        let group_info_signature = sign_with_label(alice, "GroupInfoTBS", &group_info_tbs);
+        let commit = MLSGroupUpdate {
+            commit: PublicMessage::from_bytes(&message).unwrap(),
+            partial_group_info: PartialGroupInfo {
+                group_info_extensions: GroupInfoExtensions::from_bytes(&group_info_extensions)
+                    .unwrap(),
+                signature: Bytes(group_info_signature),
+            },
+        };
+        let request = alice
+            .sign_request(
+                DSRequestBody::ReInitializeGroup(ReInitializeGroupRequest { commit }),
+                committer,
+            )
+            .unwrap();
+        (request, next_context)
+    }
+}
+
+/// What the negative vectors are built from.
+struct Parts<'a> {
+    alice: &'a MimiClient,
+    send: &'a DSRequest,
+    update_body: &'a UpdateClientRequest,
+    self_remove_body: &'a SelfRemoveClientRequest,
+    create_body: &'a CreateGroupRequest,
+    welcome: &'a WelcomeMessage,
+    qs_deliver: &'a QueueingServiceRequest,
+    gid: &'a GroupIdField,
+}
+
+/// One body a receiver must refuse, and how (`docs/protocol.md` 11).
+struct Neg<'a> {
+    ty: &'a str,
+    name: &'a str,
+    bytes: Vec<u8>,
+    code: ErrorCode,
+    kind: &'a str,
+    path: &'a str,
+    offset: usize,
+    section: &'a str,
+    description: &'a str,
+}
+
+#[derive(Default)]
+struct Negatives(Vec<serde_json::Value>);
+
+impl Negatives {
+    /// Records `n` after checking that the decoder refuses it exactly as
+    /// expected.
+    fn add(&mut self, n: Neg<'_>) {
+        let entry = find_type(n.ty).unwrap_or_else(|| panic!("no type {}", n.ty));
+        let err = match (entry.decode_json)(&n.bytes, &Limits::default()) {
+            Ok(v) => panic!("negative vector {} {} decodes as {v}", n.ty, n.name),
+            Err(e) => e,
+        };
+        let got = (err.code(), err.kind.name(), err.path(), err.offset);
+        let want = (n.code, n.kind, n.path.to_owned(), n.offset);
+        assert_eq!(got, want, "negative vector {} {}: {err}", n.ty, n.name);
+        self.0.push(json!({
+            "struct": n.ty,
+            "name": n.name,
+            "hex": hex_string(&n.bytes),
+            "code": n.code.name(),
+            "status": n.code.http_status(),
+            "path": n.path,
+            "offset": n.offset,
+            "kind": n.kind,
+            "section": n.section,
+            "description": n.description,
+        }));
+    }
+}
+
+fn enc<T: Wire>(v: &T) -> Vec<u8> {
+    v.to_bytes().expect("encode")
+}
+
+fn opaque(b: &[u8]) -> Vec<u8> {
+    enc(&Bytes(b.to_vec()))
+}
+
+/// `message` with the `opaque group_id<V>` that starts at `at` replaced:
+/// at 4 in a PublicMessage or PrivateMessage (after the MLSMessage
+/// version and wire_format), at 8 in a GroupInfo (after GroupContext's
+/// version and cipher_suite too).
+fn with_group_id(message: &[u8], at: usize, group_id: &[u8]) -> Vec<u8> {
+    let limits = Limits::default();
+    let mut r = Reader::new(&message[at..], &limits);
+    Bytes::decode(&mut r).expect("group_id<V>");
+    let used = r.offset();
+    [&message[..at], &opaque(group_id), &message[at + used..]].concat()
+}
+
+/// A PublicMessage with application content (RFC 9420 6.2), which no
+/// client sends: signature and membership tag are filler, decoding does
+/// not check them.
+fn public_application(group_id: &[u8]) -> Vec<u8> {
+    [
+        vec![0, 1, 0, 1], // mls10, mls_public_message
+        opaque(group_id),
+        1u64.to_be_bytes().to_vec(),
+        vec![1, 0, 0, 0, 0], // sender: member 0
+        opaque(b""),         // authenticated_data
+        vec![1],             // content_type: application
+        opaque(b"hello"),
+        opaque(&[0x5a; 64]), // signature
+        opaque(&[0xa5; 32]), // membership_tag
+    ]
+    .concat()
+}
+
+fn negative_vectors(p: &Parts<'_>) -> Vec<serde_json::Value> {
+    use ErrorCode::{MalformedMessage as Malformed, UnsupportedVersion as Unsupported};
+    let mut neg = Negatives::default();
+    let send = enc(p.send);
+    let group_id = p.gid.0.to_mls_bytes();
+    let gid_field = enc(p.gid);
+    const NOT_A_GROUP_ID: &[u8] = b"not a MIMI GroupId";
+
+    // 1.3: the version first.
+    neg.add(Neg {
+        ty: "DSRequest",
+        name: "version_2_then_garbage",
+        bytes: [&[0x00, 0x02][..], &[0xff; 8]].concat(),
+        code: Unsupported,
+        kind: "unsupported_version",
+        path: "DSRequest.version",
+        offset: 0,
+        section: "1.3",
+        description: "version 2: unsupported_version, although the rest decodes as nothing",
+    });
+    let mut v2 = send.clone();
+    v2[1] = 2;
+    neg.add(Neg {
+        ty: "DSRequest",
+        name: "version_2_of_a_valid_request",
+        bytes: v2,
+        code: Unsupported,
+        kind: "unsupported_version",
+        path: "DSRequest.version",
+        offset: 0,
+        section: "1.3",
+        description: "the golden send_message request with version 2",
+    });
+    neg.add(Neg {
+        ty: "DSResponse",
+        name: "version_0",
+        bytes: vec![0x00, 0x00, 0x00],
+        code: Unsupported,
+        kind: "unsupported_version",
+        path: "DSResponse.protocol_version",
+        offset: 0,
+        section: "1.3",
+        description: "version 0 in a response",
+    });
+    let mut qs_v2 = enc(p.qs_deliver);
+    qs_v2[1] = 2;
+    neg.add(Neg {
+        ty: "QueueingServiceRequest",
+        name: "version_2",
+        bytes: qs_v2,
+        code: Unsupported,
+        kind: "unsupported_version",
+        path: "QueueingServiceRequest.version",
+        offset: 0,
+        section: "1.3",
+        description: "the golden deliver_message request with version 2",
+    });
+    neg.add(Neg {
+        ty: "DSRequest",
+        name: "version_truncated",
+        bytes: vec![0x00],
+        code: Malformed,
+        kind: "truncated",
+        path: "DSRequest.version",
+        offset: 0,
+        section: "1.3",
+        description: "one byte cannot hold a version: malformed_message",
+    });
+
+    // 1: the encoding.
+    let mut non_minimal = vec![0x00, 0x01, 0x40, 0x09];
+    non_minimal.extend_from_slice(b"a.example");
+    neg.add(Neg {
+        ty: "VerificationKeyRequest",
+        name: "non_minimal_length",
+        bytes: non_minimal,
+        code: Malformed,
+        kind: "bad_vector_length",
+        path: "VerificationKeyRequest.provider",
+        offset: 2,
+        section: "1",
+        description: "the length 9 in two bytes",
+    });
+    let mut reserved_prefix = vec![0x00, 0x01, 0xc0, 0, 0, 0, 0, 0, 0, 9];
+    reserved_prefix.extend_from_slice(b"a.example");
+    neg.add(Neg {
+        ty: "VerificationKeyRequest",
+        name: "reserved_length_prefix",
+        bytes: reserved_prefix,
+        code: Malformed,
+        kind: "bad_vector_length",
+        path: "VerificationKeyRequest.provider",
+        offset: 2,
+        section: "1",
+        description: "a length with the reserved prefix 11",
+    });
+    neg.add(Neg {
+        ty: "DSResponse",
+        name: "trailing_byte",
+        bytes: vec![0x00, 0x01, 0x00, 0xff],
+        code: Malformed,
+        kind: "trailing_bytes",
+        path: "DSResponse",
+        offset: 3,
+        section: "1",
+        description: "an ok response and one more byte",
+    });
+    neg.add(Neg {
+        ty: "DSRequest",
+        name: "reserved_request_type_11",
+        bytes: vec![0x00, 0x01, 11, 0x00],
+        code: Malformed,
+        kind: "unknown_value",
+        path: "DSRequest.request_body.request_type",
+        offset: 2,
+        section: "5",
+        description: "ds_signature_public_key (11) is reserved",
+    });
+
+    // 1.4: embedded MLS messages.
+    let commit_as_proposal = p
+        .alice
+        .sign_request(
+            DSRequestBody::UpdateClient(UpdateClientRequest {
+                group_update: MLSGroupUpdate {
+                    commit: p.self_remove_body.proposal.clone(),
+                    partial_group_info: p.update_body.group_update.partial_group_info.clone(),
+                },
+            }),
+            0,
+        )
+        .unwrap();
+    neg.add(Neg {
+        ty: "DSRequest",
+        name: "commit_field_carrying_a_proposal",
+        bytes: enc(&commit_as_proposal),
+        code: Malformed,
+        kind: "invalid",
+        path: "DSRequest.request_body.update_client.group_update.commit",
+        offset: 3,
+        section: "1.4",
+        description: "ds_update_client whose commit is the golden self-remove proposal",
+    });
+    let proposal_as_commit = p
+        .alice
+        .sign_request(
+            DSRequestBody::SelfRemoveClient(SelfRemoveClientRequest {
+                proposal: p.update_body.group_update.commit.clone(),
+            }),
+            0,
+        )
+        .unwrap();
+    neg.add(Neg {
+        ty: "DSRequest",
+        name: "proposal_field_carrying_a_commit",
+        bytes: enc(&proposal_as_commit),
+        code: Malformed,
+        kind: "invalid",
+        path: "DSRequest.request_body.self_remove_client.proposal",
+        offset: 3,
+        section: "1.4",
+        description: "ds_self_remove_client whose proposal is the golden update commit",
+    });
+    // The content_type of the PrivateMessage follows group_id<V> and epoch.
+    let content_type_at = 3 + 4 + opaque(&group_id).len() + 8;
+    let mut private_commit = send.clone();
+    assert_eq!(private_commit[content_type_at], 1, "application content");
+    private_commit[content_type_at] = 3;
+    neg.add(Neg {
+        ty: "DSRequest",
+        name: "application_message_with_commit_content",
+        bytes: private_commit,
+        code: Malformed,
+        kind: "invalid",
+        path: "DSRequest.request_body.send_message.application_message",
+        offset: 3,
+        section: "1.4",
+        description: "the golden send_message with the PrivateMessage's content_type set to commit",
+    });
+    neg.add(Neg {
+        ty: "DSRequest",
+        name: "application_message_that_is_a_welcome",
+        bytes: [&[0x00, 0x01, 10][..], p.welcome.as_bytes(), &[0x00]].concat(),
+        code: Malformed,
+        kind: "invalid",
+        path: "DSRequest.request_body.send_message.application_message",
+        offset: 3,
+        section: "1.2",
+        description: "wire_format mls_welcome where mls_private_message is required",
+    });
+    let deliver_head = [
+        gid_field.clone(),
+        1u64.to_be_bytes().to_vec(),
+        opaque(&opaque(b"mimi://b.example/d/bob/phone")),
+    ]
+    .concat();
+    neg.add(Neg {
+        ty: "DeliverMessage",
+        name: "public_application_message",
+        bytes: [deliver_head.clone(), public_application(&group_id)].concat(),
+        code: Malformed,
+        kind: "invalid",
+        path: "DeliverMessage.message",
+        offset: deliver_head.len(),
+        section: "1.4",
+        description: "a PublicMessage with content_type application",
+    });
+    let commit = p.update_body.group_update.commit.as_bytes();
+    let foreign_commit = with_group_id(commit, 4, NOT_A_GROUP_ID);
+    let rest = enc(&p.update_body.group_update.partial_group_info);
+    neg.add(Neg {
+        ty: "DSRequest",
+        name: "commit_with_a_non_mimi_group_id",
+        bytes: [&[0x00, 0x01, 8][..], &foreign_commit, &rest, &[0x00]].concat(),
+        code: Malformed,
+        kind: "invalid",
+        path: "DSRequest.request_body.update_client.group_update.commit",
+        offset: 3,
+        section: "1.4",
+        description: "the golden update commit whose MLS group_id is not a GroupId",
+    });
+    let leaf = p.create_body.leaf_node.as_bytes();
+    let foreign_group_info = with_group_id(p.create_body.group_info.as_bytes(), 8, NOT_A_GROUP_ID);
+    neg.add(Neg {
+        ty: "CreateGroupRequest",
+        name: "group_info_with_a_non_mimi_group_id",
+        bytes: [&gid_field[..], leaf, &foreign_group_info].concat(),
+        code: Malformed,
+        kind: "invalid",
+        path: "CreateGroupRequest.group_info",
+        offset: gid_field.len() + leaf.len(),
+        section: "1.4",
+        description: "the golden GroupInfo of epoch 0 with a group_id that is not a GroupId",
+    });
+    neg.add(Neg {
+        ty: "ExternalCommitInformationRequest",
+        name: "group_id_with_a_trailing_byte",
+        bytes: [
+            opaque(&[&group_id[..], &[0x00]].concat()),
+            opaque(b"mimi://b.example/d/bob/laptop"),
+        ]
+        .concat(),
+        code: Malformed,
+        kind: "trailing_bytes",
+        path: "ExternalCommitInformationRequest.group_id",
+        offset: 1 + group_id.len(),
+        section: "2.2",
+        description: "group_id<V> holds a GroupId and one more byte",
+    });
+
+    // 1.4: vectors that hold at least one element.
+    let message = DeliverableMessage::from_bytes(p.send.request_body_message()).unwrap();
+    let no_recipients = DeliverMessage {
+        group_id: p.gid.clone(),
+        epoch: 1,
+        recipients: vec![],
+        message,
+    };
+    let qs_empty = QueueingServiceRequest {
+        payload: QueueingServicePayload::DeliverMessage(no_recipients),
+        ..p.qs_deliver.clone()
+    };
+    neg.add(Neg {
+        ty: "QueueingServiceRequest",
+        name: "no_recipients",
+        bytes: enc(&qs_empty),
+        code: Malformed,
+        kind: "empty",
+        path: "QueueingServiceRequest.payload.deliver_message.recipients",
+        offset: 2 + 10 + 10 + 16 + 1 + gid_field.len() + 8,
+        section: "1.4",
+        description: "a deliver_message request for no recipient",
+    });
+    neg.add(Neg {
+        ty: "KeyPackagesOk",
+        name: "no_key_packages",
+        bytes: enc(&KeyPackagesOk {
+            target: "mimi://b.example/u/dave".parse().unwrap(),
+            key_packages: vec![],
+        }),
+        code: Malformed,
+        kind: "empty",
+        path: "KeyPackagesOk.key_packages",
+        offset: 24,
+        section: "1.4",
+        description: "an ok answer without KeyPackages (the answer is 404 no_key_packages)",
+    });
+    neg.add(Neg {
+        ty: "VerificationKeyOk",
+        name: "no_keys",
+        bytes: enc(&VerificationKeyOk {
+            provider: "a.example".parse().unwrap(),
+            keys: vec![],
+        }),
+        code: Malformed,
+        kind: "empty",
+        path: "VerificationKeyOk.keys",
+        offset: 10,
+        section: "1.4",
+        description: "a key answer without keys",
+    });
+
+    // 2.1: identifiers.
+    neg.add(Neg {
+        ty: "DeliverMessage",
+        name: "recipient_with_a_single_label_domain",
+        bytes: [
+            gid_field.clone(),
+            1u64.to_be_bytes().to_vec(),
+            opaque(&opaque(b"mimi://localhost/d/bob/phone")),
+            p.send.request_body_message().to_vec(),
+        ]
+        .concat(),
+        code: Malformed,
+        kind: "invalid",
+        path: "DeliverMessage.recipients[0]",
+        offset: gid_field.len() + 8 + 1,
+        section: "2.1",
+        description: "a ClientID on the single-label domain localhost",
+    });
+    for (name, domain, description) in [
+        (
+            "single_label_domain",
+            &b"localhost"[..],
+            "a provider domain of one label",
+        ),
+        (
+            "ipv4_address",
+            b"192.0.2.1",
+            "an IPv4 address: its top label is all digits",
+        ),
+        (
+            "upper_case_domain",
+            b"A.example",
+            "upper case is not folded",
+        ),
+    ] {
+        neg.add(Neg {
+            ty: "VerificationKeyRequest",
+            name,
+            bytes: [&[0x00, 0x01][..], &opaque(domain)].concat(),
+            code: Malformed,
+            kind: "invalid",
+            path: "VerificationKeyRequest.provider",
+            offset: 2,
+            section: "2.1",
+            description,
+        });
+    }
+    neg.add(Neg {
+        ty: "UserID",
+        name: "all_digit_top_label",
+        bytes: opaque(b"mimi://a.123/u/bob"),
+        code: Malformed,
+        kind: "invalid",
+        path: "UserID",
+        offset: 0,
+        section: "2.1",
+        description: "the domain's top label is all digits",
+    });
+
+    // 1.4 and 4: the provider signature.
+    for (name, len) in [("signature_of_3_bytes", 3), ("empty_signature", 0)] {
+        neg.add(Neg {
+            ty: "ProviderSignature",
+            name,
+            bytes: enc(&ProviderSignature {
+                sender: "b.example".parse().unwrap(),
+                key_id: [0x11; 8],
+                timestamp: 1_795_000_000,
+                nonce: [0x11; 16],
+                signature: Bytes(vec![0x22; len]),
+            }),
+            code: Malformed,
+            kind: "invalid",
+            path: "ProviderSignature.signature",
+            offset: 10 + 8 + 8 + 16,
+            section: "1.4",
+            description: "an Ed25519 signature (the only ProviderKeyAlgorithm) is 64 bytes",
+        });
+    }
+    let tbs = |method: &[u8], path: &[u8]| {
+        enc(&ProviderSignatureTBS {
+            sender: "b.example".parse().unwrap(),
+            recipient: "a.example".parse().unwrap(),
+            method: Bytes(method.to_vec()),
+            path: Bytes(path.to_vec()),
+            timestamp: 1_795_000_000,
+            nonce: [0x11; 16],
+            body_sha256: [0; 32],
+        })
+    };
+    neg.add(Neg {
+        ty: "ProviderSignatureTBS",
+        name: "method_of_17_bytes",
+        bytes: tbs(&[b'P'; 17], b"/group_operation"),
+        code: Malformed,
+        kind: "too_long",
+        path: "ProviderSignatureTBS.method",
+        offset: 20,
+        section: "1.1",
+        description: "method is at most 16 bytes",
+    });
+    let long_path = [b"/".as_slice(), &[b'a'; 255]].concat();
+    neg.add(Neg {
+        ty: "ProviderSignatureTBS",
+        name: "path_of_256_bytes",
+        bytes: tbs(b"POST", &long_path),
+        code: Malformed,
+        kind: "too_long",
+        path: "ProviderSignatureTBS.path",
+        offset: 25,
+        section: "1.1",
+        description: "path is at most 255 bytes",
+    });
+
+    // 10: errors.
+    neg.add(Neg {
+        ty: "DSError",
+        name: "code_0",
+        bytes: vec![0x00, 0x00, 0x00],
+        code: Malformed,
+        kind: "invalid",
+        path: "DSError.code",
+        offset: 0,
+        section: "10",
+        description: "code 0 is reserved and never sent",
+    });
+    neg.add(Neg {
+        ty: "DSResponse",
+        name: "error_code_0",
+        bytes: vec![0x00, 0x01, 0x01, 0x00, 0x00, 0x00],
+        code: Malformed,
+        kind: "invalid",
+        path: "DSResponse.response_body.error.code",
+        offset: 3,
+        section: "10",
+        description: "a DSResponse whose error has code 0",
+    });
+    neg.add(Neg {
+        ty: "DSError",
+        name: "unsupported_version_listing_nothing",
+        bytes: vec![0x00, 0x02, 0x01, 0x00],
+        code: Malformed,
+        kind: "empty",
+        path: "DSError.detail",
+        offset: 3,
+        section: "10",
+        description: "supported<V> is empty",
+    });
+    neg.add(Neg {
+        ty: "DSError",
+        name: "wrong_epoch_detail_of_7_bytes",
+        bytes: [&[0x00, 0x16, 0x07][..], &[0; 7]].concat(),
+        code: Malformed,
+        kind: "truncated",
+        path: "DSError.detail",
+        offset: 3,
+        section: "10",
+        description: "current_epoch is a uint64: exactly 8 bytes",
+    });
+    neg.add(Neg {
+        ty: "DSError",
+        name: "text_detail_not_utf8",
+        bytes: vec![0x00, 0x0f, 0x01, 0xff],
+        code: Malformed,
+        kind: "invalid",
+        path: "DSError.detail",
+        offset: 2,
+        section: "10",
+        description: "an unknown_group text that is not UTF-8",
+    });
+    neg.add(Neg {
+        ty: "DSError",
+        name: "unregistered_code_detail_of_1025_bytes",
+        bytes: [&[0x03, 0xe8][..], &opaque(&[0xab; 1025])].concat(),
+        code: Malformed,
+        kind: "too_long",
+        path: "DSError.detail",
+        offset: 2,
+        section: "10",
+        description: "the detail of every code, unregistered ones too, is at most 1 024 bytes",
+    });
+    neg.0
+}
+
+/// The application message inside a golden `ds_send_message`.
+trait SendMessageBytes {
+    fn request_body_message(&self) -> &[u8];
+}
+
+impl SendMessageBytes for DSRequest {
+    fn request_body_message(&self) -> &[u8] {
+        match &self.request_body {
+            DSRequestBody::SendMessage(m) => m.application_message.as_bytes(),
+            _ => panic!("not a send_message"),
+        }
+    }
 }

@@ -316,6 +316,17 @@ impl MimiClient {
         Ok((group_update, sender))
     }
 
+    /// The OpenMLS provider (crypto and storage) of this client, for tools
+    /// that build what OpenMLS cannot (the golden vectors' ReInit commit).
+    pub fn openmls_provider(&self) -> &OpenMlsRustCrypto {
+        &self.provider
+    }
+
+    /// This client's signature key pair.
+    pub fn signer(&self) -> &SignatureKeyPair {
+        &self.signer
+    }
+
     /// The signed GroupInfo of the current epoch (without the tree).
     pub fn group_info(
         &mut self,

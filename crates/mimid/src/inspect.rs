@@ -51,7 +51,7 @@ pub enum InspectError {
     #[error("type `{0}` is named by the endpoint table but missing from the type registry")]
     MissingType(&'static str),
     /// The body does not decode as the type asked for.
-    #[error("cannot decode as {type_name}: {error}")]
+    #[error("cannot decode as {type_name}: {error}\n{}", answer_note(error))]
     Decode {
         type_name: &'static str,
         error: Box<DecodeError>,
@@ -59,8 +59,9 @@ pub enum InspectError {
     /// The body decodes as neither the request nor the response type of an
     /// endpoint; `type_name` is the one whose decoding got further.
     #[error(
-        "cannot decode as {type_name}: {error}\n\
-         note: the body is not a {other_name} either: {other_error}"
+        "cannot decode as {type_name}: {error}\n{}\n\
+         note: the body is not a {other_name} either: {other_error}",
+        answer_note(error)
     )]
     EndpointMismatch {
         type_name: &'static str,
@@ -86,6 +87,17 @@ pub enum InspectError {
     EmptyRegistry,
     #[error("cannot render JSON: {0}")]
     Json(serde_json::Error),
+}
+
+/// What a receiver answers a body it cannot decode with
+/// (`docs/protocol.md` 1.4, 6.2).
+fn answer_note(error: &DecodeError) -> String {
+    let code = error.code();
+    format!(
+        "note: a receiver refuses it with {} {}",
+        code.http_status(),
+        code.name()
+    )
 }
 
 /// How many of the types that got as far as the reported one are named.

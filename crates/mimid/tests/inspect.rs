@@ -480,3 +480,80 @@ fn golden_vectors_decode_and_their_mutations_fail() {
         failures.join("\n")
     );
 }
+
+/// Every negative vector of `docs/protocol.md` section 11 is refused by
+/// `inspect` (exit 2) with its field path and offset, and the answer a
+/// receiver gives (`400 malformed_message` or `400 unsupported_version`).
+#[test]
+fn negative_vectors_are_refused_with_their_path_and_offset() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../wire/vectors/negative.json");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "the negative vector file {} is missing or unreadable ({e})",
+            path.display()
+        )
+    });
+    let vectors: Vec<serde_json::Value> =
+        serde_json::from_str(&text).expect("negative.json is a JSON array");
+    assert!(!vectors.is_empty(), "negative.json holds no vectors");
+
+    let mut failures = Vec::new();
+    for v in &vectors {
+        let (Some(ty), Some(hex), Some(field), Some(offset), Some(code), Some(status)) = (
+            v["struct"].as_str(),
+            v["hex"].as_str(),
+            v["path"].as_str(),
+            v["offset"].as_u64(),
+            v["code"].as_str(),
+            v["status"].as_u64(),
+        ) else {
+            failures.push(format!("malformed entry {v}"));
+            continue;
+        };
+        let label = format!("{ty}/{}", v["name"].as_str().unwrap_or("?"));
+        let run = mimid(&["inspect", "--type", ty, "--hex", "-"], hex.as_bytes());
+        let located = format!("error: cannot decode as {ty}: {field} at offset {offset}: ");
+        let answer = format!("note: a receiver refuses it with {status} {code}\n");
+        if run.code != Some(2)
+            || !run.stdout.is_empty()
+            || !run.stderr.starts_with(&located)
+            || !run.stderr.contains(&answer)
+        {
+            failures.push(format!(
+                "{label}: exit {:?}, stderr {:?} (expected {located:?} and {answer:?})",
+                run.code, run.stderr
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} negative vectors fail:\n{}",
+        failures.len(),
+        vectors.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn a_body_of_another_version_is_unsupported_not_malformed() {
+    // A DSRequest of version 2 whose rest is no DSRequest of version 1.
+    let run = mimid(
+        &["inspect", "--endpoint", "/group_operation", "--hex", "-"],
+        b"0002ffffffff",
+    );
+    assert_eq!(run.code, Some(2), "{run:?}");
+    assert!(
+        run.stderr.starts_with(
+            "error: cannot decode as DSRequest: DSRequest.version at offset 0: \
+             unsupported protocol version 2"
+        ),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr
+            .contains("note: a receiver refuses it with 400 unsupported_version"),
+        "{}",
+        run.stderr
+    );
+}

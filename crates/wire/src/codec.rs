@@ -421,11 +421,15 @@ pub mod hex_array {
 /// A field of type `Vec<T>` must name the [`Limits`] field that bounds its
 /// element count: `recipients: Vec<ClientId> [max_recipients]`. A `[u8; N]`
 /// field is written `[u8; N] as hex`.
+///
+/// A field may name a rule its decoded value must also meet (one of
+/// [`rules`]): `version: u16 where rules::version`. A rule reports its
+/// error at an offset relative to the field's start (0: the field itself).
 macro_rules! wire_struct {
     (
         $(#[$m:meta])*
         pub struct $name:ident {
-            $( $(#[$fm:meta])* pub $f:ident : $t:ty $([$lim:ident])? ),* $(,)?
+            $( $(#[$fm:meta])* pub $f:ident : $t:ty $([$lim:ident])? $(where $rule:path)? ),* $(,)?
         }
     ) => {
         $(#[$m])*
@@ -438,7 +442,13 @@ macro_rules! wire_struct {
             const NAME: &'static str = stringify!($name);
             fn decode(r: &mut $crate::codec::Reader<'_>) -> Result<Self, $crate::error::DecodeError> {
                 Ok($name {
-                    $( $f: r.field(stringify!($f), |r| $crate::codec::wire_struct!(@decode r, $t $(, $lim)?))?, )*
+                    $( $f: r.field(stringify!($f), |r| {
+                        #[allow(unused_variables)]
+                        let at = r.offset();
+                        let value: $t = $crate::codec::wire_struct!(@decode r, $t $(, $lim)?)?;
+                        $( $rule(&value).map_err(|e| e.shifted(at))?; )?
+                        Ok(value)
+                    })?, )*
                 })
             }
             fn encode(&self, w: &mut Vec<u8>) -> Result<(), $crate::error::EncodeError> {
@@ -458,6 +468,130 @@ macro_rules! wire_struct {
     (@len $v:expr, $lim:ident) => { $crate::codec::vec_encoded_len($v) };
 }
 pub(crate) use wire_struct;
+
+/// Rules a decoded field must meet beyond its syntax (`docs/protocol.md`
+/// 1.4), named by `wire_struct!` fields with `where`.
+pub mod rules {
+    use crate::codec::{Bytes, Wire as _};
+    use crate::error::{DecodeError, DecodeErrorKind};
+    use crate::mls::{PublicMessage, content_type_of};
+    use crate::queueing::QueueingServicePayload;
+    use openmls::prelude::ContentType;
+
+    /// A failed rule about the field as a whole.
+    fn here(kind: DecodeErrorKind) -> DecodeError {
+        DecodeError::new(0, kind)
+    }
+
+    /// `DSProtocolVersion` of a top-level body: read before anything else,
+    /// and another version is `unsupported_version` whatever follows.
+    pub fn version(v: &u16) -> Result<(), DecodeError> {
+        if crate::ds::SUPPORTED_VERSIONS.contains(v) {
+            Ok(())
+        } else {
+            Err(here(DecodeErrorKind::UnsupportedVersion(*v)))
+        }
+    }
+
+    /// A vector that must hold at least one element.
+    pub fn non_empty<T>(v: &[T]) -> Result<(), DecodeError> {
+        if v.is_empty() {
+            Err(here(DecodeErrorKind::Empty))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// `QueueingServiceRequest`: a `deliver_message` names at least one
+    /// recipient. (The rule is on the request, the body a receiver
+    /// decodes: a `DeliverMessage` on its own, such as the per-message
+    /// template a hub stores, may list none.)
+    pub fn deliver_recipients(p: &QueueingServicePayload) -> Result<(), DecodeError> {
+        match p {
+            QueueingServicePayload::DeliverMessage(d) if d.recipients.is_empty() => {
+                // The tag, group_id<V> and epoch come first.
+                let at = 1 + d.group_id.encoded_len() + 8;
+                Err(DecodeError::new(at, DecodeErrorKind::Empty)
+                    .within("recipients")
+                    .within("deliver_message"))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn content(
+        msg: &PublicMessage,
+        want: ContentType,
+        name: &'static str,
+    ) -> Result<(), DecodeError> {
+        match content_type_of(msg.parsed()) {
+            Some(ct) if ct == want => Ok(()),
+            other => Err(here(DecodeErrorKind::Invalid {
+                what: "MLSMessage(public)",
+                reason: format!(
+                    "content_type is {}, this field carries a {name}",
+                    other.map_or("none", crate::mls::content_type_name)
+                ),
+            })),
+        }
+    }
+
+    /// `MLSGroupUpdate.commit`: a PublicMessage whose content is a commit.
+    pub fn commit(msg: &PublicMessage) -> Result<(), DecodeError> {
+        content(msg, ContentType::Commit, "commit")
+    }
+
+    /// `SelfRemoveClientRequest.proposal`: a PublicMessage whose content is
+    /// a proposal.
+    pub fn proposal(msg: &PublicMessage) -> Result<(), DecodeError> {
+        content(msg, ContentType::Proposal, "proposal")
+    }
+
+    /// Length of an Ed25519 signature, the only `ProviderKeyAlgorithm`.
+    pub const PROVIDER_SIGNATURE_LEN: usize = 64;
+
+    /// `ProviderSignature.signature`: the length of a signature of some
+    /// `ProviderKeyAlgorithm` (profile 1: Ed25519, 64 bytes).
+    pub fn provider_signature(sig: &Bytes) -> Result<(), DecodeError> {
+        if sig.0.len() == PROVIDER_SIGNATURE_LEN {
+            Ok(())
+        } else {
+            Err(here(DecodeErrorKind::Invalid {
+                what: "signature",
+                reason: format!(
+                    "{} bytes; a signature of every ProviderKeyAlgorithm (ed25519) is {PROVIDER_SIGNATURE_LEN}",
+                    sig.0.len()
+                ),
+            }))
+        }
+    }
+
+    /// Bound of `ProviderSignatureTBS.method`, in bytes.
+    pub const MAX_HTTP_METHOD: usize = 16;
+    /// Bound of `ProviderSignatureTBS.path`, in bytes.
+    pub const MAX_HTTP_PATH: usize = 255;
+
+    /// `ProviderSignatureTBS.method`: at most 16 bytes.
+    pub fn http_method(method: &Bytes) -> Result<(), DecodeError> {
+        at_most(method, MAX_HTTP_METHOD)
+    }
+
+    /// `ProviderSignatureTBS.path`: at most 255 bytes.
+    pub fn http_path(path: &Bytes) -> Result<(), DecodeError> {
+        at_most(path, MAX_HTTP_PATH)
+    }
+
+    fn at_most(b: &Bytes, max: usize) -> Result<(), DecodeError> {
+        if b.0.len() <= max {
+            Ok(())
+        } else {
+            Err(here(DecodeErrorKind::TooLong {
+                len: b.0.len(),
+                max,
+            }))
+        }
+    }
+}
 
 /// Declares a `select`-style enum: a `uint8` (or wider) tag, then the arm.
 ///

@@ -1,7 +1,7 @@
 //! DS messages: `DSRequest`, `DSResponse` and the operation bodies
 //! (`docs/protocol.md` section 5; DS draft -04 plus profile additions).
 
-use crate::codec::{Bytes, ShortBytes, Wire, wire_enum, wire_struct};
+use crate::codec::{Bytes, ShortBytes, Wire, rules, wire_enum, wire_struct};
 use crate::dserror::DSError;
 use crate::ident::{ClientId, GroupIdField};
 use crate::mls::{
@@ -15,6 +15,10 @@ pub type DSProtocolVersion = u16;
 /// The only version of profile 1.
 pub const PROTOCOL_VERSION: DSProtocolVersion = 1;
 
+/// The versions this implementation decodes, as listed in an
+/// `unsupported_version` error.
+pub const SUPPORTED_VERSIONS: &[DSProtocolVersion] = &[PROTOCOL_VERSION];
+
 wire_struct! {
     /// The GroupInfo pieces a hub cannot compute itself.
     pub struct PartialGroupInfo {
@@ -26,7 +30,7 @@ wire_struct! {
 wire_struct! {
     /// A commit and the pieces to rebuild the next GroupInfo.
     pub struct MLSGroupUpdate {
-        pub commit: PublicMessage,
+        pub commit: PublicMessage where rules::commit,
         pub partial_group_info: PartialGroupInfo,
     }
 }
@@ -66,7 +70,7 @@ wire_struct! {
 }
 
 wire_struct! {
-    pub struct SelfRemoveClientRequest { pub proposal: PublicMessage }
+    pub struct SelfRemoveClientRequest { pub proposal: PublicMessage where rules::proposal }
 }
 
 wire_struct! {
@@ -144,7 +148,7 @@ wire_struct! {
     /// The body of `/group_operation`, `/welcome_information` and
     /// `/external_commit_information`.
     pub struct DSRequest {
-        pub version: u16,
+        pub version: u16 where rules::version,
         pub request_body: DSRequestBody,
         pub authentication_data: DSAuthData,
     }
@@ -205,7 +209,7 @@ wire_enum! {
 
 wire_struct! {
     pub struct DSResponse {
-        pub protocol_version: u16,
+        pub protocol_version: u16 where rules::version,
         pub response_body: DSResponseBody,
     }
 }

@@ -1,6 +1,6 @@
 //! `DSError` and its code registry (`docs/protocol.md` section 10).
 
-use crate::codec::{Reader, Wire, vec_len_len, write_vec_len};
+use crate::codec::{Reader, Wire, rules, vec_len_len, write_vec_len};
 use crate::error::{DecodeError, EncodeError};
 
 macro_rules! error_codes {
@@ -78,6 +78,9 @@ impl<'de> serde::Deserialize<'de> for ErrorCode {
         u16::deserialize(d).map(ErrorCode::from_u16)
     }
 }
+
+/// Code 0 is reserved: never sent, refused by the decoder.
+pub const RESERVED_CODE: u16 = 0;
 
 /// `DSError.detail`, in the form the registry gives the code.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -179,7 +182,14 @@ impl DSError {
 impl Wire for DSError {
     const NAME: &'static str = "DSError";
     fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let at = r.offset();
         let code = ErrorCode::from_u16(r.field("code", u16::decode)?);
+        if code.to_u16() == RESERVED_CODE {
+            return Err(
+                DecodeError::invalid(at, "code", "code 0 is reserved and never sent")
+                    .within("code"),
+            );
+        }
         r.field("detail", |r| {
             let at = r.offset();
             let len = r.vec_len(r.limits().max_error_detail)?;
@@ -189,7 +199,11 @@ impl Wire for DSError {
                         current_epoch: u64::decode(d)?,
                     },
                     ErrorCode::UnsupportedVersion => {
-                        ErrorDetail::Supported(d.vec(d.limits().max_versions)?)
+                        let list = d.offset();
+                        let supported: Vec<u16> = d.vec(d.limits().max_versions)?;
+                        // A receiver supports at least one version.
+                        rules::non_empty(&supported).map_err(|e| e.shifted(list))?;
+                        ErrorDetail::Supported(supported)
                     }
                     ErrorCode::PayloadTooLarge => ErrorDetail::LimitBytes(u32::decode(d)?),
                     ErrorCode::RateLimited | ErrorCode::Unavailable => {

@@ -6,6 +6,8 @@
 
 use std::fmt;
 
+use crate::dserror::{DSError, ErrorCode};
+
 /// What was wrong with the bytes.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeErrorKind {
@@ -25,6 +27,43 @@ pub enum DecodeErrorKind {
     Invalid { what: &'static str, reason: String },
     #[error("{what} is not valid MLS: {reason}")]
     Mls { what: &'static str, reason: String },
+    /// A top-level body of another `DSProtocolVersion` than this profile's
+    /// (`docs/protocol.md` 1.3): answered with `unsupported_version`, not
+    /// `malformed_message`.
+    #[error("unsupported protocol version {0} (supported: 1)")]
+    UnsupportedVersion(u16),
+    /// A vector that must hold at least one element is empty.
+    #[error("empty, but at least one element is required")]
+    Empty,
+}
+
+impl DecodeErrorKind {
+    /// A stable snake_case name of the kind (the `kind` of the negative
+    /// vectors, `docs/protocol.md` section 11).
+    pub fn name(&self) -> &'static str {
+        match self {
+            DecodeErrorKind::Truncated { .. } => "truncated",
+            DecodeErrorKind::TrailingBytes(_) => "trailing_bytes",
+            DecodeErrorKind::BadVectorLength => "bad_vector_length",
+            DecodeErrorKind::TooLong { .. } => "too_long",
+            DecodeErrorKind::TooManyItems { .. } => "too_many_items",
+            DecodeErrorKind::UnknownValue(_) => "unknown_value",
+            DecodeErrorKind::Invalid { .. } => "invalid",
+            DecodeErrorKind::Mls { .. } => "mls",
+            DecodeErrorKind::UnsupportedVersion(_) => "unsupported_version",
+            DecodeErrorKind::Empty => "empty",
+        }
+    }
+
+    /// The `DSError` code a receiver answers this failure with: 400
+    /// `unsupported_version` for another protocol version, 400
+    /// `malformed_message` for everything else (`docs/protocol.md` 1.4).
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            DecodeErrorKind::UnsupportedVersion(_) => ErrorCode::UnsupportedVersion,
+            _ => ErrorCode::MalformedMessage,
+        }
+    }
 }
 
 /// A decoding failure at `offset` inside the field `path`.
@@ -61,6 +100,13 @@ impl DecodeError {
         )
     }
 
+    /// The same error with its offset moved by `by` bytes (an error found
+    /// relative to a field, placed in the body).
+    pub fn shifted(mut self, by: usize) -> Self {
+        self.offset = self.offset.saturating_add(by);
+        self
+    }
+
     /// Adds an enclosing field name.
     pub fn within(mut self, field: &'static str) -> Self {
         self.path.push(PathSegment::Field(field));
@@ -71,6 +117,24 @@ impl DecodeError {
     pub fn within_index(mut self, index: usize) -> Self {
         self.path.push(PathSegment::Index(index));
         self
+    }
+
+    /// The `DSError` code a receiver answers with (see
+    /// [`DecodeErrorKind::code`]).
+    pub fn code(&self) -> ErrorCode {
+        self.kind.code()
+    }
+
+    /// The error a receiver answers with: `unsupported_version` listing the
+    /// supported versions, or `malformed_message` whose text is this error
+    /// (offset, field path, reason).
+    pub fn to_ds_error(&self) -> DSError {
+        match self.kind {
+            DecodeErrorKind::UnsupportedVersion(_) => {
+                DSError::unsupported_version(crate::ds::SUPPORTED_VERSIONS.to_vec())
+            }
+            _ => DSError::text(ErrorCode::MalformedMessage, self.to_string()),
+        }
     }
 
     /// The field path, outermost first, e.g. `DSRequest.request_body.add_users`.

@@ -27,6 +27,21 @@ fn check_domain(d: &str) -> Result<(), IdentifierError> {
             d.len()
         )));
     }
+    // A provider is a host name under a top-level domain (RFC 1123 2.1,
+    // RFC 3696 2): at least two labels, and a top label that is not all
+    // digits, so that no IPv4 address is a domain.
+    let mut labels = d.rsplit('.');
+    let top = labels.next().unwrap_or_default();
+    if labels.next().is_none() {
+        return Err(IdentifierError(format!(
+            "domain {d:?} has a single label; a provider domain has at least two"
+        )));
+    }
+    if !top.is_empty() && top.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(IdentifierError(format!(
+            "domain {d:?} has an all-digit top label (an IPv4 address is no provider domain)"
+        )));
+    }
     for label in d.split('.') {
         let ok_len = (1..=63).contains(&label.len());
         let ok_chars = label

@@ -1,7 +1,7 @@
 //! KeyPackage retrieval: `/connection_key_packages` and
 //! `/group_key_packages` (`docs/protocol.md` section 9).
 
-use crate::codec::{wire_enum, wire_struct};
+use crate::codec::{rules, wire_enum, wire_struct};
 use crate::dserror::DSError;
 use crate::ident::{ClientId, UserId};
 use crate::mls::KeyPackage;
@@ -14,7 +14,7 @@ pub const LAST_RESORT_EXTENSION: u16 = 0x000A;
 
 wire_struct! {
     pub struct ConnectionKeyPackageRequest {
-        pub version: u16,
+        pub version: u16 where rules::version,
         pub requester: UserId,
         pub target: UserId,
     }
@@ -22,7 +22,7 @@ wire_struct! {
 
 wire_struct! {
     pub struct GroupKeyPackageRequest {
-        pub version: u16,
+        pub version: u16 where rules::version,
         pub requester: UserId,
         pub target: UserId,
         pub clients: Vec<ClientId> [max_clients],
@@ -32,7 +32,7 @@ wire_struct! {
 wire_struct! {
     pub struct KeyPackagesOk {
         pub target: UserId,
-        pub key_packages: Vec<KeyPackage> [max_key_packages],
+        pub key_packages: Vec<KeyPackage> [max_key_packages] where rules::non_empty,
     }
 }
 
@@ -45,14 +45,14 @@ wire_enum! {
 
 wire_struct! {
     pub struct ConnectionKeyPackageResponse {
-        pub version: u16,
+        pub version: u16 where rules::version,
         pub result: KeyPackagesResult,
     }
 }
 
 wire_struct! {
     pub struct GroupKeyPackageResponse {
-        pub version: u16,
+        pub version: u16 where rules::version,
         pub result: KeyPackagesResult,
     }
 }

@@ -2,7 +2,7 @@
 
 use sha2::{Digest, Sha256};
 
-use crate::codec::{Bytes, Reader, Wire, hex_array, wire_enum, wire_struct};
+use crate::codec::{Bytes, Reader, Wire, hex_array, rules, wire_enum, wire_struct};
 use crate::dserror::DSError;
 use crate::error::{DecodeError, EncodeError};
 use crate::ident::ProviderDomain;
@@ -155,7 +155,7 @@ impl Wire for VerificationKey {
 
 wire_struct! {
     pub struct VerificationKeyRequest {
-        pub version: u16,
+        pub version: u16 where rules::version,
         pub provider: ProviderDomain,
     }
 }
@@ -163,7 +163,7 @@ wire_struct! {
 wire_struct! {
     pub struct VerificationKeyOk {
         pub provider: ProviderDomain,
-        pub keys: Vec<VerificationKey> [max_keys],
+        pub keys: Vec<VerificationKey> [max_keys] where rules::non_empty,
     }
 }
 
@@ -176,7 +176,7 @@ wire_enum! {
 
 wire_struct! {
     pub struct VerificationKeyResponse {
-        pub version: u16,
+        pub version: u16 where rules::version,
         pub result: VerificationKeyResult,
     }
 }

@@ -18,7 +18,7 @@ pub mod provider_sig;
 pub mod queueing;
 mod registry;
 
-pub use codec::{Bytes, Reader, ShortBytes, Wire, hex_string, parse_hex};
+pub use codec::{Bytes, Reader, ShortBytes, Wire, hex_string, parse_hex, rules};
 pub use ds::*;
 pub use dserror::{DSError, ErrorCode, ErrorDetail};
 pub use error::{DecodeError, DecodeErrorKind, EncodeError};
@@ -29,7 +29,8 @@ pub use keys::*;
 pub use limits::{DEFAULT_BODY_LIMIT, Limits};
 pub use mls::{
     DeliverableMessage, GroupInfoExtensions, GroupInfoMessage, KeyPackage, LeafNode, Mls, MlsKind,
-    PrivateMessage, ProtocolMessage, PublicMessage, RatchetTree, WelcomeMessage,
+    PrivateMessage, ProtocolMessage, PublicMessage, RatchetTree, WelcomeMessage, content_type_name,
+    content_type_of,
 };
 pub use provider_sig::*;
 pub use queueing::*;

@@ -9,8 +9,8 @@ use std::marker::PhantomData;
 
 use openmls::messages::group_info::GroupInfo as OpenMlsGroupInfo;
 use openmls::prelude::{
-    Extensions, KeyPackageIn, MlsMessageBodyIn, MlsMessageIn, RatchetTreeIn, UpdateProposalIn,
-    WireFormat,
+    ContentType, Extensions, KeyPackageIn, MlsMessageBodyIn, MlsMessageIn, RatchetTreeIn,
+    UpdateProposalIn, WireFormat,
 };
 use tls_codec::DeserializeBytes;
 
@@ -126,11 +126,66 @@ impl<'de, K: MlsKind> serde::Deserialize<'de> for Mls<K> {
 fn body_if(msg: MlsMessageIn, allowed: &[WireFormat]) -> Result<MlsMessageBodyIn, String> {
     let wf = msg.wire_format();
     if allowed.contains(&wf) {
-        Ok(msg.extract())
+        let body = msg.extract();
+        check_framing(&body)?;
+        Ok(body)
     } else {
         Err(format!(
             "wire_format {wf:?} not allowed here (allowed: {allowed:?})"
         ))
+    }
+}
+
+/// What decoding checks in the framing of every `MLSMessage` field
+/// (`docs/protocol.md` 1.4): the MLS `group_id` of a PublicMessage,
+/// PrivateMessage or GroupInfo is a MIMI `GroupId`; a PublicMessage carries
+/// a proposal or a commit (RFC 9420 sends application data only in a
+/// PrivateMessage) and a PrivateMessage application data (profile 1 sends
+/// handshake messages as PublicMessages).
+fn check_framing(body: &MlsMessageBodyIn) -> Result<(), String> {
+    let group_id = match body {
+        MlsMessageBodyIn::PublicMessage(m) => {
+            if m.content_type() == ContentType::Application {
+                return Err("a PublicMessage with content_type application \
+                     (application messages are PrivateMessages)"
+                    .into());
+            }
+            m.group_id()
+        }
+        MlsMessageBodyIn::PrivateMessage(m) => {
+            if m.content_type() != ContentType::Application {
+                return Err(format!(
+                    "a PrivateMessage with content_type {} \
+                     (handshake messages are PublicMessages)",
+                    content_type_name(m.content_type())
+                ));
+            }
+            m.group_id()
+        }
+        MlsMessageBodyIn::GroupInfo(gi) => gi.group_id(),
+        _ => return Ok(()),
+    };
+    crate::ident::GroupId::from_mls_bytes(group_id.as_slice())
+        .map(|_| ())
+        .map_err(|e| format!("its group_id is not a MIMI GroupId ({e})"))
+}
+
+/// The `content_type` of a PublicMessage or PrivateMessage (visible in
+/// both: RFC 9420 encrypts only a PrivateMessage's content, not its type).
+pub fn content_type_of(body: &MlsMessageBodyIn) -> Option<ContentType> {
+    match body {
+        MlsMessageBodyIn::PublicMessage(m) => Some(m.content_type()),
+        MlsMessageBodyIn::PrivateMessage(m) => Some(m.content_type()),
+        _ => None,
+    }
+}
+
+/// The RFC 9420 name of a content type.
+pub fn content_type_name(ct: ContentType) -> &'static str {
+    match ct {
+        ContentType::Application => "application",
+        ContentType::Proposal => "proposal",
+        ContentType::Commit => "commit",
     }
 }
 

@@ -1,6 +1,6 @@
 //! The provider signature header (`docs/protocol.md` section 4).
 
-use crate::codec::{Bytes, hex_array, wire_struct};
+use crate::codec::{Bytes, hex_array, rules, wire_struct};
 use crate::ident::ProviderDomain;
 
 /// HTTP header carrying a [`ProviderSignature`].
@@ -18,7 +18,7 @@ wire_struct! {
         pub timestamp: u64,
         #[serde(with = "hex_array")]
         pub nonce: [u8; 16],
-        pub signature: Bytes,
+        pub signature: Bytes where rules::provider_signature,
     }
 }
 
@@ -27,8 +27,8 @@ wire_struct! {
     pub struct ProviderSignatureTBS {
         pub sender: ProviderDomain,
         pub recipient: ProviderDomain,
-        pub method: Bytes,
-        pub path: Bytes,
+        pub method: Bytes where rules::http_method,
+        pub path: Bytes where rules::http_path,
         pub timestamp: u64,
         #[serde(with = "hex_array")]
         pub nonce: [u8; 16],

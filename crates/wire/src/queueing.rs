@@ -1,7 +1,7 @@
 //! Queueing messages: `/deliver_message` and `/connection_request`
 //! (`docs/protocol.md` section 7).
 
-use crate::codec::{wire_enum, wire_struct};
+use crate::codec::{rules, wire_enum, wire_struct};
 use crate::dserror::DSError;
 use crate::ident::{ClientId, GroupIdField, MessageId, ProviderDomain, UserId};
 use crate::mls::{DeliverableMessage, WelcomeMessage};
@@ -37,11 +37,11 @@ wire_enum! {
 
 wire_struct! {
     pub struct QueueingServiceRequest {
-        pub version: u16,
+        pub version: u16 where rules::version,
         pub sender: ProviderDomain,
         pub recipient: ProviderDomain,
         pub message_id: MessageId,
-        pub payload: QueueingServicePayload,
+        pub payload: QueueingServicePayload where rules::deliver_recipients,
     }
 }
 
@@ -61,7 +61,7 @@ wire_enum! {
 
 wire_struct! {
     pub struct QueueingServiceResponse {
-        pub version: u16,
+        pub version: u16 where rules::version,
         pub message_id: MessageId,
         pub result: QueueingServiceResult,
     }

@@ -179,3 +179,99 @@ fn mls_fixtures_decode_as_their_kinds() {
         .expect_err("private accepted as public");
     assert!(err.to_string().contains("wire_format"), "{err}");
 }
+
+/// A `<V>` length at `at`: (length, header size).
+fn varint(b: &[u8], at: usize) -> (usize, usize) {
+    match b[at] >> 6 {
+        0 => (usize::from(b[at] & 0x3f), 1),
+        1 => ((usize::from(b[at] & 0x3f) << 8) | usize::from(b[at + 1]), 2),
+        2 => (
+            (usize::from(b[at] & 0x3f) << 24)
+                | (usize::from(b[at + 1]) << 16)
+                | (usize::from(b[at + 2]) << 8)
+                | usize::from(b[at + 3]),
+            4,
+        ),
+        _ => panic!("reserved varint prefix"),
+    }
+}
+
+/// Skips an `opaque x<V>` at `at`.
+fn skip_opaque(b: &[u8], at: usize) -> usize {
+    let (len, header) = varint(b, at);
+    at + header + len
+}
+
+/// The sender type and the types of the by-value proposals of a commit
+/// in a PublicMessage (RFC 9420 sections 6, 6.2, 12.1, 12.4), read from
+/// its bytes. Handles the proposal types these vectors carry.
+fn commit_framing(m: &[u8]) -> (u8, Vec<u16>) {
+    assert_eq!(&m[..4], &[0, 1, 0, 1], "mls10, mls_public_message");
+    let mut at = skip_opaque(m, 4) + 8; // group_id, epoch
+    let sender_type = m[at];
+    at += 1;
+    if matches!(sender_type, 1 | 2) {
+        at += 4; // leaf_index or sender_index
+    }
+    at = skip_opaque(m, at); // authenticated_data
+    assert_eq!(m[at], 3, "content_type commit");
+    at += 1;
+    let (len, header) = varint(m, at);
+    at += header;
+    let end = at + len;
+    let mut types = Vec::new();
+    while at < end {
+        let kind = m[at];
+        at += 1;
+        if kind == 2 {
+            at = skip_opaque(m, at); // a ProposalRef
+            continue;
+        }
+        assert_eq!(kind, 1, "ProposalOrRefType");
+        let proposal_type = u16::from_be_bytes([m[at], m[at + 1]]);
+        at += 2;
+        at = match proposal_type {
+            3 => at + 4,                                 // Remove: leaf index
+            6 => skip_opaque(m, at),                     // ExternalInit: kem_output
+            5 => skip_opaque(m, skip_opaque(m, at) + 4), // ReInit
+            other => panic!("proposal type {other} not expected here"),
+        };
+        types.push(proposal_type);
+    }
+    (sender_type, types)
+}
+
+fn golden_commit(body_name: &str) -> Vec<u8> {
+    use mimid_wire::{DSRequestBody, Wire as _};
+    let v = vectors()
+        .into_iter()
+        .find(|v| field(v, "struct") == "DSRequest" && field(v, "name") == body_name)
+        .unwrap_or_else(|| panic!("no DSRequest vector {body_name}"));
+    let request = mimid_wire::DSRequest::decode_exact(
+        &parse_hex(field(&v, "hex")).expect("hex"),
+        &Limits::default(),
+    )
+    .expect("decodes");
+    match request.request_body {
+        DSRequestBody::ExternalJoin(r) => r.group_update.commit.as_bytes().to_vec(),
+        DSRequestBody::ReInitializeGroup(r) => r.commit.commit.as_bytes().to_vec(),
+        other => panic!("{body_name} is a {}", other.name()),
+    }
+}
+
+#[test]
+fn the_external_join_vector_is_an_external_commit() {
+    let (sender_type, proposals) = commit_framing(&golden_commit("external_join"));
+    assert_eq!(sender_type, 4, "new_member_commit");
+    assert!(
+        proposals.contains(&6),
+        "ExternalInit by value: {proposals:?}"
+    );
+}
+
+#[test]
+fn the_re_initialize_group_vector_commits_a_reinit() {
+    let (sender_type, proposals) = commit_framing(&golden_commit("re_initialize_group"));
+    assert_eq!(sender_type, 1, "member");
+    assert_eq!(proposals, vec![5], "one ReInit by value");
+}

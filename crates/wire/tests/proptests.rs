@@ -60,6 +60,8 @@ const MLS_JSON: &str = include_str!("../vectors/mls.json");
 /// they may fill.
 struct MlsPool {
     public: Vec<PublicMessage>,
+    commit: Vec<PublicMessage>,
+    proposal: Vec<PublicMessage>,
     private: Vec<PrivateMessage>,
     welcome: Vec<WelcomeMessage>,
     group_info: Vec<GroupInfoMessage>,
@@ -90,17 +92,22 @@ static MLS: LazyLock<MlsPool> = LazyLock::new(|| {
             })
             .collect()
     }
-    const PUBLIC: &[&str] = &[
+    const COMMIT: &[&str] = &[
         "commit_add",
         "commit_update",
         "commit_remove",
-        "proposal_self_remove",
+        "commit_external_join",
+        "commit_reinit",
     ];
+    const PROPOSAL: &[&str] = &["proposal_self_remove"];
+    let public: Vec<&str> = [COMMIT, PROPOSAL].concat();
     const PRIVATE: &[&str] = &["application_message"];
     const WELCOME: &[&str] = &["welcome"];
-    let deliverable: Vec<&str> = [PUBLIC, PRIVATE, WELCOME].concat();
+    let deliverable: Vec<&str> = [&public[..], PRIVATE, WELCOME].concat();
     MlsPool {
-        public: all(PUBLIC, &bytes),
+        public: all(&public, &bytes),
+        commit: all(COMMIT, &bytes),
+        proposal: all(PROPOSAL, &bytes),
         private: all(PRIVATE, &bytes),
         welcome: all(WELCOME, &bytes),
         group_info: all(&["group_info_epoch0", "group_info_epoch1"], &bytes),
@@ -123,8 +130,13 @@ static MLS: LazyLock<MlsPool> = LazyLock::new(|| {
 // Strategies: leaves
 // ---------------------------------------------------------------------------
 
-fn public_message() -> impl Strategy<Value = PublicMessage> {
-    select(MLS.public.clone())
+/// A PublicMessage with a commit, for `MLSGroupUpdate.commit`.
+fn commit_message() -> impl Strategy<Value = PublicMessage> {
+    select(MLS.commit.clone())
+}
+/// A PublicMessage with a proposal, for `SelfRemoveClientRequest.proposal`.
+fn proposal_message() -> impl Strategy<Value = PublicMessage> {
+    select(MLS.proposal.clone())
 }
 fn private_message() -> impl Strategy<Value = PrivateMessage> {
     select(MLS.private.clone())
@@ -152,11 +164,11 @@ fn group_info_extensions() -> impl Strategy<Value = GroupInfoExtensions> {
 }
 
 /// A DNS domain as the identifier rules allow it (lower case, digits,
-/// inner hyphens).
+/// inner hyphens; two labels at least, a top label that is not all digits).
 fn domain_string() -> impl Strategy<Value = String> {
     prop_oneof![
-        4 => "[a-z][a-z0-9]{0,10}(\\.[a-z][a-z0-9]{0,10}){0,3}",
-        1 => "[a-z0-9]([a-z0-9-]{0,8}[a-z0-9])?(\\.[a-z0-9]([a-z0-9-]{0,8}[a-z0-9])?){0,3}",
+        4 => "[a-z][a-z0-9]{0,10}(\\.[a-z][a-z0-9]{0,10}){1,3}",
+        1 => "[a-z0-9]([a-z0-9-]{0,8}[a-z0-9])?(\\.[a-z0-9]([a-z0-9-]{0,8}[a-z0-9])?){0,2}\\.[a-z]([a-z0-9-]{0,8}[a-z0-9])?",
     ]
 }
 
@@ -194,6 +206,13 @@ fn group_id_field() -> impl Strategy<Value = GroupIdField> {
     })
 }
 
+/// The `DSProtocolVersion` of a top-level body: the decoder refuses every
+/// other (`docs/protocol.md` 1.3), so valid values carry version 1. Other
+/// versions are checked in `decoding_rules.rs`.
+fn version() -> impl Strategy<Value = u16> {
+    Just(PROTOCOL_VERSION)
+}
+
 fn message_id() -> impl Strategy<Value = MessageId> {
     any::<[u8; 16]>().prop_map(MessageId)
 }
@@ -227,7 +246,8 @@ fn error_code() -> impl Strategy<Value = ErrorCode> {
     prop_oneof![
         3 => select(ErrorCode::ALL.to_vec()),
         // Mostly unregistered codes, kept as `Unknown`.
-        1 => any::<u16>().prop_map(ErrorCode::from_u16),
+        // (0 is reserved and refused.)
+        1 => (1..=u16::MAX).prop_map(ErrorCode::from_u16),
     ]
 }
 
@@ -248,7 +268,7 @@ fn ds_error() -> impl Strategy<Value = DSError> {
             ErrorCode::WrongEpoch => any::<u64>()
                 .prop_map(|current_epoch| ErrorDetail::WrongEpoch { current_epoch })
                 .boxed(),
-            ErrorCode::UnsupportedVersion => vec(any::<u16>(), 0..=limits().max_versions)
+            ErrorCode::UnsupportedVersion => vec(any::<u16>(), 1..=limits().max_versions)
                 .prop_map(ErrorDetail::Supported)
                 .boxed(),
             ErrorCode::PayloadTooLarge => any::<u32>().prop_map(ErrorDetail::LimitBytes).boxed(),
@@ -272,7 +292,7 @@ fn ds_error() -> impl Strategy<Value = DSError> {
 // ---------------------------------------------------------------------------
 
 fn group_update() -> impl Strategy<Value = MLSGroupUpdate> {
-    (public_message(), group_info_extensions(), bytes()).prop_map(
+    (commit_message(), group_info_extensions(), bytes()).prop_map(
         |(commit, group_info_extensions, signature)| MLSGroupUpdate {
             commit,
             partial_group_info: PartialGroupInfo {
@@ -318,7 +338,7 @@ fn ds_request_body() -> impl Strategy<Value = DSRequestBody> {
         group_update().prop_map(|group_update| DSRequestBody::RemoveClients(
             RemoveClientsRequest { group_update }
         )),
-        public_message().prop_map(|proposal| DSRequestBody::SelfRemoveClient(
+        proposal_message().prop_map(|proposal| DSRequestBody::SelfRemoveClient(
             SelfRemoveClientRequest { proposal }
         )),
         group_update().prop_map(
@@ -364,7 +384,7 @@ fn ds_auth_data() -> impl Strategy<Value = DSAuthData> {
 }
 
 fn ds_request() -> impl Strategy<Value = DSRequest> {
-    (any::<u16>(), ds_request_body(), ds_auth_data()).prop_map(
+    (version(), ds_request_body(), ds_auth_data()).prop_map(
         |(version, request_body, authentication_data)| DSRequest {
             version,
             request_body,
@@ -389,7 +409,7 @@ fn ds_response_body() -> impl Strategy<Value = DSResponseBody> {
 }
 
 fn ds_response() -> impl Strategy<Value = DSResponse> {
-    (any::<u16>(), ds_response_body()).prop_map(|(protocol_version, response_body)| DSResponse {
+    (version(), ds_response_body()).prop_map(|(protocol_version, response_body)| DSResponse {
         protocol_version,
         response_body,
     })
@@ -404,7 +424,7 @@ fn queueing_payload() -> impl Strategy<Value = QueueingServicePayload> {
         (
             group_id_field(),
             any::<u64>(),
-            vec(client_id(), 0..6),
+            vec(client_id(), 1..6),
             deliverable_message()
         )
             .prop_map(|(group_id, epoch, recipients, message)| {
@@ -436,7 +456,7 @@ fn queueing_payload() -> impl Strategy<Value = QueueingServicePayload> {
 
 fn queueing_request() -> impl Strategy<Value = QueueingServiceRequest> {
     (
-        any::<u16>(),
+        version(),
         provider_domain(),
         provider_domain(),
         message_id(),
@@ -463,7 +483,7 @@ fn queueing_result() -> impl Strategy<Value = QueueingServiceResult> {
 }
 
 fn queueing_response() -> impl Strategy<Value = QueueingServiceResponse> {
-    (any::<u16>(), message_id(), queueing_result()).prop_map(|(version, message_id, result)| {
+    (version(), message_id(), queueing_result()).prop_map(|(version, message_id, result)| {
         QueueingServiceResponse {
             version,
             message_id,
@@ -489,7 +509,7 @@ fn verification_key() -> impl Strategy<Value = VerificationKey> {
 }
 
 fn verification_key_request() -> impl Strategy<Value = VerificationKeyRequest> {
-    (any::<u16>(), provider_domain())
+    (version(), provider_domain())
         .prop_map(|(version, provider)| VerificationKeyRequest { version, provider })
 }
 
@@ -497,18 +517,18 @@ fn verification_key_response() -> impl Strategy<Value = VerificationKeyResponse>
     let result = prop_oneof![
         (
             provider_domain(),
-            vec(verification_key(), 0..=limits().max_keys)
+            vec(verification_key(), 1..=limits().max_keys)
         )
             .prop_map(
                 |(provider, keys)| VerificationKeyResult::Ok(VerificationKeyOk { provider, keys })
             ),
         ds_error().prop_map(VerificationKeyResult::Error),
     ];
-    (any::<u16>(), result).prop_map(|(version, result)| VerificationKeyResponse { version, result })
+    (version(), result).prop_map(|(version, result)| VerificationKeyResponse { version, result })
 }
 
 fn connection_key_package_request() -> impl Strategy<Value = ConnectionKeyPackageRequest> {
-    (any::<u16>(), user_id(), user_id()).prop_map(|(version, requester, target)| {
+    (version(), user_id(), user_id()).prop_map(|(version, requester, target)| {
         ConnectionKeyPackageRequest {
             version,
             requester,
@@ -518,7 +538,7 @@ fn connection_key_package_request() -> impl Strategy<Value = ConnectionKeyPackag
 }
 
 fn group_key_package_request() -> impl Strategy<Value = GroupKeyPackageRequest> {
-    (any::<u16>(), user_id(), user_id(), vec(client_id(), 0..8)).prop_map(
+    (version(), user_id(), user_id(), vec(client_id(), 0..8)).prop_map(
         |(version, requester, target, clients)| GroupKeyPackageRequest {
             version,
             requester,
@@ -530,7 +550,7 @@ fn group_key_package_request() -> impl Strategy<Value = GroupKeyPackageRequest> 
 
 fn key_packages_result() -> impl Strategy<Value = KeyPackagesResult> {
     prop_oneof![
-        (user_id(), vec(key_package(), 0..4)).prop_map(|(target, key_packages)| {
+        (user_id(), vec(key_package(), 1..4)).prop_map(|(target, key_packages)| {
             KeyPackagesResult::Ok(KeyPackagesOk {
                 target,
                 key_packages,
@@ -541,12 +561,12 @@ fn key_packages_result() -> impl Strategy<Value = KeyPackagesResult> {
 }
 
 fn connection_key_package_response() -> impl Strategy<Value = ConnectionKeyPackageResponse> {
-    (any::<u16>(), key_packages_result())
+    (version(), key_packages_result())
         .prop_map(|(version, result)| ConnectionKeyPackageResponse { version, result })
 }
 
 fn group_key_package_response() -> impl Strategy<Value = GroupKeyPackageResponse> {
-    (any::<u16>(), key_packages_result())
+    (version(), key_packages_result())
         .prop_map(|(version, result)| GroupKeyPackageResponse { version, result })
 }
 
@@ -556,7 +576,7 @@ fn provider_signature() -> impl Strategy<Value = ProviderSignature> {
         any::<[u8; 8]>(),
         any::<u64>(),
         any::<[u8; 16]>(),
-        bytes(),
+        vec(any::<u8>(), 64).prop_map(Bytes),
     )
         .prop_map(
             |(sender, key_id, timestamp, nonce, signature)| ProviderSignature {
@@ -583,8 +603,8 @@ fn provider_signature_tbs() -> impl Strategy<Value = ProviderSignatureTBS> {
     (
         provider_domain(),
         provider_domain(),
-        bytes(),
-        bytes(),
+        vec(any::<u8>(), 0..=16).prop_map(Bytes),
+        vec(any::<u8>(), 0..=255).prop_map(Bytes),
         any::<u64>(),
         any::<[u8; 16]>(),
         any::<[u8; 32]>(),
@@ -872,11 +892,13 @@ fn set(names: &[&str]) -> BTreeSet<String> {
 #[test]
 fn mls_fixtures_fill_every_pool() {
     let pool = &*MLS;
-    assert_eq!(pool.public.len(), 4);
+    assert_eq!(pool.public.len(), 6);
+    assert_eq!(pool.commit.len(), 5);
+    assert_eq!(pool.proposal.len(), 1);
     assert_eq!(pool.private.len(), 1);
     assert_eq!(pool.welcome.len(), 1);
     assert_eq!(pool.group_info.len(), 2);
-    assert_eq!(pool.deliverable.len(), 6);
+    assert_eq!(pool.deliverable.len(), 8);
     assert_eq!(pool.key_package.len(), 3);
     assert_eq!(pool.leaf_node.len(), 1);
     assert_eq!(pool.ratchet_tree.len(), 1);
