@@ -385,6 +385,18 @@ impl MimiClient {
         self.self_remove_request(&proposal, sender)
     }
 
+    /// Puts `authenticated_data` into the framing of the next handshake or
+    /// application message this client creates in the group (a commit of a
+    /// chosen size, say).
+    pub fn set_authenticated_data(
+        &mut self,
+        group_id: &GroupId,
+        authenticated_data: &[u8],
+    ) -> Result<(), ClientError> {
+        self.group(group_id)?.set_aad(authenticated_data.to_vec());
+        Ok(())
+    }
+
     /// Frames a Remove proposal as a signed `ds_self_remove_client`.
     fn self_remove_request(
         &self,
