@@ -2,7 +2,8 @@
 //! key in the group, and whether its provider may act for it. The
 //! signature arithmetic is `signer.rs`.
 
-use mimid_wire::{ClientId, DSAuthData, DSRequest, ProviderDomain};
+use mimid_wire::{ClientId, DSAuthData, DSRequest, ProviderDomain, PublicMessage};
+use openmls::prelude::{MlsMessageBodyIn, Sender};
 use openmls_traits::{crypto::OpenMlsCrypto, types::SignatureScheme};
 
 use crate::error::HubError;
@@ -48,13 +49,41 @@ pub fn claimed_signer(request: &DSRequest) -> Option<u32> {
     sender_index(request).ok()
 }
 
-/// Verifies a member's request: the leaf at `sender_index` exists, signed
-/// the request, and (over federation) belongs to the sending provider.
-pub(crate) fn verify_member(req: &Req, group: &HubGroup) -> Result<u32, HubError> {
+/// Verifies a member's request (6.2 step 5): the leaf at `sender_index`
+/// exists, signed the request, is the MLS sender of the embedded handshake
+/// message (`framed`, where the sender is visible), and belongs to the
+/// provider the request acts for.
+pub(crate) fn verify_member(
+    req: &Req,
+    group: &HubGroup,
+    framed: Option<&PublicMessage>,
+) -> Result<u32, HubError> {
     let signature = MemberSignature::look_up(group, req.request, req.ctx)?;
     signature.check(req.crypto, req.request)?;
+    if let Some(message) = framed {
+        framed_sender_is(signature.index, message)?;
+    }
     check_origin(req, group, signature.index)?;
     Ok(signature.index)
+}
+
+/// Checks that `sender_index` is the member sender named in the framing of
+/// the embedded handshake message (6.1), before anything validates that
+/// message: a request signed by one member for another member's commit or
+/// proposal is a client-signature failure (step 5 of 6.2), whatever else
+/// is wrong with the message. A sender that is not a member is left to MLS
+/// validation.
+pub(crate) fn framed_sender_is(index: u32, message: &PublicMessage) -> Result<(), HubError> {
+    if let MlsMessageBodyIn::PublicMessage(public) = message.parsed()
+        && let Sender::Member(leaf) = public.sender()
+        && leaf.u32() != index
+    {
+        return Err(HubError::ClientSignature(format!(
+            "sender_index {index} is not the message's sender {}",
+            leaf.u32()
+        )));
+    }
+    Ok(())
 }
 
 /// A member's client signature, with the signer's key taken from the

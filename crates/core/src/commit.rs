@@ -57,6 +57,7 @@ pub(crate) fn run(
         (None, stage(req, group, update)?)
     } else {
         let signature = auth::MemberSignature::look_up(group, req.request, req.ctx)?;
+        auth::framed_sender_is(signature.index, &update.commit)?;
         let staged = authenticate_and_stage(req, group, update, &signature)?;
         (Some(signature.index), staged)
     };

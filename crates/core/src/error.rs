@@ -1,7 +1,7 @@
 //! The hub's typed errors and their mapping to `DSError` codes: the one
 //! place where a failure becomes a wire error (and so an HTTP status).
 
-use mimid_wire::{DSError, ErrorCode};
+use mimid_wire::{DSError, DecodeError, DecodeErrorKind, ErrorCode};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HubError {
@@ -39,6 +39,18 @@ pub enum HubError {
     Malformed(String),
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+/// A body that does not decode (6.2 steps 1 and 2): another version is
+/// `unsupported_version`, anything else `malformed_message`, with the
+/// decoder's offset and field path as the text.
+impl From<DecodeError> for HubError {
+    fn from(e: DecodeError) -> Self {
+        match e.kind {
+            DecodeErrorKind::UnsupportedVersion(v) => HubError::UnsupportedVersion(v),
+            _ => HubError::Malformed(e.to_string()),
+        }
+    }
 }
 
 impl HubError {

@@ -19,27 +19,27 @@
 //! each operation (1 is reported first), `.` where it does not apply.
 //! Columns: Ver `Version`, End `Endpoint`, Aut `AuthType`, Rcp
 //! `Recipient`, Unk `UnknownGroup`, Frn `Foreign`, Lf9 `NoLeaf`, Sig
-//! `Signature`, Snd `Sender`, Org `Origin`, Typ `MlsType`, Epo `Epoch`, Mls
+//! `Signature`, Snd `Sender`, Org `Origin`, Epo `Epoch`, Mls
 //! `Mls`, Pnd `Pending`, Rul `Rule`, Wel `Welcome`, GI `GroupInfo`, NoS
 //! `NoSnapshot`, NoA `NotAdded` (see `Fault`).
 //!
 //! FAULT-TABLE-BEGIN
-//! operation                    Ver End Aut Rcp Unk Frn Lf9 Sig Snd Org Typ Epo Mls Pnd Rul Wel  GI NoS NoA
-//! update_client                  1   2   3   4   5   .   6   7   8   9  10  11  12  13  14   .  15   .   .
-//! update_client, 17 KiB          1   2   3   4   5   .   6   7   8   9  10  11  12  13  14   .  15   .   .
-//! add_users                      1   2   3   4   5   .   6   7   8   9  10  11  12  13  14  15  16   .   .
-//! add_clients                    1   2   3   4   5   .   6   7   8   9  10  11  12  13  14  15  16   .   .
-//! remove_users                   1   2   3   4   5   .   6   7   8   9  10  11  12  13  14   .  15   .   .
-//! remove_clients                 1   2   3   4   5   .   6   7   8   9  10  11  12  13  14   .  15   .   .
-//! delete_group                   1   2   3   4   5   .   6   7   8   9  10  11  12  13  14   .  15   .   .
-//! self_remove_client             1   2   3   4   5   .   6   7   8   9  10  11  12   .  13   .   .   .   .
-//! send_message                   1   2   3   4   5   .   6   7   .   8   9  10   .   .   .   .   .   .   .
-//! external_join                  1   2   3   4   5   .   .  10   9  11   6   7   8   .  12   .  13   .   .
-//! create_group                   1   2   3   4   6   5   .   9   7  10   .   .   8   .   .   .  11   .   .
-//! request_group_id               1   2   3   .   .   4   .   .   .   .   .   .   .   .   .   .   .   .   .
-//! welcome_information            1   2   3   4   5   .   .   9   6  10   .   .   .   .   .   .   .   7   8
-//! external_commit_information    1   2   3   4   5   .   .   .   .   6   .   .   .   .   7   .   .   .   .
-//! re_initialize_group            1   2   3   4   5   .   6   7   .   8   .   9  10   .   .   .   .   .   .
+//! operation                    Ver End Aut Rcp Unk Frn Lf9 Sig Snd Org Epo Mls Pnd Rul Wel  GI NoS NoA
+//! update_client                  1   2   3   4   5   .   6   7   8   9  10  11  12  13   .  14   .   .
+//! update_client, 17 KiB          1   2   3   4   5   .   6   7   8   9  10  11  12  13   .  14   .   .
+//! add_users                      1   2   3   4   5   .   6   7   8   9  10  11  12  13  14  15   .   .
+//! add_clients                    1   2   3   4   5   .   6   7   8   9  10  11  12  13  14  15   .   .
+//! remove_users                   1   2   3   4   5   .   6   7   8   9  10  11  12  13   .  14   .   .
+//! remove_clients                 1   2   3   4   5   .   6   7   8   9  10  11  12  13   .  14   .   .
+//! delete_group                   1   2   3   4   5   .   6   7   8   9  10  11  12  13   .  14   .   .
+//! self_remove_client             1   2   3   4   5   .   6   7   8   9  10  11   .  12   .   .   .   .
+//! send_message                   1   2   3   4   5   .   6   7   .   8   9   .   .   .   .   .   .   .
+//! external_join                  1   2   3   4   5   .   .   9   8  10   6   7   .  11   .  12   .   .
+//! create_group                   1   2   3   4   6   5   .   9   7  10   .   8   .   .   .  11   .   .
+//! request_group_id               1   2   3   .   .   4   .   .   .   .   .   .   .   .   .   .   .   .
+//! welcome_information            1   2   3   4   5   .   .   9   6  10   .   .   .   .   .   .   7   8
+//! external_commit_information    1   2   3   4   5   .   .   .   .   6   .   .   .   7   .   .   .   .
+//! re_initialize_group            1   2   3   4   5   .   6   7   .   8   9  10   .   .   .   .   .   .
 //! FAULT-TABLE-END
 //!
 //! For `ds_create_group` and `ds_external_join` the signer's key is known
@@ -54,9 +54,14 @@
 //! missing leaf and a `sender_index` that is not the MLS sender; no
 //! snapshot and no such joiner) are compared by variant only when paired:
 //! 6.2 does not order them among themselves. Some pairs hide their second
-//! fault (an anonymous request has no signature to spoil; a message of the
-//! wrong content type replaces the commit that breaks a rule): they still
+//! fault (an anonymous request has no signature to spoil): they still
 //! check that the first one wins.
+//!
+//! What decoding refuses (step 2: an embedded message of the wrong content
+//! type or wire format, an MLS group id that is not a `GroupId`, empty
+//! lists) cannot be built as a `DSRequest` at all; the wire crate's
+//! negative vectors (`crates/wire/tests/negative.rs`) cover those, and the
+//! version (step 1) is read before them.
 //!
 //! Where the hub breaks the order the test fails, listing every check that
 //! gave the wrong error.
@@ -107,8 +112,6 @@ enum Fault {
     /// The signer's client does not belong to the provider the request acts
     /// for (step 5): `NotAllowed` ("may not act for").
     Origin,
-    /// A handshake message of the wrong content type (step 6): `InvalidMls`.
-    MlsType,
     /// The embedded message names the previous epoch (step 6):
     /// `WrongEpoch`. Its bytes are edited, so it is invalid MLS too.
     Epoch,
@@ -135,7 +138,7 @@ enum Fault {
 }
 
 impl Fault {
-    const ALL: [Fault; 19] = [
+    const ALL: [Fault; 18] = [
         Fault::Version,
         Fault::Endpoint,
         Fault::AuthType,
@@ -146,7 +149,6 @@ impl Fault {
         Fault::Signature,
         Fault::Sender,
         Fault::Origin,
-        Fault::MlsType,
         Fault::Epoch,
         Fault::Mls,
         Fault::Pending,
@@ -169,7 +171,6 @@ impl Fault {
             Fault::Signature => "Sig",
             Fault::Sender => "Snd",
             Fault::Origin => "Org",
-            Fault::MlsType => "Typ",
             Fault::Epoch => "Epo",
             Fault::Mls => "Mls",
             Fault::Pending => "Pnd",
@@ -254,9 +255,8 @@ impl Op {
 }
 
 use Fault::{
-    AuthType, Endpoint, Epoch, Foreign, GroupInfo, Mls as MlsSig, MlsType, NoLeaf, NoSnapshot,
-    NotAdded, Origin as OriginF, Pending, Recipient, Rule, Sender, Signature, UnknownGroup,
-    Version, Welcome,
+    AuthType, Endpoint, Epoch, Foreign, GroupInfo, Mls as MlsSig, NoLeaf, NoSnapshot, NotAdded,
+    Origin as OriginF, Pending, Recipient, Rule, Sender, Signature, UnknownGroup, Version, Welcome,
 };
 
 /// Each operation and the faults that apply to it, in the order the hub
@@ -266,62 +266,62 @@ const TABLE: &[(Op, &[Fault])] = &[
     (Op::UpdateClient, &[
         Version, Endpoint, AuthType, Recipient, UnknownGroup, // 1-4
         NoLeaf, Signature, Sender, OriginF,                   // 5
-        MlsType, Epoch, MlsSig,                               // 6-7
+        Epoch, MlsSig,                                        // 6-7
         Pending, Rule, GroupInfo,                             // 8-9
     ]),
     (Op::UpdateClientLarge, &[
         Version, Endpoint, AuthType, Recipient, UnknownGroup,
         NoLeaf, Signature, Sender, OriginF,
-        MlsType, Epoch, MlsSig,
+        Epoch, MlsSig,
         Pending, Rule, GroupInfo,
     ]),
     (Op::AddUsers, &[
         Version, Endpoint, AuthType, Recipient, UnknownGroup,
         NoLeaf, Signature, Sender, OriginF,
-        MlsType, Epoch, MlsSig,
+        Epoch, MlsSig,
         Pending, Rule, Welcome, GroupInfo,
     ]),
     (Op::AddClients, &[
         Version, Endpoint, AuthType, Recipient, UnknownGroup,
         NoLeaf, Signature, Sender, OriginF,
-        MlsType, Epoch, MlsSig,
+        Epoch, MlsSig,
         Pending, Rule, Welcome, GroupInfo,
     ]),
     (Op::RemoveUsers, &[
         Version, Endpoint, AuthType, Recipient, UnknownGroup,
         NoLeaf, Signature, Sender, OriginF,
-        MlsType, Epoch, MlsSig,
+        Epoch, MlsSig,
         Pending, Rule, GroupInfo,
     ]),
     (Op::RemoveClients, &[
         Version, Endpoint, AuthType, Recipient, UnknownGroup,
         NoLeaf, Signature, Sender, OriginF,
-        MlsType, Epoch, MlsSig,
+        Epoch, MlsSig,
         Pending, Rule, GroupInfo,
     ]),
     (Op::DeleteGroup, &[
         Version, Endpoint, AuthType, Recipient, UnknownGroup,
         NoLeaf, Signature, Sender, OriginF,
-        MlsType, Epoch, MlsSig,
+        Epoch, MlsSig,
         Pending, Rule, GroupInfo,
     ]),
     (Op::SelfRemoveClient, &[
         Version, Endpoint, AuthType, Recipient, UnknownGroup,
         NoLeaf, Signature, Sender, OriginF,
-        MlsType, Epoch, MlsSig,
+        Epoch, MlsSig,
         Rule,
     ]),
     // The MLS sender of a PrivateMessage is encrypted: no `Sender`.
     (Op::SendMessage, &[
         Version, Endpoint, AuthType, Recipient, UnknownGroup,
         NoLeaf, Signature, OriginF,
-        MlsType, Epoch,
+        Epoch,
     ]),
     // The joiner's key is known only from the commit: signature and origin
     // right after the MLS validation.
     (Op::ExternalJoin, &[
         Version, Endpoint, AuthType, Recipient, UnknownGroup,
-        MlsType, Epoch, MlsSig,
+        Epoch, MlsSig,
         Sender, Signature, OriginF,
         Rule, GroupInfo,
     ]),
@@ -474,19 +474,12 @@ fn want(op: Op, fault: Fault) -> Want {
             Op::ExternalJoin => "is not the leaf the joiner lands in",
             Op::CreateGroup => "the creator is leaf 0",
             Op::WelcomeInformation => "0xFFFFFFFF",
-            // The hub has no message of its own for this case yet.
-            Op::SelfRemoveClient => "",
-            _ => "is not the commit's sender",
+            _ => "is not the message's sender",
         }),
         OriginF if op == Op::WelcomeInformation => {
             Want::NotAllowed("may not fetch welcome information")
         }
         OriginF => Want::NotAllowed("may not act for"),
-        MlsType => Want::InvalidMls(match op {
-            Op::SelfRemoveClient => "not a proposal",
-            Op::SendMessage => "must be PublicMessages",
-            _ => "not a commit",
-        }),
         Epoch => Want::WrongEpoch,
         MlsSig if op == Op::CreateGroup => Want::InvalidGroupInfo("InvalidNodeSignature"),
         MlsSig => Want::InvalidMls("InvalidSignature"),
@@ -583,10 +576,6 @@ struct Stage<B: Backend> {
     /// for the materials.
     clients: Vec<MimiClient>,
     materials: HashMap<Op, Material>,
-    /// A handshake message of the wrong content type, by the member that
-    /// signs the request: a Remove proposal (Alice's, Bob's) for a commit,
-    /// a commit (Carol's) for her self-remove.
-    wrong_type: HashMap<usize, PublicMessage>,
     /// The KeyPackage Bob's laptop was added with, in epoch 2.
     laptop_kp: Option<KeyPackage>,
 }
@@ -749,7 +738,6 @@ impl<B: Backend> Stage<B> {
             group_id,
             clients: vec![alice, bob, carol, laptop],
             materials: HashMap::new(),
-            wrong_type: HashMap::new(),
             laptop_kp: Some(kp),
         }
     }
@@ -764,7 +752,6 @@ impl<B: Backend> Stage<B> {
             },
             clients: Vec::new(),
             materials: HashMap::new(),
-            wrong_type: HashMap::new(),
             laptop_kp: None,
         }
     }
@@ -796,34 +783,11 @@ impl<B: Backend> Stage<B> {
         }
     }
 
-    /// Builds what the requests of `ops` are made of. Messages of the wrong
-    /// content type come first (Carol's commit, before her own proposals)
-    /// or last (Alice's and Bob's proposals, which their later commits
-    /// would otherwise include).
+    /// Builds what the requests of `ops` are made of.
     fn prepare(&mut self, ops: &[Op]) {
-        let g = self.group_id.clone();
-        if ops.contains(&Op::SelfRemoveClient) {
-            let commit = update_of(&mut self.clients[AT_CAROL], &g).commit;
-            self.wrong_type.insert(AT_CAROL, commit);
-        }
         for &op in ops {
             let material = self.material(op);
             self.materials.insert(op, material);
-        }
-        if ops
-            .iter()
-            .any(|op| WITH_PENDING.contains(op) || *op == Op::ExternalJoin)
-        {
-            for at in [AT_ALICE, AT_BOB] {
-                let DSRequestBody::SelfRemoveClient(p) = self.clients[at]
-                    .self_remove_with_aad(&g, b"never sent")
-                    .unwrap()
-                    .request_body
-                else {
-                    unreachable!()
-                };
-                self.wrong_type.insert(at, p.proposal);
-            }
         }
     }
 
@@ -1123,7 +1087,7 @@ impl<B: Backend> Stage<B> {
             .unwrap_or_else(|| panic!("{} has no variant {key:?}", op.name()))
             .1;
         let mut body = signed.body.clone();
-        self.edit(&mut body, signed, faults);
+        self.edit(&mut body, faults);
 
         let (mut signer, mut domain) = (signed.signer, signed.domain.clone());
         if has(Sender) {
@@ -1194,31 +1158,8 @@ impl<B: Backend> Stage<B> {
     }
 
     /// The faults that edit the body.
-    fn edit(&self, body: &mut DSRequestBody, signed: &Signed, faults: &[Fault]) {
+    fn edit(&self, body: &mut DSRequestBody, faults: &[Fault]) {
         let has = |f: Fault| faults.contains(&f);
-        if has(MlsType) {
-            let signer = signed.signer.map(|(at, _)| at);
-            let wrong = |fallback: usize| {
-                signer
-                    .and_then(|at| self.wrong_type.get(&at))
-                    .or_else(|| self.wrong_type.get(&fallback))
-                    .expect("a message of the wrong type")
-                    .clone()
-            };
-            match &mut *body {
-                DSRequestBody::SelfRemoveClient(p) => p.proposal = wrong(AT_CAROL),
-                DSRequestBody::SendMessage(m) => {
-                    // content_type follows the epoch: application (1) to commit (3).
-                    m.application_message = edited(&m.application_message, |b| {
-                        let at = epoch_at(b) + 8;
-                        assert_eq!(b[at], 1, "an application message");
-                        b[at] = 3;
-                    });
-                }
-                // A joiner has no proposal of its own: Alice's.
-                other => group_update(other).expect("a commit").commit = wrong(AT_ALICE),
-            }
-        }
         if has(Epoch) {
             match &mut *body {
                 DSRequestBody::SelfRemoveClient(p) => p.proposal = stale(&p.proposal),

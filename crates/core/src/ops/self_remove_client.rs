@@ -17,7 +17,7 @@ pub(crate) fn handle(
     group: &mut HubGroup,
     body: &SelfRemoveClientRequest,
 ) -> Result<Outcome, HubError> {
-    let sender = auth::verify_member(req, group)?;
+    let sender = auth::verify_member(req, group, Some(&body.proposal))?;
     let current = group.epoch();
     let MlsMessageBodyIn::PublicMessage(message) = body.proposal.parsed() else {
         return Err(HubError::InvalidMls(
@@ -37,12 +37,10 @@ pub(crate) fn handle(
     let ProcessedMessageContent::ProposalMessage(queued) = processed.into_content() else {
         return Err(HubError::InvalidMls("not a proposal".into()));
     };
-    let own = match (queued.proposal(), queued.sender()) {
-        (Proposal::Remove(r), openmls::prelude::Sender::Member(s)) => {
-            r.removed().u32() == sender && s.u32() == sender
-        }
-        _ => false,
-    };
+    // A member sender is `sender` (checked with the signature); a proposal
+    // from anyone else is no self-remove.
+    let own = matches!(queued.sender(), openmls::prelude::Sender::Member(s) if s.u32() == sender)
+        && matches!(queued.proposal(), Proposal::Remove(r) if r.removed().u32() == sender);
     if !own {
         return Err(HubError::NotAllowed(
             "a self-remove removes only its sender".into(),

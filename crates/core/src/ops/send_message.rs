@@ -16,7 +16,7 @@ pub(crate) fn handle(
     group: &mut HubGroup,
     body: &SendMessageRequest,
 ) -> Result<Outcome, HubError> {
-    let sender = auth::verify_member(req, group)?;
+    let sender = auth::verify_member(req, group, None)?;
     let MlsMessageBodyIn::PrivateMessage(message) = body.application_message.parsed() else {
         return Err(HubError::InvalidMls(
             "an application message must be a PrivateMessage".into(),

@@ -108,9 +108,13 @@ pub fn provider(domain: &str) -> Origin {
     Origin::Provider(domain.parse().expect("domain"))
 }
 
-fn round_trip(request: &DSRequest) -> DSRequest {
-    DSRequest::decode_exact(&request.to_bytes().expect("encode"), &Limits::default())
-        .expect("decode")
+/// The request as a receiver sees it: encoded, then decoded, whose
+/// refusals are answered like the hub's (6.2 steps 1 and 2).
+fn round_trip(request: &DSRequest) -> Result<DSRequest, HubError> {
+    Ok(DSRequest::decode_exact(
+        &request.to_bytes().expect("encode"),
+        &Limits::default(),
+    )?)
 }
 
 /// The core alone; the state goes through its byte form between steps.
@@ -139,7 +143,7 @@ impl Backend for Memory {
         request: &DSRequest,
         origin: Origin,
     ) -> Result<Effects, HubError> {
-        let request = round_trip(request);
+        let request = round_trip(request)?;
         self.counter = self.counter.wrapping_add(1);
         let ctx = Context {
             origin,
@@ -291,7 +295,7 @@ impl Backend for Sqlite {
         request: &DSRequest,
         origin: Origin,
     ) -> Result<Effects, HubError> {
-        let request = round_trip(request);
+        let request = round_trip(request)?;
         let target_group = self
             .svc
             .hub()
