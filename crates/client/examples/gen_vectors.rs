@@ -929,6 +929,29 @@ fn with_group_id(message: &[u8], at: usize, group_id: &[u8]) -> Vec<u8> {
     [&message[..at], &opaque(group_id), &message[at + used..]].concat()
 }
 
+/// An `MLSMessage` holding a GroupInfo with its `extensions<V>` replaced:
+/// after version, wire_format, and the GroupContext (version, cipher_suite,
+/// group_id, epoch, tree_hash, confirmed_transcript_hash, extensions).
+fn with_extensions(group_info: &[u8], extensions: &[u8]) -> Vec<u8> {
+    let limits = Limits::default();
+    let skip = |at: usize| {
+        let mut r = Reader::new(&group_info[at..], &limits);
+        Bytes::decode(&mut r).expect("a <V> vector");
+        at + r.offset()
+    };
+    // 8 bytes of versions and suites, then group_id, the 8-byte epoch, two
+    // hashes and the context's extensions.
+    let after_group_id = skip(8);
+    let context_end = skip(skip(skip(after_group_id + 8)));
+    let extensions_end = skip(context_end);
+    [
+        &group_info[..context_end],
+        extensions,
+        &group_info[extensions_end..],
+    ]
+    .concat()
+}
+
 /// A PublicMessage with application content (RFC 9420 6.2), which no
 /// client sends: signature and membership tag are filler, decoding does
 /// not check them.
@@ -1066,6 +1089,27 @@ fn negative_vectors(p: &Parts<'_>) -> Vec<serde_json::Value> {
         description: "ds_signature_public_key (11) is reserved",
     });
 
+    // 1.1: GroupInfo extensions beyond their bound: one extension of a
+    // private-use type (0xF0F0) whose data alone is the whole bound.
+    let big_extensions = opaque(
+        &[
+            &0xF0F0u16.to_be_bytes()[..],
+            &opaque(&[0x2a; DEFAULT_GROUP_INFO_EXTENSIONS]),
+        ]
+        .concat(),
+    );
+    neg.add(Neg {
+        ty: "PartialGroupInfo",
+        name: "group_info_extensions_over_the_bound",
+        bytes: [big_extensions.clone(), opaque(&[0x5a; 64])].concat(),
+        code: Malformed,
+        kind: "too_long",
+        path: "PartialGroupInfo.group_info_extensions",
+        offset: 0,
+        section: "1.1",
+        description: "GroupInfo extensions of 65 546 bytes, over the default bound of 64 KiB",
+    });
+
     // 1.4: embedded MLS messages.
     let commit_as_proposal = p
         .alice
@@ -1180,6 +1224,18 @@ fn negative_vectors(p: &Parts<'_>) -> Vec<serde_json::Value> {
         offset: gid_field.len() + leaf.len(),
         section: "1.4",
         description: "the golden GroupInfo of epoch 0 with a group_id that is not a GroupId",
+    });
+    let big_group_info = with_extensions(p.create_body.group_info.as_bytes(), &big_extensions);
+    neg.add(Neg {
+        ty: "CreateGroupRequest",
+        name: "group_info_with_extensions_over_the_bound",
+        bytes: [&gid_field[..], leaf, &big_group_info].concat(),
+        code: Malformed,
+        kind: "too_long",
+        path: "CreateGroupRequest.group_info",
+        offset: gid_field.len() + leaf.len(),
+        section: "1.1",
+        description: "the golden GroupInfo of epoch 0 with extensions of 65 546 bytes",
     });
     neg.add(Neg {
         ty: "ExternalCommitInformationRequest",

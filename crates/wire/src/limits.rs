@@ -24,7 +24,16 @@ pub struct Limits {
     pub max_versions: usize,
     /// `DSError.detail`, in bytes.
     pub max_error_detail: usize,
+    /// `MLSGroupUpdate.group_info_extensions`, in bytes (its length prefix
+    /// included): the hub keeps them in the group's state and in every
+    /// joiner snapshot, so one commit must not grow both by megabytes.
+    pub max_group_info_extensions: usize,
 }
+
+/// Default bound of a commit's GroupInfo extensions: far above what a
+/// group needs (the hub serves the ratchet tree itself, so no extension
+/// carries it), far below the body limit.
+pub const DEFAULT_GROUP_INFO_EXTENSIONS: usize = 64 * 1024;
 
 /// Default HTTP body limit; also the default bound of one vector.
 pub const DEFAULT_BODY_LIMIT: usize = 4 * 1024 * 1024;
@@ -40,6 +49,7 @@ impl Default for Limits {
             max_keys: 16,
             max_versions: 64,
             max_error_detail: 1_024,
+            max_group_info_extensions: DEFAULT_GROUP_INFO_EXTENSIONS,
         }
     }
 }

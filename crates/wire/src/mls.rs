@@ -12,10 +12,10 @@ use openmls::prelude::{
     ContentType, Extensions, KeyPackageIn, MlsMessageBodyIn, MlsMessageIn, RatchetTreeIn,
     UpdateProposalIn, WireFormat,
 };
-use tls_codec::DeserializeBytes;
+use tls_codec::{DeserializeBytes, Size};
 
 use crate::codec::{Reader, Wire, hex_string, parse_hex};
-use crate::error::{DecodeError, EncodeError};
+use crate::error::{DecodeError, DecodeErrorKind, EncodeError};
 
 /// Which RFC 9420 struct a field holds, and which forms of it are allowed.
 pub trait MlsKind: 'static {
@@ -28,6 +28,26 @@ pub trait MlsKind: 'static {
     /// Checks the decoded value against the field's constraint and keeps
     /// what the hub reads.
     fn convert(raw: Self::Raw) -> Result<Self::Parsed, String>;
+    /// Bounds of this kind beyond the bound of every vector, checked on
+    /// the decoded value of `len` bytes.
+    fn within_limits(
+        _parsed: &Self::Parsed,
+        _len: usize,
+        _limits: &crate::Limits,
+    ) -> Result<(), DecodeErrorKind> {
+        Ok(())
+    }
+}
+
+/// The bound of a GroupInfo's `extensions` (`Limits::max_group_info_extensions`),
+/// whether they arrive alone (`PartialGroupInfo`) or in a GroupInfo
+/// (`CreateGroupRequest`): the hub keeps them in the group's state.
+fn group_info_extensions_within(len: usize, limits: &crate::Limits) -> Result<(), DecodeErrorKind> {
+    let max = limits.max_group_info_extensions;
+    if len > max {
+        return Err(DecodeErrorKind::TooLong { len, max });
+    }
+    Ok(())
 }
 
 /// An RFC 9420 struct: its exact bytes and the OpenMLS value.
@@ -91,6 +111,7 @@ impl<K: MlsKind> Wire for Mls<K> {
         let at = r.offset();
         let (raw, bytes) = r.mls::<K::Raw>(K::WHAT)?;
         let parsed = K::convert(raw).map_err(|reason| DecodeError::invalid(at, K::WHAT, reason))?;
+        K::within_limits(&parsed, bytes.len(), r.limits()).map_err(|k| DecodeError::new(at, k))?;
         Ok(Mls {
             bytes: bytes.to_vec(),
             parsed: Box::new(parsed),
@@ -220,9 +241,28 @@ pub mod kind {
     message_kind!(
         /// `MLSMessage /* welcome */`
         Welcome, "MLSMessage(welcome)", [Welcome]);
-    message_kind!(
-        /// `MLSMessage /* group_info */`
-        GroupInfo, "MLSMessage(group_info)", [GroupInfo]);
+    /// `MLSMessage /* group_info */`
+    pub struct GroupInfo;
+    impl MlsKind for GroupInfo {
+        const WHAT: &'static str = "MLSMessage(group_info)";
+        type Raw = MlsMessageIn;
+        type Parsed = MlsMessageBodyIn;
+        fn convert(raw: MlsMessageIn) -> Result<MlsMessageBodyIn, String> {
+            body_if(raw, &[WireFormat::GroupInfo])
+        }
+        fn within_limits(
+            parsed: &MlsMessageBodyIn,
+            _len: usize,
+            limits: &crate::Limits,
+        ) -> Result<(), DecodeErrorKind> {
+            match parsed {
+                MlsMessageBodyIn::GroupInfo(gi) => {
+                    group_info_extensions_within(gi.extensions().tls_serialized_len(), limits)
+                }
+                _ => Ok(()),
+            }
+        }
+    }
     message_kind!(
         /// `MLSMessage /* deliverable */`
         Deliverable, "MLSMessage(deliverable)", [PublicMessage, PrivateMessage, Welcome]);
@@ -271,6 +311,13 @@ pub mod kind {
             raw: Extensions<OpenMlsGroupInfo>,
         ) -> Result<Extensions<OpenMlsGroupInfo>, String> {
             Ok(raw)
+        }
+        fn within_limits(
+            _parsed: &Self::Parsed,
+            len: usize,
+            limits: &crate::Limits,
+        ) -> Result<(), DecodeErrorKind> {
+            group_info_extensions_within(len, limits)
         }
     }
 }
