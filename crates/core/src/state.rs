@@ -7,7 +7,7 @@
 //! tree (which is quadratic at large N and would re-check every leaf's
 //! lifetime).
 
-use std::cell::RefCell;
+use std::cell::{OnceCell, RefCell};
 use std::collections::HashSet;
 
 use mimid_wire::{ClientId, GroupKind, UserId};
@@ -302,8 +302,6 @@ pub struct MemberInfo {
     pub client: ClientId,
     /// `client`'s provider, kept because every fan-out groups by it.
     pub domain: mimid_wire::ProviderDomain,
-    /// `client`'s user, kept because the rules of 6.3 count by user.
-    pub user: UserId,
 }
 
 /// One hosted group, loaded.
@@ -314,8 +312,9 @@ pub struct HubGroup {
     /// Members by leaf index, derived from the tree (cached because every
     /// message needs them).
     pub(crate) members: Vec<MemberInfo>,
-    /// The users of `members`.
-    users: HashSet<UserId>,
+    /// The users of `members`, built when a rule first asks (loading a
+    /// group, which every cold request does, needs no user).
+    users: OnceCell<HashSet<UserId>>,
     /// Decoded Ed25519 keys of members who signed since the last commit.
     ed25519_keys: RefCell<std::collections::HashMap<u32, SignerKey>>,
 }
@@ -331,7 +330,7 @@ impl HubGroup {
             public,
             storage,
             meta,
-            users: users_of(&members),
+            users: OnceCell::new(),
             members,
             ed25519_keys: RefCell::default(),
         })
@@ -410,7 +409,7 @@ impl HubGroup {
 
     pub(crate) fn refresh_members(&mut self) -> Result<(), HubError> {
         self.members = members_of(&self.public)?;
-        self.users = users_of(&self.members);
+        self.users = OnceCell::new();
         self.ed25519_keys.borrow_mut().clear();
         Ok(())
     }
@@ -437,7 +436,9 @@ impl HubGroup {
 
     /// Does any current member belong to `user`?
     pub(crate) fn has_user(&self, user: &UserId) -> bool {
-        self.users.contains(user)
+        self.users
+            .get_or_init(|| self.members.iter().map(|m| m.client.user()).collect())
+            .contains(user)
     }
 }
 
@@ -471,13 +472,8 @@ fn members_of(public: &PublicGroup) -> Result<Vec<MemberInfo>, HubError> {
             Ok(MemberInfo {
                 leaf_index: m.index.u32(),
                 domain: client.domain(),
-                user: client.user(),
                 client,
             })
         })
         .collect()
-}
-
-fn users_of(members: &[MemberInfo]) -> HashSet<UserId> {
-    members.iter().map(|m| m.user.clone()).collect()
 }

@@ -22,7 +22,8 @@ pub(crate) fn handle(
         let committer = group
             .member(staged.committer)
             .ok_or_else(|| HubError::NotAMember("committer is not a member".into()))?;
-        if let Some(c) = added.iter().find(|c| c.user() != committer.user) {
+        let user = committer.client.user();
+        if let Some(c) = added.iter().find(|c| c.user() != user) {
             return Err(HubError::NotAllowed(format!(
                 "{} may add only clients of its own user, not {c}",
                 committer.client

@@ -18,19 +18,21 @@ pub(crate) fn handle(
     commit::run(req, group, update, &[], false, &|group, staged| {
         // The users removed by value lose every client: the others go by
         // value too, or by reference (their pending self-removes).
-        let users: HashSet<&UserId> = removals(group, staged, "remove_users")?
+        let users: HashSet<UserId> = removals(group, staged, "remove_users")?
             .iter()
-            .filter_map(|(i, _)| group.member(*i).map(|m| &m.user))
+            .filter_map(|(i, _)| group.member(*i).map(|m| m.client.user()))
             .collect();
         let gone = all_removed_leaves(staged);
         match group
             .members()
             .iter()
-            .find(|m| users.contains(&m.user) && !gone.contains(&m.leaf_index))
+            .filter(|m| !gone.contains(&m.leaf_index))
+            .map(|m| (m.client.user(), m))
+            .find(|(user, _)| users.contains(user))
         {
-            Some(m) => Err(HubError::NotAllowed(format!(
-                "{} would keep {}: remove every client",
-                m.user, m.client
+            Some((user, m)) => Err(HubError::NotAllowed(format!(
+                "{user} would keep {}: remove every client",
+                m.client
             ))),
             None => Ok(()),
         }
