@@ -1,5 +1,6 @@
-//! The hub's typed errors and their mapping to `DSError` codes: the one
-//! place where a failure becomes a wire error (and so an HTTP status).
+//! The core's typed errors (the hub's and the guest's) and their mapping
+//! to `DSError` codes: the one place where a failure becomes a wire error
+//! (and so an HTTP status).
 
 use mimid_wire::{DSError, DecodeError, DecodeErrorKind, ErrorCode};
 
@@ -37,6 +38,12 @@ pub enum HubError {
     NoWelcomeInformation(u64),
     #[error("malformed: {0}")]
     Malformed(String),
+    /// A guest's check of the sending provider (`docs/protocol.md` 7).
+    #[error("provider authentication: {0}")]
+    ProviderAuthentication(String),
+    /// A repeated `(sender, message_id)` with another body (7).
+    #[error("message id {0} was used for another message")]
+    MessageIdReuse(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -73,6 +80,8 @@ impl HubError {
             HubError::MissingPendingProposals(_) => ErrorCode::MissingPendingProposals,
             HubError::NoWelcomeInformation(_) => ErrorCode::NoWelcomeInformation,
             HubError::Malformed(_) => ErrorCode::MalformedMessage,
+            HubError::ProviderAuthentication(_) => ErrorCode::ProviderAuthenticationFailed,
+            HubError::MessageIdReuse(_) => ErrorCode::MessageIdReuse,
             HubError::Internal(_) => ErrorCode::InternalError,
         }
     }

@@ -4,12 +4,14 @@
 //! decoded request, the time and fresh randomness; it returns the response,
 //! the new state and the delivery jobs, which the caller commits atomically
 //! (`mimid-store`) before it answers. Validation uses OpenMLS' public
-//! (non-member) group view.
+//! (non-member) group view. [`guest`] is the other side: what a provider
+//! checks and queues when a hub delivers a message for its clients.
 
 mod auth;
 mod commit;
 pub mod error;
 mod fanout;
+pub mod guest;
 pub mod hub;
 mod ops;
 mod signer;

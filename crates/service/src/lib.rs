@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 mod ahead;
+pub mod guest;
 mod verifier;
 
 use lru::LruCache;

@@ -132,6 +132,60 @@ pub struct Job {
     pub created_at: u64,
 }
 
+/// A delivery a guest accepted (`docs/protocol.md` 7): remembered by
+/// `(sender, message_id)` with its body hash and answer, and stored once
+/// with one queue entry per recipient, in one transaction.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Inbound {
+    pub sender: String,
+    pub message_id: [u8; 16],
+    pub body_sha256: [u8; 32],
+    /// The encoded answer, repeated to a repeat of the request.
+    pub answer: Vec<u8>,
+    pub group_id: Vec<u8>,
+    pub epoch: u64,
+    /// The delivered `MLSMessage`.
+    pub message: Vec<u8>,
+    /// Local clients whose queues get the message, in order.
+    pub recipients: Vec<String>,
+    pub now: u64,
+}
+
+/// What a guest remembers of an accepted delivery.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Remembered {
+    pub body_sha256: Vec<u8>,
+    pub answer: Vec<u8>,
+}
+
+/// One entry of a client's queue.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Queued {
+    /// Position in the queue: increasing, not contiguous.
+    pub seq: u64,
+    /// The hub that delivered it.
+    pub sender: String,
+    pub group_id: Vec<u8>,
+    pub epoch: u64,
+    pub message: Vec<u8>,
+    pub received_at: u64,
+}
+
+/// An outbox job that could not be delivered, kept for the operator.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeadLetter {
+    pub id: i64,
+    pub job_id: i64,
+    pub destination: String,
+    pub message_id: [u8; 16],
+    pub recipients: Vec<u8>,
+    pub body: Vec<u8>,
+    pub attempts: u32,
+    pub created_at: u64,
+    pub failed_at: u64,
+    pub reason: String,
+}
+
 /// Everything one core step writes, committed atomically.
 ///
 /// A step carrying a value the store cannot hold (SQLite: a time, epoch,
@@ -357,6 +411,69 @@ pub trait Store: Send + Sync + 'static {
     /// between). In order with the steps queued before. A `before` beyond
     /// every storable time drops all of them.
     fn prune_messages(&self, before: u64) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Records one more failed delivery attempt of a job.
+    fn record_attempt(&self, job_id: i64) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Moves a job to the dead letters with why (its message goes with its
+    /// last job, as for [`Store::complete_job`]). A job that does not exist
+    /// (completed meanwhile) is left alone.
+    fn dead_letter(
+        &self,
+        job_id: i64,
+        reason: String,
+        now: u64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The dead letters, oldest first.
+    fn dead_letters(
+        &self,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<DeadLetter>, StoreError>> + Send;
+
+    /// Adds a client of this provider to its directory (nothing if it is
+    /// there already).
+    fn add_client(
+        &self,
+        client_id: String,
+        user_id: String,
+        now: u64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// For each client id, whether the directory has it.
+    fn known_clients(
+        &self,
+        client_ids: &[String],
+    ) -> impl Future<Output = Result<Vec<bool>, StoreError>> + Send;
+
+    /// The accepted delivery with this `(sender, message_id)`, if any.
+    fn remembered(
+        &self,
+        sender: &str,
+        message_id: [u8; 16],
+    ) -> impl Future<Output = Result<Option<Remembered>, StoreError>> + Send;
+
+    /// Queues an accepted delivery. Fails with [`StoreError::Conflict`],
+    /// changing nothing, if a delivery with its `(sender, message_id)` was
+    /// accepted before (a concurrent repeat).
+    fn deliver(&self, inbound: Inbound)
+    -> impl Future<Output = Result<Pending, StoreError>> + Send;
+
+    /// The client's queue after position `after`, oldest first.
+    fn client_queue(
+        &self,
+        client_id: &str,
+        after: u64,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<Queued>, StoreError>> + Send;
+
+    /// Drops the client's queue entries up to and including `up_to` (and
+    /// each message once no queue holds it).
+    fn acknowledge(
+        &self,
+        client_id: String,
+        up_to: u64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Number of stored messages, for metrics and tests.
     fn message_count(&self) -> impl Future<Output = Result<u64, StoreError>> + Send;

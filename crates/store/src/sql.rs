@@ -31,6 +31,13 @@ impl<'a> Bind<'a> for &'a str {
     }
 }
 
+/// An owned string (a value the closure building a row cannot lend).
+impl<'a> Bind<'a> for String {
+    fn param(self) -> Param<'a> {
+        ToSqlOutput::Owned(Value::Text(self))
+    }
+}
+
 impl<'a> Bind<'a> for i64 {
     fn param(self) -> Param<'a> {
         ToSqlOutput::Owned(Value::Integer(self))

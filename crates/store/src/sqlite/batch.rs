@@ -7,6 +7,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 
 use rusqlite::types::Value;
 
+use super::guest;
 use super::plan::Plan;
 use super::script::{LookupRow, Script, push_in};
 use super::to_u64;
@@ -52,7 +53,7 @@ fn apply_batch<'a>(
     let job_ids: Vec<i64> = batch
         .iter()
         .filter_map(|request| match request.op {
-            Op::CompleteJob(id) => Some(id),
+            Op::CompleteJob(id) | Op::DeadLetter { job_id: id, .. } => Some(id),
             _ => None,
         })
         .collect();
@@ -103,6 +104,32 @@ fn apply_batch<'a>(
                     _ => ("DELETE FROM messages WHERE created_at <= ", UNREFERENCED),
                 };
                 script.statement().push(delete).push_bind(*last).push(tail);
+            }
+            Op::DeadLetter {
+                job_id,
+                reason,
+                now,
+            } => {
+                // Unknown, or completed earlier in this batch: nothing to do.
+                if let Some((message_id, recipient_set)) = to_complete.remove(job_id) {
+                    // Copied before the sub-batch that deletes the job.
+                    std::mem::take(&mut sub).apply(conn, script, &mut outcomes)?;
+                    guest::dead_letter(script, *job_id, reason, *now);
+                    sub.jobs.push(*job_id);
+                    sub.messages.insert(message_id);
+                    sub.recipient_sets.extend(recipient_set);
+                }
+            }
+            Op::RecordAttempt(_)
+            | Op::AddClient { .. }
+            | Op::Deliver(_)
+            | Op::Acknowledge { .. } => {
+                // After the requests queued before it, before those after.
+                std::mem::take(&mut sub).apply(conn, script, &mut outcomes)?;
+                let outcome = guest::apply(conn, script, &request.op)?;
+                if let Some(slot) = outcomes.get_mut(index) {
+                    *slot = outcome;
+                }
             }
             Op::DiscardMessages(message_ids) => {
                 std::mem::take(&mut sub).apply(conn, script, &mut outcomes)?;

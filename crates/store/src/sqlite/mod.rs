@@ -60,6 +60,7 @@
 
 mod batch;
 mod checkpoint;
+mod guest;
 mod migrate;
 mod pages;
 mod plan;
@@ -79,7 +80,10 @@ use sqlx::sqlite::{
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::{Job, Pending, Snapshot, Step, Store, StoreError, StoredGroup};
+use crate::{
+    DeadLetter, Inbound, Job, Pending, Queued, Remembered, Snapshot, Step, Store, StoreError,
+    StoredGroup,
+};
 use writer::{Op, Writer};
 
 /// How long a connection waits for a lock held by another connection (another
@@ -278,6 +282,70 @@ impl Store for SqliteStore {
 
     async fn prune_messages(&self, before: u64) -> Result<(), StoreError> {
         self.submit(Op::PruneMessages(last_before(before))).await
+    }
+
+    async fn record_attempt(&self, job_id: i64) -> Result<(), StoreError> {
+        self.submit(Op::RecordAttempt(job_id)).await
+    }
+
+    async fn dead_letter(&self, job_id: i64, reason: String, now: u64) -> Result<(), StoreError> {
+        let now = to_i64(now, "time")?;
+        self.submit(Op::DeadLetter {
+            job_id,
+            reason,
+            now,
+        })
+        .await
+    }
+
+    async fn dead_letters(&self, limit: u32) -> Result<Vec<DeadLetter>, StoreError> {
+        reads::dead_letters(&self.readers, limit).await
+    }
+
+    async fn add_client(
+        &self,
+        client_id: String,
+        user_id: String,
+        now: u64,
+    ) -> Result<(), StoreError> {
+        let now = to_i64(now, "time")?;
+        self.submit(Op::AddClient {
+            client_id,
+            user_id,
+            now,
+        })
+        .await
+    }
+
+    async fn known_clients(&self, client_ids: &[String]) -> Result<Vec<bool>, StoreError> {
+        reads::known_clients(&self.readers, client_ids).await
+    }
+
+    async fn remembered(
+        &self,
+        sender: &str,
+        message_id: [u8; 16],
+    ) -> Result<Option<Remembered>, StoreError> {
+        reads::remembered(&self.readers, sender, message_id).await
+    }
+
+    async fn deliver(&self, inbound: Inbound) -> Result<Pending, StoreError> {
+        self.queue(Op::Deliver(inbound)).await
+    }
+
+    async fn client_queue(
+        &self,
+        client_id: &str,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<Queued>, StoreError> {
+        reads::client_queue(&self.readers, client_id, after, limit).await
+    }
+
+    async fn acknowledge(&self, client_id: String, up_to: u64) -> Result<(), StoreError> {
+        // A position beyond every stored one acknowledges everything.
+        let up_to = i64::try_from(up_to).unwrap_or(i64::MAX);
+        self.submit(Op::Acknowledge { client_id, up_to }).await
     }
 
     async fn message_count(&self) -> Result<u64, StoreError> {

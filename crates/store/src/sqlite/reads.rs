@@ -7,7 +7,7 @@ use sqlx::Row;
 use sqlx::sqlite::{SqlitePool, SqliteRow};
 
 use super::{db, to_u64};
-use crate::{Job, Snapshot, StoreError, StoredGroup};
+use crate::{DeadLetter, Job, Queued, Remembered, Snapshot, StoreError, StoredGroup};
 
 /// [`Store::load_group`](crate::Store::load_group).
 pub(super) async fn load_group(
@@ -122,6 +122,116 @@ pub(super) async fn pending_jobs(
     rows.iter().map(job_from_row).collect()
 }
 
+/// [`Store::dead_letters`](crate::Store::dead_letters).
+pub(super) async fn dead_letters(
+    readers: &SqlitePool,
+    limit: u32,
+) -> Result<Vec<DeadLetter>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT id, job_id, destination, message_id, recipients, body, attempts, created_at, \
+                failed_at, reason \
+         FROM dead_letters ORDER BY id LIMIT ?1",
+    )
+    .bind(i64::from(limit))
+    .fetch_all(readers)
+    .await
+    .map_err(db)?;
+    rows.iter()
+        .map(|row| {
+            Ok(DeadLetter {
+                id: row.try_get("id").map_err(db)?,
+                job_id: row.try_get("job_id").map_err(db)?,
+                destination: row.try_get("destination").map_err(db)?,
+                message_id: message_id_of(row)?,
+                recipients: row.try_get("recipients").map_err(db)?,
+                body: row.try_get("body").map_err(db)?,
+                attempts: attempts_of(row)?,
+                created_at: get_u64(row, "created_at")?,
+                failed_at: get_u64(row, "failed_at")?,
+                reason: row.try_get("reason").map_err(db)?,
+            })
+        })
+        .collect()
+}
+
+/// [`Store::known_clients`](crate::Store::known_clients).
+pub(super) async fn known_clients(
+    readers: &SqlitePool,
+    client_ids: &[String],
+) -> Result<Vec<bool>, StoreError> {
+    let mut known = Vec::with_capacity(client_ids.len());
+    // One statement per client: a delivery names few, and each is a
+    // primary-key lookup on a prepared statement.
+    for client_id in client_ids {
+        let found: Option<i64> = sqlx::query_scalar("SELECT 1 FROM clients WHERE client_id = ?1")
+            .bind(client_id)
+            .fetch_optional(readers)
+            .await
+            .map_err(db)?;
+        known.push(found.is_some());
+    }
+    Ok(known)
+}
+
+/// [`Store::remembered`](crate::Store::remembered).
+pub(super) async fn remembered(
+    readers: &SqlitePool,
+    sender: &str,
+    message_id: [u8; 16],
+) -> Result<Option<Remembered>, StoreError> {
+    let row = sqlx::query(
+        "SELECT body_sha256, answer FROM inbound WHERE sender = ?1 AND message_id = ?2",
+    )
+    .bind(sender)
+    .bind(&message_id[..])
+    .fetch_optional(readers)
+    .await
+    .map_err(db)?;
+    row.map(|row| {
+        Ok(Remembered {
+            body_sha256: row.try_get("body_sha256").map_err(db)?,
+            answer: row.try_get("answer").map_err(db)?,
+        })
+    })
+    .transpose()
+}
+
+/// [`Store::client_queue`](crate::Store::client_queue).
+pub(super) async fn client_queue(
+    readers: &SqlitePool,
+    client_id: &str,
+    after: u64,
+    limit: u32,
+) -> Result<Vec<Queued>, StoreError> {
+    // Nothing is stored after a position beyond every storable one.
+    let Ok(after) = i64::try_from(after) else {
+        return Ok(Vec::new());
+    };
+    let rows = sqlx::query(
+        "SELECT q.seq, i.sender, i.group_id, i.epoch, i.message, i.received_at \
+         FROM client_queue q JOIN inbox i ON i.id = q.inbox_id \
+         WHERE q.client_id = ?1 AND q.seq > ?2 ORDER BY q.seq LIMIT ?3",
+    )
+    .bind(client_id)
+    .bind(after)
+    .bind(i64::from(limit))
+    .fetch_all(readers)
+    .await
+    .map_err(db)?;
+    rows.iter()
+        .map(|row| {
+            Ok(Queued {
+                seq: get_u64(row, "seq")?,
+                sender: row.try_get("sender").map_err(db)?,
+                group_id: row.try_get("group_id").map_err(db)?,
+                epoch: get_u64(row, "epoch")?,
+                message: row.try_get("message").map_err(db)?,
+                received_at: get_u64(row, "received_at")?,
+            })
+        })
+        .collect()
+}
+
 /// Rows in `table`.
 pub(super) async fn count(readers: &SqlitePool, table: &'static str) -> Result<u64, StoreError> {
     let count: i64 =
@@ -132,24 +242,30 @@ pub(super) async fn count(readers: &SqlitePool, table: &'static str) -> Result<u
     to_u64(count)
 }
 
-fn job_from_row(row: &SqliteRow) -> Result<Job, StoreError> {
+fn message_id_of(row: &SqliteRow) -> Result<[u8; 16], StoreError> {
     let message_id: Vec<u8> = row.try_get("message_id").map_err(db)?;
-    let message_id = <[u8; 16]>::try_from(message_id.as_slice()).map_err(|_| {
+    <[u8; 16]>::try_from(message_id.as_slice()).map_err(|_| {
         StoreError::Database(format!(
             "stored message id has {} bytes, not 16",
             message_id.len()
         ))
-    })?;
+    })
+}
+
+fn attempts_of(row: &SqliteRow) -> Result<u32, StoreError> {
     let attempts: i64 = row.try_get("attempts").map_err(db)?;
+    u32::try_from(attempts)
+        .map_err(|_| StoreError::Database(format!("stored attempts {attempts} out of range")))
+}
+
+fn job_from_row(row: &SqliteRow) -> Result<Job, StoreError> {
     Ok(Job {
         id: row.try_get("id").map_err(db)?,
         destination: row.try_get("destination").map_err(db)?,
-        message_id,
+        message_id: message_id_of(row)?,
         recipients: row.try_get("recipients").map_err(db)?,
         body: row.try_get("body").map_err(db)?,
-        attempts: u32::try_from(attempts).map_err(|_| {
-            StoreError::Database(format!("stored attempts {attempts} out of range"))
-        })?,
+        attempts: attempts_of(row)?,
         created_at: get_u64(row, "created_at")?,
     })
 }

@@ -38,6 +38,27 @@ pub(super) enum Op {
     DiscardMessages(Vec<[u8; 16]>),
     /// Drop messages written at or before this time that no job refers to.
     PruneMessages(i64),
+    /// One more failed attempt of this job.
+    RecordAttempt(i64),
+    /// Move this job to the dead letters.
+    DeadLetter {
+        job_id: i64,
+        reason: String,
+        now: i64,
+    },
+    /// Add a client to the directory.
+    AddClient {
+        client_id: String,
+        user_id: String,
+        now: i64,
+    },
+    /// Queue an accepted delivery (`Conflict` if its id was seen).
+    Deliver(crate::Inbound),
+    /// Drop a client's queue up to a position.
+    Acknowledge {
+        client_id: String,
+        up_to: i64,
+    },
 }
 
 /// A write and where to send its outcome.

@@ -1,0 +1,105 @@
+//! The guest side against a store (`docs/protocol.md` 7): a delivery from a
+//! hub is checked by the core ([`mimid_core::guest`]), answered as before
+//! if it is a repeat, and otherwise stored once with one queue entry per
+//! known recipient and remembered, in one transaction, before the answer.
+
+use mimid_core::HubError;
+use mimid_core::guest::{self, Earlier, QsEndpoint};
+use mimid_store::{Inbound, Store, StoreError};
+use mimid_wire::{
+    Limits, ProviderDomain, QueueingServiceOk, QueueingServiceRequest, QueueingServiceResponse,
+    QueueingServiceResult, Wire,
+};
+
+use crate::ServiceError;
+
+/// A provider's guest side: queues what hubs deliver for its clients.
+#[derive(Clone, Debug)]
+pub struct Guest {
+    domain: ProviderDomain,
+}
+
+impl Guest {
+    pub fn new(domain: ProviderDomain) -> Self {
+        Guest { domain }
+    }
+
+    pub fn domain(&self) -> &ProviderDomain {
+        &self.domain
+    }
+
+    /// Handles a queueing request that `authenticated` sent on `endpoint`,
+    /// whose exact body hashes to `body_sha256`; `now` in seconds since the
+    /// Unix epoch. A repeat of an accepted request is answered as it was,
+    /// and queues nothing.
+    pub async fn deliver<S: Store>(
+        &self,
+        store: &S,
+        authenticated: &ProviderDomain,
+        endpoint: QsEndpoint,
+        request: &QueueingServiceRequest,
+        body_sha256: [u8; 32],
+        now: u64,
+    ) -> Result<QueueingServiceOk, ServiceError> {
+        let checked = guest::check_delivery(&self.domain, authenticated, endpoint, request)?;
+        let sender = checked.sender.as_str();
+        let message_id = checked.message_id.0;
+        // Twice at most: a concurrent repeat that wins the race is
+        // remembered by the time ours fails, and is then answered.
+        for _ in 0..2 {
+            let earlier = store.remembered(sender, message_id).await?;
+            let repeated = guest::repeat(
+                &checked,
+                &body_sha256,
+                earlier.as_ref().map(|e| Earlier {
+                    body_sha256: &e.body_sha256,
+                    answer: &e.answer,
+                }),
+            )?;
+            if let Some(answer) = repeated {
+                return QueueingServiceOk::decode_exact(answer, &Limits::default())
+                    .map_err(|e| HubError::Internal(format!("remembered answer: {e}")).into());
+            }
+            let deliver = checked.deliver;
+            let ids: Vec<String> = deliver.recipients.iter().map(|c| c.to_string()).collect();
+            let known = store.known_clients(&ids).await?;
+            let accepted = guest::accept(&checked, &known)?;
+            let answer = accepted
+                .answer
+                .to_bytes()
+                .map_err(|e| HubError::Internal(format!("answer: {e}")))?;
+            let inbound = Inbound {
+                sender: sender.to_owned(),
+                message_id,
+                body_sha256,
+                answer,
+                group_id: deliver.group_id.0.to_mls_bytes(),
+                epoch: deliver.epoch,
+                message: deliver.message.as_bytes().to_vec(),
+                recipients: accepted.queued.iter().map(|c| c.to_string()).collect(),
+                now,
+            };
+            match store.deliver(inbound).await?.await {
+                Ok(()) => return Ok(accepted.answer),
+                Err(StoreError::Conflict) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(StoreError::Unavailable("a repeated delivery raced twice".into()).into())
+    }
+}
+
+/// The response to a queueing request with `message_id`.
+pub fn qs_response(
+    message_id: mimid_wire::MessageId,
+    result: Result<QueueingServiceOk, ServiceError>,
+) -> QueueingServiceResponse {
+    QueueingServiceResponse {
+        version: mimid_wire::PROTOCOL_VERSION,
+        message_id,
+        result: match result {
+            Ok(ok) => QueueingServiceResult::Ok(ok),
+            Err(e) => QueueingServiceResult::Error(e.to_ds_error()),
+        },
+    }
+}
