@@ -103,3 +103,43 @@ pub fn qs_response(
         },
     }
 }
+
+/// Carries the hub's deliveries for its own provider's clients to its own
+/// guest side, without HTTP: the same checks, the same queues, the same
+/// idempotence as a delivery from another hub.
+pub struct LocalCourier<S: Store> {
+    hub: std::sync::Arc<crate::HubService<S>>,
+    guest: Guest,
+}
+
+impl<S: Store> LocalCourier<S> {
+    pub fn new(hub: std::sync::Arc<crate::HubService<S>>) -> Self {
+        let guest = Guest::new(hub.hub().config().domain.clone());
+        LocalCourier { hub, guest }
+    }
+
+    /// Delivers `request` as sent by this provider's own hub.
+    pub async fn send(&self, request: &QueueingServiceRequest) -> crate::outbox::Sent {
+        use sha2::Digest;
+        let body = match request.to_bytes() {
+            Ok(body) => body,
+            Err(e) => return crate::outbox::Sent::Refused(format!("unencodable: {e}")),
+        };
+        let hash: [u8; 32] = sha2::Sha256::digest(&body).into();
+        let result = self
+            .guest
+            .deliver(
+                self.hub.store(),
+                self.guest.domain(),
+                QsEndpoint::DeliverMessage,
+                request,
+                hash,
+                crate::unix_now(),
+            )
+            .await;
+        match result {
+            Ok(ok) => crate::outbox::Sent::Delivered(ok),
+            Err(e) => crate::outbox::Sent::for_error(&e.to_ds_error()),
+        }
+    }
+}

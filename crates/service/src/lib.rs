@@ -13,6 +13,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 mod ahead;
 pub mod guest;
+pub mod outbox;
 mod verifier;
 
 use lru::LruCache;
@@ -86,10 +87,20 @@ struct Loaded {
     cached: bool,
 }
 
+/// A queued step, and the destinations its delivery jobs are for.
+struct QueuedStep {
+    pending: mimid_store::Pending,
+    destinations: Vec<String>,
+}
+
+/// Told the destinations of a step's delivery jobs once the step is
+/// durable (the outbox, which then sends them).
+pub type JobListener = Arc<dyn Fn(&[String]) + Send + Sync>;
+
 /// How one run of the core on a loaded slot ended.
 enum Ran {
     /// Answered; the step (if any) is queued.
-    Answered(DSResponseBody, Option<mimid_store::Pending>),
+    Answered(DSResponseBody, Option<QueuedStep>),
     /// Refused, from a current state.
     Refused(HubError),
     /// The cached state was stale: run again on the stored one.
@@ -128,9 +139,11 @@ pub struct HubService<S: Store> {
     /// signature itself.
     verifier: Option<verifier::BatchVerifier>,
     store_ahead_from: usize,
+    /// Told of each durable step's delivery destinations.
+    job_listener: std::sync::OnceLock<JobListener>,
 }
 
-fn unix_now() -> u64 {
+pub(crate) fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -167,7 +180,14 @@ impl<S: Store> HubService<S> {
             signers: Mutex::new(LruCache::new(config.cache_groups)),
             verifier: verifier::BatchVerifier::start().ok(),
             store_ahead_from: config.store_ahead_from,
+            job_listener: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Sets who is told, once a step is durable, the destinations of its
+    /// delivery jobs (the outbox). Only the first listener set counts.
+    pub fn set_job_listener(&self, listener: JobListener) {
+        let _ = self.job_listener.set(listener);
     }
 
     pub fn hub(&self) -> &Hub {
@@ -373,8 +393,15 @@ impl<S: Store> HubService<S> {
                     (response, Some(pending)) => (response, pending),
                 }
             };
-            match pending.await {
-                Ok(()) => return Ok(response),
+            match pending.pending.await {
+                Ok(()) => {
+                    if !pending.destinations.is_empty()
+                        && let Some(listener) = self.job_listener.get()
+                    {
+                        listener(&pending.destinations);
+                    }
+                    return Ok(response);
+                }
                 Err(e) => {
                     // The cache may hold state that never became durable.
                     let _ = self.cache_take(&group_id);
@@ -397,7 +424,7 @@ impl<S: Store> HubService<S> {
         ctx: &Context,
         target: &mimid_core::Target,
         group_id: &[u8],
-    ) -> Result<(DSResponseBody, Option<mimid_store::Pending>), ServiceError> {
+    ) -> Result<(DSResponseBody, Option<QueuedStep>), ServiceError> {
         // Read before the group leaves the cache, so that no early return
         // leaves it out.
         let snapshot = match target.snapshot_epoch {
@@ -525,7 +552,16 @@ impl<S: Store> HubService<S> {
             ahead::discard(&self.store, message_id).await;
         }
         let pending = match step {
-            Some(step) => Some(self.store.enqueue(step).await?),
+            Some(step) => {
+                let mut destinations: Vec<String> =
+                    step.jobs.iter().map(|j| j.destination.clone()).collect();
+                destinations.sort_unstable();
+                destinations.dedup();
+                Some(QueuedStep {
+                    pending: self.store.enqueue(step).await?,
+                    destinations,
+                })
+            }
             None => None,
         };
         if let (Slot::Active(group), Some(version)) = (slot, next_version) {

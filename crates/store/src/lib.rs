@@ -412,6 +412,9 @@ pub trait Store: Send + Sync + 'static {
     /// every storable time drops all of them.
     fn prune_messages(&self, before: u64) -> impl Future<Output = Result<(), StoreError>> + Send;
 
+    /// The destinations that have delivery jobs.
+    fn job_destinations(&self) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
+
     /// Records one more failed delivery attempt of a job.
     fn record_attempt(&self, job_id: i64) -> impl Future<Output = Result<(), StoreError>> + Send;
 

@@ -122,6 +122,15 @@ pub(super) async fn pending_jobs(
     rows.iter().map(job_from_row).collect()
 }
 
+/// [`Store::job_destinations`](crate::Store::job_destinations): the
+/// distinct values of the index on `(destination, id)`.
+pub(super) async fn job_destinations(readers: &SqlitePool) -> Result<Vec<String>, StoreError> {
+    sqlx::query_scalar("SELECT DISTINCT destination FROM jobs")
+        .fetch_all(readers)
+        .await
+        .map_err(db)
+}
+
 /// [`Store::dead_letters`](crate::Store::dead_letters).
 pub(super) async fn dead_letters(
     readers: &SqlitePool,
