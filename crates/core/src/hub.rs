@@ -53,28 +53,16 @@ impl Hub {
             return Err(HubError::WrongEndpoint(body.name()));
         }
         check_auth_type(request)?;
-        let mut snapshot_epoch = None;
-        let group_id = match body {
-            DSRequestBody::RequestGroupId => GroupId {
+        let snapshot_epoch = match body {
+            DSRequestBody::WelcomeInformation(w) => Some(w.epoch),
+            _ => None,
+        };
+        let group_id = match named_group(body)? {
+            Some(group_id) => group_id,
+            None => GroupId {
                 hub_domain: self.config.domain.clone(),
                 local_id: ctx.random,
             },
-            DSRequestBody::CreateGroup(c) => c.group_id.0.clone(),
-            DSRequestBody::WelcomeInformation(w) => {
-                snapshot_epoch = Some(w.epoch);
-                w.group_id.0.clone()
-            }
-            DSRequestBody::ExternalCommitInformation(e) => e.group_id.0.clone(),
-            DSRequestBody::SendMessage(m) => group_id_of(m.application_message.parsed())?,
-            DSRequestBody::SelfRemoveClient(p) => group_id_of(p.proposal.parsed())?,
-            DSRequestBody::DeleteGroup(r) => group_id_of(r.group_update.commit.parsed())?,
-            DSRequestBody::AddUsers(r) => group_id_of(r.group_update.commit.parsed())?,
-            DSRequestBody::RemoveUsers(r) => group_id_of(r.group_update.commit.parsed())?,
-            DSRequestBody::AddClients(r) => group_id_of(r.group_update.commit.parsed())?,
-            DSRequestBody::RemoveClients(r) => group_id_of(r.group_update.commit.parsed())?,
-            DSRequestBody::UpdateClient(r) => group_id_of(r.group_update.commit.parsed())?,
-            DSRequestBody::ExternalJoin(r) => group_id_of(r.group_update.commit.parsed())?,
-            DSRequestBody::ReInitializeGroup(r) => group_id_of(r.commit.commit.parsed())?,
         };
         if group_id.hub_domain != self.config.domain {
             return Err(HubError::WrongRecipient(format!(
@@ -199,6 +187,29 @@ fn check_auth_type(request: &DSRequest) -> Result<(), HubError> {
 }
 
 /// The group id inside an MLS message, as a MIMI `GroupId`.
+/// The group a DS request names, from its body or its embedded MLS
+/// message; `None` for `ds_request_group_id`, which asks a hub for a new
+/// one. A provider relays its clients' requests to the hub named here (its
+/// own hub for a new group id).
+pub fn named_group(body: &DSRequestBody) -> Result<Option<GroupId>, HubError> {
+    Ok(Some(match body {
+        DSRequestBody::RequestGroupId => return Ok(None),
+        DSRequestBody::CreateGroup(c) => c.group_id.0.clone(),
+        DSRequestBody::WelcomeInformation(w) => w.group_id.0.clone(),
+        DSRequestBody::ExternalCommitInformation(e) => e.group_id.0.clone(),
+        DSRequestBody::SendMessage(m) => group_id_of(m.application_message.parsed())?,
+        DSRequestBody::SelfRemoveClient(p) => group_id_of(p.proposal.parsed())?,
+        DSRequestBody::DeleteGroup(r) => group_id_of(r.group_update.commit.parsed())?,
+        DSRequestBody::AddUsers(r) => group_id_of(r.group_update.commit.parsed())?,
+        DSRequestBody::RemoveUsers(r) => group_id_of(r.group_update.commit.parsed())?,
+        DSRequestBody::AddClients(r) => group_id_of(r.group_update.commit.parsed())?,
+        DSRequestBody::RemoveClients(r) => group_id_of(r.group_update.commit.parsed())?,
+        DSRequestBody::UpdateClient(r) => group_id_of(r.group_update.commit.parsed())?,
+        DSRequestBody::ExternalJoin(r) => group_id_of(r.group_update.commit.parsed())?,
+        DSRequestBody::ReInitializeGroup(r) => group_id_of(r.commit.commit.parsed())?,
+    }))
+}
+
 fn group_id_of(message: &MlsMessageBodyIn) -> Result<GroupId, HubError> {
     let bytes = match message {
         MlsMessageBodyIn::PublicMessage(m) => m.group_id().as_slice(),

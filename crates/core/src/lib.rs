@@ -20,7 +20,7 @@ pub mod step;
 
 pub use auth::claimed_signer;
 pub use error::HubError;
-pub use hub::Hub;
+pub use hub::{Hub, named_group};
 pub use signer::{SignatureCheck, SignerKey, Verified, verify_batch};
 pub use state::{AddedClient, HubGroup, JoinerSnapshot, MemberInfo};
 pub use step::{
