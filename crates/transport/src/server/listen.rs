@@ -36,13 +36,13 @@ impl Drop for RunningServer {
     }
 }
 
-/// Listens on `addr` and serves `router` over TLS with `tls`.
-pub async fn serve(
-    addr: SocketAddr,
+/// Serves `router` over TLS with `tls` on a bound listener (bind it with
+/// `TcpListener::bind(addr)`; port 0 picks a free port).
+pub fn serve(
+    listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     router: Router,
 ) -> std::io::Result<RunningServer> {
-    let listener = TcpListener::bind(addr).await?;
     let local_addr = listener.local_addr()?;
     let acceptor = TlsAcceptor::from(tls);
     let task = tokio::spawn(async move {
