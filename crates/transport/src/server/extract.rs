@@ -1,0 +1,122 @@
+//! Extractors: the body (content type 415, size 413) and provider
+//! authentication (401) come before any handler code runs.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{FromRequest, Request};
+use axum::http::request::Parts;
+use axum::http::{Method, header};
+use bytes::Bytes;
+use http_body_util::BodyExt as _;
+use mimid_store::Store;
+
+use super::{AppState, Failure};
+use crate::auth::{Authenticated, PeerCertificates};
+use crate::error::TransportError;
+
+/// A request body that passed the content-type and size checks.
+pub struct Unsigned {
+    pub method: Method,
+    pub body: Bytes,
+}
+
+/// A request body and the provider that authenticated it.
+pub struct Signed {
+    pub peer: Authenticated,
+    pub body: Bytes,
+}
+
+fn is_octet_stream(value: &[u8]) -> bool {
+    let value = value.split(|&b| b == b';').next().unwrap_or_default();
+    value
+        .trim_ascii()
+        .eq_ignore_ascii_case(b"application/octet-stream")
+}
+
+/// Reads the body: its media type must be `application/octet-stream`
+/// (compared case-insensitively, parameters ignored), except that a GET
+/// without a body needs none; a declared or streamed length over `limit`
+/// is refused without reading further.
+async fn read_body(parts: &Parts, body: Body, limit: usize) -> Result<Bytes, TransportError> {
+    let mut types = parts.headers.get_all(header::CONTENT_TYPE).iter();
+    let limit = match (types.next(), types.next()) {
+        (Some(t), None) if is_octet_stream(t.as_bytes()) => limit,
+        // Without a content type, only an empty GET body is acceptable.
+        (None, _) if parts.method == Method::GET => 0,
+        _ => return Err(TransportError::UnsupportedMediaType),
+    };
+    let too_large = || {
+        if limit == 0 {
+            TransportError::UnsupportedMediaType
+        } else {
+            TransportError::PayloadTooLarge { limit }
+        }
+    };
+    if let Some(length) = parts.headers.get(header::CONTENT_LENGTH) {
+        let length: u64 = length
+            .to_str()
+            .ok()
+            .and_then(|l| l.parse().ok())
+            .ok_or_else(|| TransportError::Malformed("bad Content-Length".into()))?;
+        if length > limit as u64 {
+            return Err(too_large());
+        }
+    }
+    let mut body = body;
+    let mut bytes = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| TransportError::Malformed(format!("body: {e}")))?;
+        if let Ok(data) = frame.into_data() {
+            if bytes.len().saturating_add(data.len()) > limit {
+                return Err(too_large());
+            }
+            bytes.extend_from_slice(&data);
+        }
+    }
+    Ok(bytes.freeze())
+}
+
+impl<S: Store> FromRequest<Arc<AppState<S>>> for Unsigned {
+    type Rejection = Failure;
+
+    async fn from_request(req: Request, state: &Arc<AppState<S>>) -> Result<Self, Failure> {
+        let (parts, body) = req.into_parts();
+        let body = read_body(&parts, body, state.config.body_limit)
+            .await
+            .map_err(|e| Failure::at(parts.uri.path(), e))?;
+        Ok(Unsigned {
+            method: parts.method,
+            body,
+        })
+    }
+}
+
+impl<S: Store> FromRequest<Arc<AppState<S>>> for Signed {
+    type Rejection = Failure;
+
+    async fn from_request(req: Request, state: &Arc<AppState<S>>) -> Result<Self, Failure> {
+        let (parts, body) = req.into_parts();
+        let path = parts.uri.path();
+        let body = read_body(&parts, body, state.config.body_limit)
+            .await
+            .map_err(|e| Failure::at(path, e))?;
+        let certificates = parts
+            .extensions
+            .get::<PeerCertificates>()
+            .cloned()
+            .unwrap_or_default();
+        let peer = state
+            .auth
+            .authenticate(
+                parts.method.as_str(),
+                path,
+                &parts.headers,
+                &certificates,
+                &body,
+            )
+            .await
+            .map_err(|e| Failure::at(path, e))?;
+        Ok(Signed { peer, body })
+    }
+}

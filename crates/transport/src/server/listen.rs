@@ -1,0 +1,93 @@
+//! The accept loop: TLS with tokio-rustls, then hyper (HTTP/1.1 or h2),
+//! with the connection's client certificate attached to each request.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tower::Service as _;
+
+use crate::auth::PeerCertificates;
+
+/// Longest TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A server accepting connections; dropping it stops accepting.
+pub struct RunningServer {
+    local_addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RunningServer {
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+}
+
+impl Drop for RunningServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Serves `router` over TLS with `tls` on a bound listener (bind it with
+/// `TcpListener::bind(addr)`; port 0 picks a free port).
+pub fn serve(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    router: Router,
+) -> std::io::Result<RunningServer> {
+    let local_addr = listener.local_addr()?;
+    let acceptor = TlsAcceptor::from(tls);
+    let task = tokio::spawn(async move {
+        loop {
+            let (tcp, remote) = match listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of descriptors and the like: do not spin.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let acceptor = acceptor.clone();
+            let router = router.clone();
+            tokio::spawn(async move {
+                let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await
+                {
+                    Ok(Ok(tls)) => tls,
+                    Ok(Err(e)) => {
+                        tracing::debug!(%remote, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%remote, "TLS handshake timed out");
+                        return;
+                    }
+                };
+                let certificates =
+                    PeerCertificates(tls.get_ref().1.peer_certificates().map(|chain| {
+                        Arc::new(chain.iter().map(|c| c.clone().into_owned()).collect())
+                    }));
+                let service =
+                    hyper::service::service_fn(move |mut req: http::Request<Incoming>| {
+                        req.extensions_mut().insert(certificates.clone());
+                        router.clone().call(req)
+                    });
+                let mut builder = auto::Builder::new(TokioExecutor::new());
+                builder.http1().timer(TokioTimer::new());
+                builder.http2().timer(TokioTimer::new());
+                if let Err(e) = builder.serve_connection(TokioIo::new(tls), service).await {
+                    tracing::debug!(%remote, error = %e, "connection ended with an error");
+                }
+            });
+        }
+    });
+    Ok(RunningServer { local_addr, task })
+}

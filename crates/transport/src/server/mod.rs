@@ -1,0 +1,288 @@
+//! The HTTPS server: routes, the order of checks, the accept loop.
+//!
+//! A request's way in: TLS (rustls, 1.3 only; the client certificate, if
+//! any, is attached to every request of its connection) → tower layers
+//! (request id, tracing, timeout) → routing (unknown path 404, method 405)
+//! → the body extractor (content type 415, size 413) → provider
+//! authentication (401, or 503 when the sender's keys cannot be fetched)
+//! → the handler: decode (400), the hub, encode.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::error_handling::HandleErrorLayer;
+use axum::http::{HeaderValue, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use mimid_core::DsEndpoint;
+use mimid_service::HubService;
+use mimid_store::Store;
+use mimid_wire::{
+    DSError, DSResponse, DSResponseBody, ErrorDetail, Limits, ProviderDomain,
+    VerificationKeyResponse, VerificationKeyResult, Wire,
+};
+use tower::ServiceBuilder;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+use crate::auth::{AuthConfig, Authenticator};
+use crate::client::{OCTET_STREAM, TransportClient};
+use crate::clock::Clock;
+use crate::discovery::WELL_KNOWN_PATH;
+use crate::error::TransportError;
+use crate::keys::ProviderKeys;
+
+mod ds;
+mod external_commit_information;
+mod extract;
+mod group_operation;
+mod listen;
+mod verification_key;
+mod welcome_information;
+mod well_known;
+
+pub use extract::{Signed, Unsigned};
+pub use listen::{RunningServer, serve};
+
+/// Settings of the server.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// This provider's domain: the `recipient` of the signatures it
+    /// accepts, the `provider` of its keys.
+    pub domain: ProviderDomain,
+    /// `host[:port]` of this provider's DS, served on the well-known path.
+    pub ds_authority: String,
+    /// Largest request body (4 MiB).
+    pub body_limit: usize,
+    /// Longest time a request may take (30 s; then 503 `unavailable`).
+    pub request_timeout: Duration,
+    pub limits: Limits,
+    pub auth: AuthConfig,
+}
+
+impl ServerConfig {
+    pub fn new(domain: ProviderDomain, ds_authority: impl Into<String>) -> Self {
+        ServerConfig {
+            domain,
+            ds_authority: ds_authority.into(),
+            body_limit: mimid_wire::DEFAULT_BODY_LIMIT,
+            request_timeout: Duration::from_secs(30),
+            limits: Limits::default(),
+            auth: AuthConfig::default(),
+        }
+    }
+}
+
+/// What the handlers share.
+pub struct AppState<S: Store> {
+    service: Arc<HubService<S>>,
+    auth: Authenticator,
+    keys: ProviderKeys,
+    config: ServerConfig,
+}
+
+impl<S: Store> AppState<S> {
+    /// `client` fetches the keys of senders; `clock` gives the time of the
+    /// signature checks.
+    pub fn new(
+        service: Arc<HubService<S>>,
+        keys: ProviderKeys,
+        config: ServerConfig,
+        client: Arc<TransportClient>,
+        clock: Arc<dyn Clock>,
+    ) -> Arc<Self> {
+        let auth = Authenticator::new(
+            config.auth.clone(),
+            config.domain.clone(),
+            config.limits.clone(),
+            clock,
+            client,
+        );
+        Arc::new(AppState {
+            service,
+            auth,
+            keys,
+            config,
+        })
+    }
+}
+
+/// The paths this server routes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    GroupOperation,
+    WelcomeInformation,
+    ExternalCommitInformation,
+    VerificationKey,
+    WellKnown,
+}
+
+impl Endpoint {
+    pub const ALL: [Endpoint; 5] = [
+        Endpoint::GroupOperation,
+        Endpoint::WelcomeInformation,
+        Endpoint::ExternalCommitInformation,
+        Endpoint::VerificationKey,
+        Endpoint::WellKnown,
+    ];
+
+    pub fn path(self) -> &'static str {
+        match self {
+            Endpoint::GroupOperation => "/group_operation",
+            Endpoint::WelcomeInformation => "/welcome_information",
+            Endpoint::ExternalCommitInformation => "/external_commit_information",
+            Endpoint::VerificationKey => "/verification_key",
+            Endpoint::WellKnown => WELL_KNOWN_PATH,
+        }
+    }
+
+    pub fn from_path(path: &str) -> Option<Self> {
+        Endpoint::ALL.into_iter().find(|e| e.path() == path)
+    }
+
+    /// The endpoint's response struct with its `error` arm
+    /// (`VerificationKeyResponse` on `/verification_key`, else `DSResponse`).
+    pub fn error_body(endpoint: Option<Self>, error: &DSError) -> Vec<u8> {
+        let encoded = match endpoint {
+            Some(Endpoint::VerificationKey) => VerificationKeyResponse {
+                version: 1,
+                result: VerificationKeyResult::Error(error.clone()),
+            }
+            .to_bytes(),
+            _ => DSResponse {
+                protocol_version: 1,
+                response_body: DSResponseBody::Error(error.clone()),
+            }
+            .to_bytes(),
+        };
+        encoded.unwrap_or_default()
+    }
+}
+
+impl From<DsEndpoint> for Endpoint {
+    fn from(e: DsEndpoint) -> Self {
+        match e {
+            DsEndpoint::GroupOperation => Endpoint::GroupOperation,
+            DsEndpoint::WelcomeInformation => Endpoint::WelcomeInformation,
+            DsEndpoint::ExternalCommitInformation => Endpoint::ExternalCommitInformation,
+        }
+    }
+}
+
+/// A refused request: the one place errors become HTTP answers.
+#[derive(Debug)]
+pub struct Failure {
+    endpoint: Option<Endpoint>,
+    error: TransportError,
+}
+
+impl Failure {
+    pub fn new(endpoint: Option<Endpoint>, error: impl Into<TransportError>) -> Self {
+        Failure {
+            endpoint,
+            error: error.into(),
+        }
+    }
+    pub(crate) fn at(path: &str, error: impl Into<TransportError>) -> Self {
+        Failure::new(Endpoint::from_path(path), error)
+    }
+}
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        let error = self.error.to_ds_error();
+        let status = StatusCode::from_u16(error.code.http_status())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        tracing::debug!(endpoint = ?self.endpoint, %status, error = %self.error, "refused");
+        let mut response = (status, Endpoint::error_body(self.endpoint, &error)).into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(OCTET_STREAM));
+        if let ErrorDetail::RetryAfter(seconds) = error.detail {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
+    }
+}
+
+/// A 200 answer carrying an encoded response struct.
+pub(crate) fn ok_body(
+    endpoint: Endpoint,
+    body: Result<Vec<u8>, mimid_wire::EncodeError>,
+) -> Response {
+    match body {
+        Ok(bytes) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, HeaderValue::from_static(OCTET_STREAM))],
+            bytes,
+        )
+            .into_response(),
+        Err(e) => {
+            Failure::new(Some(endpoint), TransportError::Internal(e.to_string())).into_response()
+        }
+    }
+}
+
+async fn not_found() -> Failure {
+    Failure::new(None, TransportError::NotFound)
+}
+
+async fn method_not_allowed(uri: Uri) -> Failure {
+    Failure::at(uri.path(), TransportError::MethodNotAllowed)
+}
+
+async fn timed_out(uri: Uri, error: tower::BoxError) -> Failure {
+    if error.is::<tower::timeout::error::Elapsed>() {
+        Failure::at(uri.path(), TransportError::Timeout)
+    } else {
+        Failure::at(uri.path(), TransportError::Internal(error.to_string()))
+    }
+}
+
+/// The router: one handler per endpoint; `/deliver_message` and the
+/// key-package endpoints are not routed (404).
+pub fn router<S: Store>(state: Arc<AppState<S>>) -> Router {
+    let timeout = state.config.request_timeout;
+    Router::new()
+        .route(
+            Endpoint::GroupOperation.path(),
+            post(group_operation::handle::<S>).fallback(method_not_allowed),
+        )
+        .route(
+            Endpoint::WelcomeInformation.path(),
+            post(welcome_information::handle::<S>)
+                .get(welcome_information::handle::<S>)
+                .head(method_not_allowed)
+                .fallback(method_not_allowed),
+        )
+        .route(
+            Endpoint::ExternalCommitInformation.path(),
+            post(external_commit_information::handle::<S>)
+                .get(external_commit_information::handle::<S>)
+                .head(method_not_allowed)
+                .fallback(method_not_allowed),
+        )
+        .route(
+            Endpoint::VerificationKey.path(),
+            post(verification_key::handle::<S>)
+                .get(verification_key::handle::<S>)
+                .head(method_not_allowed)
+                .fallback(method_not_allowed),
+        )
+        .route(
+            Endpoint::WellKnown.path(),
+            get(well_known::handle::<S>)
+                .head(method_not_allowed)
+                .fallback(method_not_allowed),
+        )
+        .fallback(not_found)
+        .with_state(state)
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+                .layer(TraceLayer::new_for_http())
+                .layer(PropagateRequestIdLayer::x_request_id())
+                .layer(HandleErrorLayer::new(timed_out))
+                .timeout(timeout),
+        )
+}
