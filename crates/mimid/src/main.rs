@@ -1,7 +1,8 @@
 //! `mimid`: a MIMI transport server (profile 1, `docs/protocol.md`).
 //!
-//! For now the binary has one tool, `mimid inspect`, which decodes a
-//! captured request or response body.
+//! For now the binary has two tools: `mimid inspect`, which decodes a
+//! captured request or response body, and `mimid keygen`, which makes a
+//! provider key file (`docs/operations.md`, "Provider keys").
 
 mod inspect;
 
@@ -35,6 +36,25 @@ enum Command {
     /// each one that decodes the whole body is shown. Exit code 2 when the
     /// body does not decode, 1 for input or usage errors.
     Inspect(InspectArgs),
+    /// Make a new Ed25519 provider key file (never overwrites a file).
+    ///
+    /// Prints the key id and validity. Configure it after the current key
+    /// to publish it before a rotation.
+    Keygen(KeygenArgs),
+}
+
+#[derive(Args)]
+struct KeygenArgs {
+    /// Where to write the key file (TOML, readable by its owner only).
+    #[arg(long, value_name = "FILE")]
+    out: PathBuf,
+    /// Start of validity, seconds since the Unix epoch (default: now).
+    #[arg(long, value_name = "UNIX")]
+    not_before: Option<u64>,
+    /// End of validity, seconds since the Unix epoch (default: one year
+    /// after not_before).
+    #[arg(long, value_name = "UNIX")]
+    not_after: Option<u64>,
 }
 
 #[derive(Args)]
@@ -86,7 +106,27 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Inspect(args) => run_inspect(&args),
+        Command::Keygen(args) => run_keygen(&args),
     }
+}
+
+fn run_keygen(args: &KeygenArgs) -> anyhow::Result<()> {
+    use mimid_transport::Clock as _;
+    let not_before = args
+        .not_before
+        .unwrap_or_else(|| mimid_transport::SystemClock.now());
+    let not_after = args
+        .not_after
+        .unwrap_or(not_before.saturating_add(365 * 86_400));
+    let key = mimid_transport::ProviderKey::generate(not_before, not_after)
+        .map_err(|e| anyhow::anyhow!("cannot make a key: {e}"))?;
+    key.save(&args.out)?;
+    println!(
+        "key_id {} valid {not_before}..{not_after} written to {}",
+        mimid_wire::hex_string(&key.key_id()),
+        args.out.display()
+    );
+    Ok(())
 }
 
 fn run_inspect(args: &InspectArgs) -> anyhow::Result<()> {
