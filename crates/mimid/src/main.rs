@@ -4,7 +4,10 @@
 //! captured request or response body, and `mimid keygen`, which makes a
 //! provider key file (`docs/operations.md`, "Provider keys").
 
+mod config;
+mod demo;
 mod inspect;
+mod serve;
 
 /// mimalloc: a request allocates many small buffers (decoded MLS structs,
 /// recipient lists), which the system allocator serves markedly slower
@@ -41,6 +44,32 @@ enum Command {
     /// Prints the key id and validity. Configure it after the current key
     /// to publish it before a rotation.
     Keygen(KeygenArgs),
+    /// Three providers on loopback and a conversation across them, every
+    /// step checked (exit code 1 on any failed check).
+    Demo(DemoArgs),
+    /// Serve as a provider, configured by a TOML file
+    /// (docs/operations.md, "Configuration").
+    Serve(ConfigArgs),
+    /// List the outbox jobs that could not be delivered.
+    DeadLetters(ConfigArgs),
+}
+
+#[derive(Args)]
+struct ConfigArgs {
+    /// The configuration file.
+    #[arg(long, value_name = "FILE")]
+    config: PathBuf,
+}
+
+#[derive(Args)]
+struct DemoArgs {
+    /// Keep the providers running afterwards, and print their addresses,
+    /// domains and CA file, then `ready`.
+    #[arg(long)]
+    hold: bool,
+    /// Provider authentication: signature, mtls or both.
+    #[arg(long, default_value = "signature")]
+    auth: String,
 }
 
 #[derive(Args)]
@@ -107,7 +136,28 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Inspect(args) => run_inspect(&args),
         Command::Keygen(args) => run_keygen(&args),
+        Command::Demo(args) => run_demo(&args),
+        Command::Serve(args) => {
+            let config = config::Config::load(&args.config)?;
+            tokio::runtime::Runtime::new()?.block_on(serve::serve(config))
+        }
+        Command::DeadLetters(args) => {
+            let config = config::Config::load(&args.config)?;
+            tokio::runtime::Runtime::new()?.block_on(serve::dead_letters(config))
+        }
     }
+}
+
+fn run_demo(args: &DemoArgs) -> anyhow::Result<()> {
+    let mode = match args.auth.as_str() {
+        "signature" => mimid_transport::AuthMode::Signature,
+        "mtls" => mimid_transport::AuthMode::Mtls,
+        "both" => mimid_transport::AuthMode::Both,
+        other => anyhow::bail!("--auth: {other:?} is not signature, mtls or both"),
+    };
+    let runtime = tokio::runtime::Runtime::new()?;
+    let dir = tempfile::tempdir()?;
+    runtime.block_on(demo::run(dir.path(), mode, args.hold))
 }
 
 fn run_keygen(args: &KeygenArgs) -> anyhow::Result<()> {

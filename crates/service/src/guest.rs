@@ -92,14 +92,14 @@ impl Guest {
 /// The response to a queueing request with `message_id`.
 pub fn qs_response(
     message_id: mimid_wire::MessageId,
-    result: Result<QueueingServiceOk, ServiceError>,
+    result: Result<QueueingServiceOk, mimid_wire::DSError>,
 ) -> QueueingServiceResponse {
     QueueingServiceResponse {
         version: mimid_wire::PROTOCOL_VERSION,
         message_id,
         result: match result {
             Ok(ok) => QueueingServiceResult::Ok(ok),
-            Err(e) => QueueingServiceResult::Error(e.to_ds_error()),
+            Err(e) => QueueingServiceResult::Error(e),
         },
     }
 }

@@ -116,6 +116,8 @@ impl ClientError {
 pub struct Reply {
     pub status: u16,
     pub body: bytes::Bytes,
+    /// `Retry-After`, in seconds, when the answer has one.
+    pub retry_after: Option<u64>,
 }
 
 /// The transport's HTTPS client.
@@ -243,8 +245,17 @@ impl TransportClient {
         }
         let response = request.body(body).send().await?;
         let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get(http::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse().ok());
         let body = read_limited(response, self.body_limit).await?;
-        Ok(Reply { status, body })
+        Ok(Reply {
+            status,
+            body,
+            retry_after,
+        })
     }
 
     /// Sends a DS request to the hub `recipient` on `endpoint`'s path and

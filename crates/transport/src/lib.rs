@@ -18,9 +18,11 @@
 pub mod auth;
 pub mod client;
 mod clock;
+pub mod courier;
 pub mod discovery;
 mod error;
 pub mod keys;
+pub mod node;
 pub mod server;
 pub mod signature;
 pub mod tls;

@@ -18,7 +18,8 @@ use crate::auth::PeerCertificates;
 /// Longest TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A server accepting connections; dropping it stops accepting.
+/// A server accepting connections; dropping it stops accepting and closes
+/// every open connection (requests in flight are cut off: a sender retries).
 pub struct RunningServer {
     local_addr: SocketAddr,
     task: tokio::task::JoinHandle<()>,
@@ -46,7 +47,10 @@ pub fn serve(
     let local_addr = listener.local_addr()?;
     let acceptor = TlsAcceptor::from(tls);
     let task = tokio::spawn(async move {
+        // Owned by this task: aborting it aborts every connection.
+        let mut connections = tokio::task::JoinSet::new();
         loop {
+            while connections.try_join_next().is_some() {}
             let (tcp, remote) = match listener.accept().await {
                 Ok(accepted) => accepted,
                 Err(e) => {
@@ -58,7 +62,7 @@ pub fn serve(
             };
             let acceptor = acceptor.clone();
             let router = router.clone();
-            tokio::spawn(async move {
+            connections.spawn(async move {
                 let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await
                 {
                     Ok(Ok(tls)) => tls,

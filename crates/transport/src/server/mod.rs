@@ -33,6 +33,7 @@ use crate::discovery::WELL_KNOWN_PATH;
 use crate::error::TransportError;
 use crate::keys::ProviderKeys;
 
+mod deliver_message;
 mod ds;
 mod external_commit_information;
 mod extract;
@@ -77,6 +78,8 @@ impl ServerConfig {
 /// What the handlers share.
 pub struct AppState<S: Store> {
     service: Arc<HubService<S>>,
+    /// The guest side: what hubs deliver for this provider's clients.
+    guest: mimid_service::guest::Guest,
     auth: Authenticator,
     keys: ProviderKeys,
     config: ServerConfig,
@@ -100,6 +103,7 @@ impl<S: Store> AppState<S> {
             client,
         );
         Arc::new(AppState {
+            guest: mimid_service::guest::Guest::new(config.domain.clone()),
             service,
             auth,
             keys,
@@ -115,15 +119,17 @@ pub enum Endpoint {
     WelcomeInformation,
     ExternalCommitInformation,
     VerificationKey,
+    DeliverMessage,
     WellKnown,
 }
 
 impl Endpoint {
-    pub const ALL: [Endpoint; 5] = [
+    pub const ALL: [Endpoint; 6] = [
         Endpoint::GroupOperation,
         Endpoint::WelcomeInformation,
         Endpoint::ExternalCommitInformation,
         Endpoint::VerificationKey,
+        Endpoint::DeliverMessage,
         Endpoint::WellKnown,
     ];
 
@@ -133,6 +139,7 @@ impl Endpoint {
             Endpoint::WelcomeInformation => "/welcome_information",
             Endpoint::ExternalCommitInformation => "/external_commit_information",
             Endpoint::VerificationKey => "/verification_key",
+            Endpoint::DeliverMessage => "/deliver_message",
             Endpoint::WellKnown => WELL_KNOWN_PATH,
         }
     }
@@ -142,9 +149,20 @@ impl Endpoint {
     }
 
     /// The endpoint's response struct with its `error` arm
-    /// (`VerificationKeyResponse` on `/verification_key`, else `DSResponse`).
-    pub fn error_body(endpoint: Option<Self>, error: &DSError) -> Vec<u8> {
+    /// (`VerificationKeyResponse` on `/verification_key`,
+    /// `QueueingServiceResponse` echoing `message_id` on `/deliver_message`,
+    /// else `DSResponse`).
+    pub fn error_body(
+        endpoint: Option<Self>,
+        error: &DSError,
+        message_id: Option<mimid_wire::MessageId>,
+    ) -> Vec<u8> {
         let encoded = match endpoint {
+            Some(Endpoint::DeliverMessage) => mimid_service::guest::qs_response(
+                message_id.unwrap_or(mimid_wire::MessageId([0; 16])),
+                Err(error.clone()),
+            )
+            .to_bytes(),
             Some(Endpoint::VerificationKey) => VerificationKeyResponse {
                 version: 1,
                 result: VerificationKeyResult::Error(error.clone()),
@@ -175,6 +193,9 @@ impl From<DsEndpoint> for Endpoint {
 pub struct Failure {
     endpoint: Option<Endpoint>,
     error: TransportError,
+    /// The request's `message_id`, echoed by a `QueueingServiceResponse`
+    /// (16 zero bytes when the body was refused before it decoded, 3.1).
+    message_id: Option<mimid_wire::MessageId>,
 }
 
 impl Failure {
@@ -182,7 +203,14 @@ impl Failure {
         Failure {
             endpoint,
             error: error.into(),
+            message_id: None,
         }
+    }
+
+    /// The same failure, answered with `message_id` echoed.
+    pub(crate) fn echoing(mut self, message_id: mimid_wire::MessageId) -> Self {
+        self.message_id = Some(message_id);
+        self
     }
     pub(crate) fn at(path: &str, error: impl Into<TransportError>) -> Self {
         Failure::new(Endpoint::from_path(path), error)
@@ -195,7 +223,8 @@ impl IntoResponse for Failure {
         let status = StatusCode::from_u16(error.code.http_status())
             .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         tracing::debug!(endpoint = ?self.endpoint, %status, error = %self.error, "refused");
-        let mut response = (status, Endpoint::error_body(self.endpoint, &error)).into_response();
+        let body = Endpoint::error_body(self.endpoint, &error, self.message_id);
+        let mut response = (status, body).into_response();
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(OCTET_STREAM));
         if let ErrorDetail::RetryAfter(seconds) = error.detail {
@@ -239,8 +268,8 @@ async fn timed_out(uri: Uri, error: tower::BoxError) -> Failure {
     }
 }
 
-/// The router: one handler per endpoint; `/deliver_message` and the
-/// key-package endpoints are not routed (404).
+/// The router: one handler per endpoint; `/connection_request` and the
+/// key-package endpoints are not routed yet (404).
 pub fn router<S: Store>(state: Arc<AppState<S>>) -> Router {
     let timeout = state.config.request_timeout;
     Router::new()
@@ -268,6 +297,10 @@ pub fn router<S: Store>(state: Arc<AppState<S>>) -> Router {
                 .get(verification_key::handle::<S>)
                 .head(method_not_allowed)
                 .fallback(method_not_allowed),
+        )
+        .route(
+            Endpoint::DeliverMessage.path(),
+            post(deliver_message::handle::<S>).fallback(method_not_allowed),
         )
         .route(
             Endpoint::WellKnown.path(),

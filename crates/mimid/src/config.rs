@@ -1,0 +1,339 @@
+//! `mimid serve --config FILE`: the TOML configuration, every setting with
+//! a safe default where one exists (`docs/operations.md`, "Configuration").
+//! A bad file fails at start with a message naming the setting.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use mimid_wire::ProviderDomain;
+use serde::Deserialize;
+
+/// Why a configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The TOML is malformed or has an unknown or ill-typed setting (the
+    /// message names it).
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    /// A setting has a value mimid cannot use.
+    #[error("{path}: {setting}: {message}")]
+    Invalid {
+        path: PathBuf,
+        setting: String,
+        message: String,
+    },
+}
+
+/// How a receiver authenticates sending providers (`docs/protocol.md` 3.1).
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ProviderAuth {
+    /// The `MIMI-Provider-Signature` header (section 4).
+    #[default]
+    Signature,
+    /// Mutual TLS: the client certificate names the sender.
+    Mtls,
+    /// Both, on every request.
+    Both,
+}
+
+/// Durability of acknowledged writes.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Durability {
+    /// Survives a crash of the process (SQLite `synchronous = NORMAL`).
+    #[default]
+    Process,
+    /// Survives a power loss (`synchronous = FULL`).
+    PowerLoss,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub provider: Provider,
+    pub tls: Tls,
+    #[serde(default)]
+    pub federation: Federation,
+    pub store: StoreSettings,
+    #[serde(default)]
+    pub limits: LimitSettings,
+    #[serde(default)]
+    pub delivery: Delivery,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Provider {
+    /// This provider's domain: the hub of the groups whose ids name it.
+    pub domain: String,
+    /// Where the DS listens (address:port).
+    pub listen: SocketAddr,
+    /// `host[:port]` peers reach the DS at, as the well-known answer says
+    /// (default: the domain, port 443).
+    pub ds_authority: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tls {
+    /// PEM certificate chain of the DS host (and, for mutual TLS, naming
+    /// the provider's domain).
+    pub certificate: PathBuf,
+    /// PEM private key of the certificate.
+    pub key: PathBuf,
+    /// Extra trust anchors (PEM), for private federations and tests.
+    #[serde(default)]
+    pub trust_anchors: Vec<PathBuf>,
+    /// Whether the WebPKI roots are trusted too.
+    #[serde(default = "yes")]
+    pub webpki_roots: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Federation {
+    /// How other providers must authenticate (default `signature`).
+    #[serde(default)]
+    pub provider_auth: ProviderAuth,
+    /// Provider key files (`mimid keygen`): the current one first, during a
+    /// rotation the next one after it. Required unless every peer uses
+    /// mutual TLS only.
+    #[serde(default)]
+    pub provider_keys: Vec<PathBuf>,
+    /// Per-peer settings, by provider domain.
+    #[serde(default)]
+    pub peers: BTreeMap<String, Peer>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Peer {
+    /// Where the peer's DS is (`host:port`), instead of discovery.
+    pub ds_authority: Option<String>,
+    /// How this peer must authenticate, instead of the default.
+    pub provider_auth: Option<ProviderAuth>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSettings {
+    /// The SQLite database file (created if missing).
+    pub path: PathBuf,
+    #[serde(default)]
+    pub durability: Durability,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitSettings {
+    /// Largest request body, in bytes.
+    pub body_bytes: usize,
+    /// Largest GroupInfo extensions of a commit, in bytes.
+    pub group_info_extensions_bytes: usize,
+}
+
+impl Default for LimitSettings {
+    fn default() -> Self {
+        LimitSettings {
+            body_bytes: mimid_wire::DEFAULT_BODY_LIMIT,
+            group_info_extensions_bytes: mimid_wire::DEFAULT_GROUP_INFO_EXTENSIONS,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Delivery {
+    /// A job undelivered this long goes to the dead letters.
+    pub expiry_seconds: u64,
+    /// First retry delay, in milliseconds; doubles per failure.
+    pub backoff_start_ms: u64,
+    /// Longest retry delay, in seconds.
+    pub backoff_max_seconds: u64,
+}
+
+impl Default for Delivery {
+    fn default() -> Self {
+        Delivery {
+            expiry_seconds: 7 * 24 * 3600,
+            backoff_start_ms: 1000,
+            backoff_max_seconds: 600,
+        }
+    }
+}
+
+impl Config {
+    /// Reads and checks `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(path, &text)
+    }
+
+    /// Parses and checks a configuration's text (`path` names it in errors).
+    pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        config.check(path)?;
+        Ok(config)
+    }
+
+    /// This provider's domain.
+    pub fn domain(&self) -> ProviderDomain {
+        // Checked by `check`.
+        self.provider
+            .domain
+            .parse()
+            .unwrap_or_else(|_| unreachable!())
+    }
+
+    fn check(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |setting: &str, message: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            setting: setting.to_owned(),
+            message,
+        };
+        self.provider
+            .domain
+            .parse::<ProviderDomain>()
+            .map_err(|e| invalid("provider.domain", e.0))?;
+        for domain in self.federation.peers.keys() {
+            domain
+                .parse::<ProviderDomain>()
+                .map_err(|e| invalid(&format!("federation.peers.\"{domain}\""), e.0))?;
+        }
+        let needs_keys = self.federation.provider_auth != ProviderAuth::Mtls
+            || self
+                .federation
+                .peers
+                .values()
+                .any(|p| p.provider_auth.is_some_and(|a| a != ProviderAuth::Mtls));
+        if needs_keys && self.federation.provider_keys.is_empty() {
+            return Err(invalid(
+                "federation.provider_keys",
+                "signature authentication needs at least one provider key (make one with \
+                 `mimid keygen`)"
+                    .into(),
+            ));
+        }
+        if self.limits.body_bytes == 0 {
+            return Err(invalid("limits.body_bytes", "must be above 0".into()));
+        }
+        if self.delivery.backoff_start_ms == 0 {
+            return Err(invalid(
+                "delivery.backoff_start_ms",
+                "must be above 0".into(),
+            ));
+        }
+        if self.delivery.backoff_max_seconds.saturating_mul(1000) < self.delivery.backoff_start_ms {
+            return Err(invalid(
+                "delivery.backoff_max_seconds",
+                "must not be below delivery.backoff_start_ms".into(),
+            ));
+        }
+        for (setting, file) in [
+            ("tls.certificate", &self.tls.certificate),
+            ("tls.key", &self.tls.key),
+        ]
+        .into_iter()
+        .chain(
+            self.tls
+                .trust_anchors
+                .iter()
+                .map(|f| ("tls.trust_anchors", f)),
+        )
+        .chain(
+            self.federation
+                .provider_keys
+                .iter()
+                .map(|f| ("federation.provider_keys", f)),
+        ) {
+            if !file.is_file() {
+                return Err(invalid(
+                    setting,
+                    format!("{} is not a readable file", file.display()),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(Path::new("test.toml"), text)
+    }
+
+    const MINIMAL: &str = r#"
+[provider]
+domain = "a.example"
+listen = "127.0.0.1:8443"
+
+[tls]
+certificate = "Cargo.toml"
+key = "Cargo.toml"
+
+[federation]
+provider_auth = "mtls"
+
+[store]
+path = "a.db"
+"#;
+
+    #[test]
+    fn a_minimal_file_gets_the_documented_defaults() {
+        let config = parse(MINIMAL).unwrap();
+        assert_eq!(config.federation.provider_auth, ProviderAuth::Mtls);
+        assert_eq!(config.store.durability, Durability::Process);
+        assert_eq!(config.limits.body_bytes, 4 * 1024 * 1024);
+        assert_eq!(config.delivery.expiry_seconds, 7 * 24 * 3600);
+        assert!(config.tls.webpki_roots);
+    }
+
+    #[test]
+    fn errors_name_the_setting() {
+        let cases = [
+            (MINIMAL.replace("a.example", "A_example"), "provider.domain"),
+            (MINIMAL.replace("127.0.0.1:8443", "nowhere"), "listen"),
+            (
+                MINIMAL.replace("\"mtls\"", "\"signature\""),
+                "federation.provider_keys",
+            ),
+            (
+                MINIMAL.replace("\"mtls\"", "\"telepathy\""),
+                "provider_auth",
+            ),
+            (
+                MINIMAL.replace("key = \"Cargo.toml\"", "key = \"missing.pem\""),
+                "tls.key",
+            ),
+            (
+                format!("{MINIMAL}\n[limits]\nbody_bytes = 0\n"),
+                "limits.body_bytes",
+            ),
+            (format!("{MINIMAL}\nlisten_twice = 1\n"), "listen_twice"),
+        ];
+        for (text, setting) in cases {
+            let error = parse(&text).expect_err(setting).to_string();
+            assert!(error.contains(setting), "{setting}: {error}");
+        }
+    }
+}

@@ -1,0 +1,140 @@
+//! `mimid serve --config FILE` and `mimid dead-letters --config FILE`: a
+//! provider started from its configuration (`docs/operations.md`).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use mimid_service::outbox::OutboxConfig;
+use mimid_store::{SqliteStore, Store};
+use mimid_transport::auth::{AuthMode, PeerModes};
+use mimid_transport::discovery::parse_authority;
+use mimid_transport::node::{Node, NodeSettings};
+use mimid_transport::{Clock as _, ProviderKey, ProviderKeys, SystemClock, tls};
+
+use crate::config::{Config, Durability, ProviderAuth};
+
+fn mode(auth: ProviderAuth) -> AuthMode {
+    match auth {
+        ProviderAuth::Signature => AuthMode::Signature,
+        ProviderAuth::Mtls => AuthMode::Mtls,
+        ProviderAuth::Both => AuthMode::Both,
+    }
+}
+
+fn durability(d: Durability) -> mimid_store::Durability {
+    match d {
+        Durability::Process => mimid_store::Durability::Process,
+        Durability::PowerLoss => mimid_store::Durability::PowerLoss,
+    }
+}
+
+/// Starts the provider and serves until interrupted.
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    let domain = config.domain();
+    let listener = tokio::net::TcpListener::bind(config.provider.listen)
+        .await
+        .with_context(|| {
+            format!(
+                "provider.listen: cannot listen on {}",
+                config.provider.listen
+            )
+        })?;
+    let chain = tls::load_certs(&config.tls.certificate).context("tls.certificate")?;
+    let key = tls::load_key(&config.tls.key).context("tls.key")?;
+    let mut anchors = Vec::new();
+    for path in &config.tls.trust_anchors {
+        anchors.extend(tls::load_certs(path).context("tls.trust_anchors")?);
+    }
+    let roots = tls::root_store(&anchors, config.tls.webpki_roots).context("tls.trust_anchors")?;
+    let keys = if config.federation.provider_keys.is_empty() {
+        // Mutual TLS only: nothing is signed, but the key set is never
+        // empty; an ephemeral key is published and unused.
+        let now = SystemClock.now();
+        ProviderKeys::new(vec![
+            ProviderKey::generate(now, now + 86_400).map_err(anyhow::Error::msg)?,
+        ])?
+    } else {
+        ProviderKeys::load(&config.federation.provider_keys).context("federation.provider_keys")?
+    };
+    let mut modes = PeerModes {
+        default: mode(config.federation.provider_auth),
+        peers: HashMap::new(),
+    };
+    let mut overrides = HashMap::new();
+    for (peer, settings) in &config.federation.peers {
+        let peer_domain: mimid_wire::ProviderDomain = peer.parse().map_err(anyhow::Error::msg)?;
+        if let Some(auth) = settings.provider_auth {
+            modes.peers.insert(peer_domain.clone(), mode(auth));
+        }
+        if let Some(authority) = &settings.ds_authority {
+            let authority = parse_authority(authority)
+                .with_context(|| format!("federation.peers.\"{peer}\".ds_authority"))?;
+            overrides.insert(peer_domain, authority);
+        }
+    }
+    let mut limits = mimid_wire::Limits::default();
+    limits.max_vector_bytes = config.limits.body_bytes;
+    limits.max_group_info_extensions = config.limits.group_info_extensions_bytes;
+    let mut outbox = OutboxConfig::new(domain.clone());
+    outbox.delivery_expiry = Duration::from_secs(config.delivery.expiry_seconds);
+    outbox.backoff_start = Duration::from_millis(config.delivery.backoff_start_ms);
+    outbox.backoff_max = Duration::from_secs(config.delivery.backoff_max_seconds);
+    let ds_authority = config
+        .provider
+        .ds_authority
+        .clone()
+        .unwrap_or_else(|| domain.to_string());
+    let node = Node::start(NodeSettings {
+        domain: domain.clone(),
+        listener,
+        ds_authority,
+        store_path: config.store.path.clone(),
+        durability: durability(config.store.durability),
+        chain,
+        key,
+        roots: Arc::clone(&roots),
+        keys,
+        modes,
+        overrides,
+        resolve: Vec::new(),
+        well_known_port: 443,
+        body_limit: config.limits.body_bytes,
+        limits,
+        outbox,
+        clock: Arc::new(SystemClock),
+    })
+    .await?;
+    println!("serving {domain} on https://{}", node.local_addr());
+    tokio::signal::ctrl_c().await?;
+    println!("stopping");
+    drop(node);
+    Ok(())
+}
+
+/// Prints the dead letters of the configured store.
+pub async fn dead_letters(config: Config) -> anyhow::Result<()> {
+    let store = SqliteStore::open(&config.store.path, durability(config.store.durability))
+        .await
+        .context("store.path")?;
+    let letters = store.dead_letters(10_000).await?;
+    if letters.is_empty() {
+        println!("no dead letters");
+    }
+    for l in letters {
+        println!(
+            "{} job {} to {} message {} attempts {} created {} failed {}: {}",
+            l.id,
+            l.job_id,
+            l.destination,
+            mimid_wire::hex_string(&l.message_id),
+            l.attempts,
+            l.created_at,
+            l.failed_at,
+            l.reason
+        );
+    }
+    store.close().await?;
+    Ok(())
+}

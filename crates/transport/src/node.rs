@@ -1,0 +1,201 @@
+//! One provider, whole: its store, hub and guest side, HTTPS server and
+//! client, outbox and maintenance, started together (what `mimid serve`
+//! and `mimid demo` run). Its own clients' DS requests go to the hub named
+//! in their group: this provider's own hub directly, another over HTTPS.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mimid_core::{DsEndpoint, Hub, HubConfig, Origin, named_group};
+use mimid_service::guest::LocalCourier;
+use mimid_service::outbox::{Outbox, OutboxConfig};
+use mimid_service::{HubService, ServiceConfig};
+use mimid_store::{Durability, SqliteStore};
+use mimid_wire::{DSError, DSRequest, DSResponseBody, ProviderDomain};
+use rustls::RootCertStore;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::auth::PeerModes;
+use crate::client::{ClientConfig, TransportClient};
+use crate::clock::Clock;
+use crate::courier::FederationCourier;
+use crate::discovery::{Authority, DiscoveryConfig};
+use crate::keys::ProviderKeys;
+use crate::server::{AppState, RunningServer, ServerConfig, router, serve};
+use crate::tls;
+
+/// Everything a provider is started from.
+pub struct NodeSettings {
+    pub domain: ProviderDomain,
+    /// Where the DS listens (bound already, so that a caller can learn the
+    /// port before anything starts).
+    pub listener: tokio::net::TcpListener,
+    /// `host[:port]` served on the well-known path.
+    pub ds_authority: String,
+    pub store_path: PathBuf,
+    pub durability: Durability,
+    /// The DS certificate chain and key (naming the provider's domain too,
+    /// for mutual TLS).
+    pub chain: Vec<CertificateDer<'static>>,
+    pub key: PrivateKeyDer<'static>,
+    /// Trust anchors for peers' servers and client certificates.
+    pub roots: Arc<RootCertStore>,
+    pub keys: ProviderKeys,
+    pub modes: PeerModes,
+    /// Where peers are, instead of discovery.
+    pub overrides: HashMap<ProviderDomain, Authority>,
+    /// Static name resolution (host -> address), for private networks and
+    /// loopback federations.
+    pub resolve: Vec<(String, std::net::SocketAddr)>,
+    /// The port the well-known path is asked for on (443).
+    pub well_known_port: u16,
+    pub body_limit: usize,
+    pub limits: mimid_wire::Limits,
+    /// The outbox's tuning (its `domain` is set from `domain`).
+    pub outbox: OutboxConfig,
+    pub clock: Arc<dyn Clock>,
+}
+
+/// Why a provider could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("store: {0}")]
+    Store(#[from] mimid_store::StoreError),
+    #[error("TLS: {0}")]
+    Tls(#[from] tls::TlsError),
+    #[error("client: {0}")]
+    Client(#[from] crate::client::ClientError),
+    #[error("server: {0}")]
+    Server(String),
+}
+
+/// A running provider. Dropping it stops its server, outbox and
+/// maintenance (the store stays on disk).
+pub struct Node {
+    pub domain: ProviderDomain,
+    pub service: Arc<HubService<SqliteStore>>,
+    pub client: Arc<TransportClient>,
+    server: RunningServer,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// How often the hub drops expired reservations and old snapshots.
+const MAINTENANCE: Duration = Duration::from_secs(60);
+
+impl Node {
+    pub async fn start(s: NodeSettings) -> Result<Node, NodeError> {
+        let store = SqliteStore::open(&s.store_path, s.durability).await?;
+        let service = Arc::new(HubService::new(
+            Hub::new(HubConfig::new(s.domain.clone())),
+            store,
+            ServiceConfig::default(),
+        ));
+        let mut client_config = ClientConfig::new(
+            s.domain.clone(),
+            s.keys.clone(),
+            tls::client_config(s.roots.clone(), Some((s.chain.clone(), s.key.clone_key())))?,
+        );
+        client_config.modes = s.modes.clone();
+        client_config.discovery = DiscoveryConfig {
+            overrides: s.overrides.clone(),
+            well_known_port: s.well_known_port,
+            ..DiscoveryConfig::default()
+        };
+        client_config.resolve = s.resolve.clone();
+        client_config.body_limit = s.body_limit;
+        client_config.limits = s.limits.clone();
+        let client = Arc::new(TransportClient::new(client_config, s.clock.clone())?);
+
+        let mut server_config = ServerConfig::new(s.domain.clone(), s.ds_authority.clone());
+        server_config.auth.modes = s.modes.clone();
+        server_config.body_limit = s.body_limit;
+        server_config.limits = s.limits.clone();
+        let state = AppState::new(
+            service.clone(),
+            s.keys.clone(),
+            server_config,
+            client.clone(),
+            s.clock.clone(),
+        );
+        let server_tls =
+            tls::server_config(s.chain, s.key, s.modes.any_mtls().then(|| s.roots.clone()))?;
+        let server = serve(s.listener, server_tls, router(state))
+            .map_err(|e| NodeError::Server(e.to_string()))?;
+
+        let courier = Arc::new(FederationCourier::new(
+            LocalCourier::new(service.clone()),
+            client.clone(),
+        ));
+        let mut outbox_config = s.outbox;
+        outbox_config.domain = s.domain.clone();
+        let outbox = Outbox::new(service.clone(), courier, outbox_config);
+        let maintained = service.clone();
+        let clock = s.clock.clone();
+        let tasks = vec![
+            tokio::spawn(outbox.run()),
+            tokio::spawn(async move {
+                loop {
+                    if let Err(e) = maintained.maintain(clock.now()).await {
+                        tracing::warn!(error = %e, "maintenance failed");
+                    }
+                    tokio::time::sleep(MAINTENANCE).await;
+                }
+            }),
+        ];
+        Ok(Node {
+            domain: s.domain,
+            service,
+            client,
+            server,
+            tasks,
+        })
+    }
+
+    /// Where the DS listens.
+    pub fn local_addr(&self) -> std::net::SocketAddr {
+        self.server.local_addr()
+    }
+
+    /// A DS request of one of this provider's own clients (authenticated
+    /// by the client API): to this provider's hub for its own groups and
+    /// new group ids, else relayed over HTTPS to the group's hub, whose
+    /// answer it returns.
+    pub async fn submit(
+        &self,
+        endpoint: DsEndpoint,
+        request: &DSRequest,
+    ) -> Result<DSResponseBody, DSError> {
+        let hub = match named_group(&request.request_body) {
+            Ok(Some(group)) => group.hub_domain,
+            Ok(None) => self.domain.clone(),
+            Err(e) => return Err(e.to_ds_error()),
+        };
+        if hub == self.domain {
+            return self
+                .service
+                .handle(endpoint, request, Origin::Local)
+                .await
+                .map_err(|e| e.to_ds_error());
+        }
+        match self.client.ds_request(&hub, endpoint, request).await {
+            Ok((_, response)) => match response.response_body {
+                DSResponseBody::Error(e) => Err(e),
+                body => Ok(body),
+            },
+            Err(e) => {
+                tracing::info!(%hub, error = %e, "relaying to the hub failed");
+                Err(DSError::unavailable(1))
+            }
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
