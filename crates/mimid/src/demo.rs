@@ -9,48 +9,33 @@
 //! check is an error.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context as _, anyhow, bail, ensure};
 use mimid_client::MimiClient;
 use mimid_core::DsEndpoint;
-use mimid_service::outbox::OutboxConfig;
-use mimid_store::{Durability, Store};
-use mimid_transport::auth::{AuthMode, PeerModes};
-use mimid_transport::discovery::Authority;
-use mimid_transport::node::{Node, NodeSettings};
-use mimid_transport::{ProviderKey, ProviderKeys, SystemClock, tls};
+use mimid_store::Store;
+use mimid_transport::auth::AuthMode;
+use mimid_transport::loopback::Loopback;
+use mimid_transport::node::Node;
+use mimid_transport::{Clock as _, SystemClock};
 use mimid_wire::{
-    DSAuthData, DSRequest, DSRequestBody, DSResponseBody, DeliverableMessage, GroupId,
-    GroupIdField, GroupKind, ProviderDomain, WelcomeMessage,
-};
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    SanType,
+    DSAuthData, DSRequest, DSRequestBody, DSResponseBody, DeleteGroupRequest, DeliverableMessage,
+    ExternalCommitInformationRequest, GroupId, GroupIdField, GroupKind, RemoveClientsRequest,
+    RemoveUsersRequest, WelcomeMessage,
 };
 
 const DOMAINS: [&str; 3] = ["a.example", "b.example", "c.example"];
 const ALICE: &str = "mimi://a.example/d/alice/laptop";
 const BOB: &str = "mimi://b.example/d/bob/phone";
+const BOB_TABLET: &str = "mimi://b.example/d/bob/tablet";
 const CAROL: &str = "mimi://c.example/d/carol/tablet";
-
-/// One provider of the demo, and what it takes to start it again.
-struct Member {
-    domain: ProviderDomain,
-    ip: IpAddr,
-    dir: PathBuf,
-    node: Option<Node>,
-}
+const CAROL_PHONE: &str = "mimi://c.example/d/carol/phone";
+const CLIENTS: [&str; 5] = [ALICE, BOB, BOB_TABLET, CAROL, CAROL_PHONE];
 
 struct Demo {
-    port: u16,
-    roots: Arc<rustls::RootCertStore>,
-    members: HashMap<String, Member>,
-    mode: AuthMode,
-    ca_path: PathBuf,
+    federation: Loopback,
     clients: HashMap<&'static str, MimiClient>,
     /// The last queue position each client has read.
     read: HashMap<&'static str, u64>,
@@ -60,6 +45,10 @@ fn say(line: impl AsRef<str>) {
     println!("{}", line.as_ref());
 }
 
+fn domain_of(client: &str) -> anyhow::Result<String> {
+    Ok(client.parse::<mimid_wire::ClientId>()?.domain().to_string())
+}
+
 /// Runs the demo in `dir` (a fresh directory); with `hold`, keeps the
 /// providers running afterwards until interrupted.
 pub async fn run(dir: &Path, mode: AuthMode, hold: bool) -> anyhow::Result<()> {
@@ -67,15 +56,13 @@ pub async fn run(dir: &Path, mode: AuthMode, hold: bool) -> anyhow::Result<()> {
     demo.conversation().await?;
     say("all checks passed");
     if hold {
-        for m in demo.members.values() {
-            if let Some(node) = &m.node {
-                say(format!(
-                    "{}: https://{}  (CA: {})",
-                    m.domain,
-                    node.local_addr(),
-                    demo.ca_path.display()
-                ));
-            }
+        for node in demo.federation.nodes() {
+            say(format!(
+                "{}: https://{}  (CA: {})",
+                node.domain,
+                node.local_addr(),
+                demo.federation.ca_path().display()
+            ));
         }
         say("ready");
         tokio::signal::ctrl_c().await?;
@@ -85,54 +72,10 @@ pub async fn run(dir: &Path, mode: AuthMode, hold: bool) -> anyhow::Result<()> {
 
 impl Demo {
     async fn start(dir: &Path, mode: AuthMode) -> anyhow::Result<Demo> {
-        let ca_key = KeyPair::generate()?;
-        let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params
-            .distinguished_name
-            .push(DnType::CommonName, "mimid demo CA");
-        let ca = ca_params.self_signed(&ca_key)?;
-        let ca_path = dir.join("ca.pem");
-        std::fs::write(&ca_path, ca.pem())?;
-        let issuer = Issuer::new(ca_params, ca_key);
-        let roots = tls::root_store(&tls::load_certs(&ca_path)?, false)?;
-
-        // One port on 127.0.0.2, .3 and .4, so that discovery can ask each
-        // provider domain's well-known path on the same port.
-        let (port, listeners) = bind_three().await?;
-        let mut members = HashMap::new();
-        for ((i, domain), listener) in DOMAINS.iter().enumerate().zip(listeners) {
-            let ip = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2 + i as u8));
-            let member_dir = dir.join(domain);
-            std::fs::create_dir_all(&member_dir)?;
-            // The DS host and the provider domain share the certificate;
-            // mutual TLS needs the provider domain in it.
-            let key = KeyPair::generate()?;
-            let mut params =
-                CertificateParams::new(vec![domain.to_string(), format!("ds.{domain}")])?;
-            params.subject_alt_names.push(SanType::IpAddress(ip));
-            params.extended_key_usages = vec![
-                ExtendedKeyUsagePurpose::ServerAuth,
-                ExtendedKeyUsagePurpose::ClientAuth,
-            ];
-            let cert = params.signed_by(&key, &issuer)?;
-            std::fs::write(member_dir.join("cert.pem"), cert.pem())?;
-            std::fs::write(member_dir.join("key.pem"), key.serialize_pem())?;
-            let now = mimid_transport::Clock::now(&SystemClock);
-            let provider_key = ProviderKey::generate(now - 60, now + 365 * 86_400)
-                .map_err(|e| anyhow!("provider key: {e}"))?;
-            provider_key.save(&member_dir.join("provider.key"))?;
-            let mut member = Member {
-                domain: domain.parse()?,
-                ip,
-                dir: member_dir,
-                node: None,
-            };
-            member.node = Some(member.start(listener, port, &roots, mode).await?);
-            members.insert(domain.to_string(), member);
-        }
+        let federation = Loopback::start(dir, &DOMAINS, mode).await?;
         say(format!(
-            "three providers on loopback, port {port}, provider authentication: {}",
+            "three providers on loopback (127.0.0.2-4, port {}), provider authentication: {}",
+            federation.port(),
             match mode {
                 AuthMode::Signature => "signatures",
                 AuthMode::Mtls => "mutual TLS",
@@ -140,32 +83,32 @@ impl Demo {
             }
         ));
         let mut clients = HashMap::new();
-        for id in [ALICE, BOB, CAROL] {
+        for id in CLIENTS {
             let client = MimiClient::new(id.parse()?).map_err(|e| anyhow!("{e}"))?;
-            let domain = client.id().domain().to_string();
-            let node = members[&domain].node()?;
+            let node = federation
+                .node(&domain_of(id)?)
+                .ok_or_else(|| anyhow!("no provider for {id}"))?;
             node.service
                 .store()
-                .add_client(id.to_string(), client.id().user().to_string(), now_secs())
+                .add_client(
+                    id.to_string(),
+                    client.id().user().to_string(),
+                    SystemClock.now(),
+                )
                 .await?;
             clients.insert(id, client);
         }
         Ok(Demo {
-            port,
-            roots,
-            members,
-            mode,
-            ca_path,
+            federation,
             clients,
             read: HashMap::new(),
         })
     }
 
     fn node(&self, domain: &str) -> anyhow::Result<&Node> {
-        self.members
-            .get(domain)
-            .ok_or_else(|| anyhow!("no provider {domain}"))?
-            .node()
+        self.federation
+            .node(domain)
+            .ok_or_else(|| anyhow!("{domain} is not running"))
     }
 
     fn client(&mut self, id: &'static str) -> anyhow::Result<&mut MimiClient> {
@@ -191,7 +134,7 @@ impl Demo {
     /// Waits for the next `n` messages in a client's queue (up to 30 s),
     /// and acknowledges them.
     async fn receive(&mut self, who: &'static str, n: usize) -> anyhow::Result<Vec<Vec<u8>>> {
-        let domain = who.parse::<mimid_wire::ClientId>()?.domain().to_string();
+        let domain = domain_of(who)?;
         let after = self.read.get(who).copied().unwrap_or(0);
         for _ in 0..3000 {
             let store = self.node(&domain)?.service.store();
@@ -278,6 +221,65 @@ impl Demo {
         Ok(())
     }
 
+    /// Submits a client's request and, for a commit, merges it.
+    async fn commit(
+        &mut self,
+        who: &'static str,
+        group: &GroupId,
+        request: &DSRequest,
+    ) -> anyhow::Result<()> {
+        self.submit(who, DsEndpoint::GroupOperation, request)
+            .await?;
+        self.client(who)?
+            .merge_pending_commit(group)
+            .map_err(|e| anyhow!("{e}"))
+    }
+
+    /// A client joins from the Welcome in its queue, with the tree of the
+    /// epoch it was added in, fetched through its own provider.
+    async fn join(
+        &mut self,
+        who: &'static str,
+        group: &GroupId,
+        key_package: &mimid_wire::KeyPackage,
+        epoch: u64,
+    ) -> anyhow::Result<()> {
+        let welcome = self.receive(who, 1).await?.remove(0);
+        let welcome = WelcomeMessage::from_bytes(&welcome)
+            .with_context(|| format!("{who}'s first message is not a Welcome"))?;
+        let info = self
+            .client(who)?
+            .welcome_information_request(group, epoch, key_package)
+            .map_err(|e| anyhow!("{e}"))?;
+        let DSResponseBody::WelcomeInfo(tree) = self
+            .submit(who, DsEndpoint::WelcomeInformation, &info)
+            .await?
+        else {
+            bail!("no welcome information for {who}")
+        };
+        let joined = self
+            .client(who)?
+            .join(&welcome, &tree)
+            .map_err(|e| anyhow!("{e}"))?;
+        ensure!(&joined == group, "{who} joined another group");
+        say(format!(
+            "  {who} joins from its Welcome (the tree fetched through its provider)"
+        ));
+        Ok(())
+    }
+
+    fn epoch(&self, who: &str, group: &GroupId) -> u64 {
+        self.clients[who]
+            .epoch_and_tree_hash(group)
+            .map_or(0, |(e, _)| e)
+    }
+
+    fn key_package(&mut self, who: &'static str) -> anyhow::Result<mimid_wire::KeyPackage> {
+        self.client(who)?
+            .key_package(false, false)
+            .map_err(|e| anyhow!("{e}"))
+    }
+
     async fn conversation(&mut self) -> anyhow::Result<()> {
         // A group on a.example.
         let ask = DSRequest {
@@ -298,54 +300,21 @@ impl Demo {
             .await?;
         say(format!("{ALICE} creates a group hosted on a.example"));
 
-        // Bob and Carol, on the other providers, are added and join.
-        let bob_kp = self
-            .client(BOB)?
-            .key_package(false, false)
-            .map_err(|e| anyhow!("{e}"))?;
-        let carol_kp = self
-            .client(CAROL)?
-            .key_package(false, false)
-            .map_err(|e| anyhow!("{e}"))?;
+        // ds_add_users: Bob and Carol, on the other providers.
+        let bob_kp = self.key_package(BOB)?;
+        let carol_kp = self.key_package(CAROL)?;
         let add = self
             .client(ALICE)?
             .add(&group, &[bob_kp.clone(), carol_kp.clone()], false)
             .map_err(|e| anyhow!("{e}"))?;
-        self.submit(ALICE, DsEndpoint::GroupOperation, &add).await?;
-        self.client(ALICE)?
-            .merge_pending_commit(&group)
-            .map_err(|e| anyhow!("{e}"))?;
+        self.commit(ALICE, &group, &add).await?;
         say(format!("{ALICE} adds {BOB} and {CAROL}"));
-        // The epoch the joiners were added in: the one Alice's add made.
-        let added_in = self.clients[ALICE]
-            .epoch_and_tree_hash(&group)
-            .map_or(0, |(epoch, _)| epoch);
-        for (who, kp) in [(BOB, bob_kp), (CAROL, carol_kp)] {
-            let welcome = self.receive(who, 1).await?.remove(0);
-            let welcome = WelcomeMessage::from_bytes(&welcome)
-                .context("the first message is not a Welcome")?;
-            let info = self
-                .client(who)?
-                .welcome_information_request(&group, added_in, &kp)
-                .map_err(|e| anyhow!("{e}"))?;
-            let DSResponseBody::WelcomeInfo(tree) = self
-                .submit(who, DsEndpoint::WelcomeInformation, &info)
-                .await?
-            else {
-                bail!("no welcome information for {who}")
-            };
-            let joined = self
-                .client(who)?
-                .join(&welcome, &tree)
-                .map_err(|e| anyhow!("{e}"))?;
-            ensure!(joined == group, "{who} joined another group");
-            say(format!(
-                "  {who} joins from its Welcome (the tree fetched through its provider)"
-            ));
-        }
+        let epoch = self.epoch(ALICE, &group);
+        self.join(BOB, &group, &bob_kp, epoch).await?;
+        self.join(CAROL, &group, &carol_kp, epoch).await?;
         self.check_in_sync(&group, &[ALICE, BOB, CAROL]).await?;
 
-        // Messages every way.
+        // ds_send_message, every way.
         for (who, others, text) in [
             (ALICE, [BOB, CAROL], "hello from a.example"),
             (BOB, [ALICE, CAROL], "hello from b.example"),
@@ -355,22 +324,109 @@ impl Demo {
             self.expect_text(&others, text).await?;
         }
 
-        // An update by Bob, relayed by b.example to the hub.
+        // ds_update_client, relayed by b.example.
         let update = self
             .client(BOB)?
             .update(&group)
             .map_err(|e| anyhow!("{e}"))?;
-        self.submit(BOB, DsEndpoint::GroupOperation, &update)
-            .await?;
-        self.client(BOB)?
-            .merge_pending_commit(&group)
-            .map_err(|e| anyhow!("{e}"))?;
+        self.commit(BOB, &group, &update).await?;
         say(format!("{BOB} updates its keys"));
         self.expect_commit(&[ALICE, CAROL]).await?;
         self.check_in_sync(&group, &[ALICE, BOB, CAROL]).await?;
 
+        // ds_add_clients: Bob adds his tablet.
+        let tablet_kp = self.key_package(BOB_TABLET)?;
+        let add = self
+            .client(BOB)?
+            .add(&group, std::slice::from_ref(&tablet_kp), true)
+            .map_err(|e| anyhow!("{e}"))?;
+        self.commit(BOB, &group, &add).await?;
+        say(format!("{BOB} adds its new device {BOB_TABLET}"));
+        self.expect_commit(&[ALICE, CAROL]).await?;
+        let epoch = self.epoch(BOB, &group);
+        self.join(BOB_TABLET, &group, &tablet_kp, epoch).await?;
+        self.check_in_sync(&group, &[ALICE, BOB, CAROL, BOB_TABLET])
+            .await?;
+
+        // ds_external_commit_information and ds_external_join: Carol's
+        // phone joins by external commit, through c.example.
+        let ask = DSRequest {
+            version: 1,
+            request_body: DSRequestBody::ExternalCommitInformation(
+                ExternalCommitInformationRequest {
+                    group_id: GroupIdField(group.clone()),
+                    requester: CAROL_PHONE.parse()?,
+                },
+            ),
+            authentication_data: DSAuthData::Anonymous,
+        };
+        let DSResponseBody::ExternalCommitInfo(info) = self
+            .submit(CAROL_PHONE, DsEndpoint::ExternalCommitInformation, &ask)
+            .await?
+        else {
+            bail!("no external commit information")
+        };
+        let join = self
+            .client(CAROL_PHONE)?
+            .external_join(&info)
+            .map_err(|e| anyhow!("{e}"))?;
+        self.submit(CAROL_PHONE, DsEndpoint::GroupOperation, &join)
+            .await?;
+        say(format!("{CAROL_PHONE} joins by external commit"));
+        self.expect_commit(&[ALICE, BOB, CAROL, BOB_TABLET]).await?;
+        self.check_in_sync(&group, &[ALICE, BOB, CAROL, BOB_TABLET, CAROL_PHONE])
+            .await?;
+        self.send(CAROL_PHONE, &group, "hello from Carol's phone")
+            .await?;
+        self.expect_text(&[ALICE, BOB, CAROL, BOB_TABLET], "hello from Carol's phone")
+            .await?;
+
+        // ds_remove_clients: Bob removes his tablet (which still gets the
+        // commit that removes it).
+        let tablet_leaf = self.clients[BOB_TABLET]
+            .leaf_index(&group)
+            .ok_or_else(|| anyhow!("the tablet has no leaf"))?;
+        let (remove, sender) = self
+            .client(BOB)?
+            .remove(&group, &[tablet_leaf])
+            .map_err(|e| anyhow!("{e}"))?;
+        let request = self
+            .client(BOB)?
+            .sign_request(
+                DSRequestBody::RemoveClients(RemoveClientsRequest {
+                    group_update: remove,
+                }),
+                sender,
+            )
+            .map_err(|e| anyhow!("{e}"))?;
+        self.commit(BOB, &group, &request).await?;
+        say(format!("{BOB} removes {BOB_TABLET}"));
+        self.expect_commit(&[ALICE, CAROL, CAROL_PHONE, BOB_TABLET])
+            .await?;
+        self.check_in_sync(&group, &[ALICE, BOB, CAROL, CAROL_PHONE])
+            .await?;
+
+        // ds_self_remove_client: Carol's phone leaves; Alice's next commit
+        // includes its proposal.
+        let leave = self
+            .client(CAROL_PHONE)?
+            .self_remove(&group)
+            .map_err(|e| anyhow!("{e}"))?;
+        self.submit(CAROL_PHONE, DsEndpoint::GroupOperation, &leave)
+            .await?;
+        say(format!("{CAROL_PHONE} asks to leave"));
+        self.expect_commit(&[ALICE, BOB, CAROL]).await?;
+        let update = self
+            .client(ALICE)?
+            .update(&group)
+            .map_err(|e| anyhow!("{e}"))?;
+        self.commit(ALICE, &group, &update).await?;
+        say(format!("{ALICE} commits, removing {CAROL_PHONE}"));
+        self.expect_commit(&[BOB, CAROL, CAROL_PHONE]).await?;
+        self.check_in_sync(&group, &[ALICE, BOB, CAROL]).await?;
+
         // c.example goes down; the conversation goes on; it comes back.
-        self.stop("c.example")?;
+        self.federation.stop("c.example");
         say("c.example stops");
         let texts = ["while c.example is down (1)", "while c.example is down (2)"];
         self.send(ALICE, &group, texts[0]).await?;
@@ -378,151 +434,75 @@ impl Demo {
         self.send(BOB, &group, texts[1]).await?;
         self.expect_text(&[ALICE], texts[1]).await?;
         tokio::time::sleep(Duration::from_secs(2)).await;
-        self.restart("c.example").await?;
+        self.federation.restart("c.example").await?;
         say("c.example is back");
         for text in texts {
             self.expect_text(&[CAROL], text).await?;
         }
 
-        // Alice removes Carol.
+        // ds_remove_users: Alice removes Carol.
         let carol_leaf = self.clients[CAROL]
             .leaf_index(&group)
             .ok_or_else(|| anyhow!("Carol has no leaf"))?;
-        let (remove, alice_leaf) = self
+        let (remove, sender) = self
             .client(ALICE)?
             .remove(&group, &[carol_leaf])
             .map_err(|e| anyhow!("{e}"))?;
         let request = self
             .client(ALICE)?
             .sign_request(
-                DSRequestBody::RemoveUsers(mimid_wire::RemoveUsersRequest {
+                DSRequestBody::RemoveUsers(RemoveUsersRequest {
                     group_update: remove,
                 }),
-                alice_leaf,
+                sender,
             )
             .map_err(|e| anyhow!("{e}"))?;
-        self.submit(ALICE, DsEndpoint::GroupOperation, &request)
-            .await?;
-        self.client(ALICE)?
-            .merge_pending_commit(&group)
-            .map_err(|e| anyhow!("{e}"))?;
+        self.commit(ALICE, &group, &request).await?;
         say(format!("{ALICE} removes {CAROL}"));
         self.expect_commit(&[BOB, CAROL]).await?;
         self.check_in_sync(&group, &[ALICE, BOB]).await?;
         self.send(ALICE, &group, "just the two of us").await?;
         self.expect_text(&[BOB], "just the two of us").await?;
-        let left = self
-            .node("c.example")?
-            .service
-            .store()
-            .client_queue(CAROL, self.read[CAROL], 10)
-            .await?;
-        ensure!(
-            left.is_empty(),
-            "Carol still gets messages after her removal"
-        );
-        say(format!("  {CAROL} gets nothing more"));
-        Ok(())
-    }
-
-    fn stop(&mut self, domain: &str) -> anyhow::Result<()> {
-        let member = self
-            .members
-            .get_mut(domain)
-            .ok_or_else(|| anyhow!("no provider {domain}"))?;
-        member.node = None;
-        Ok(())
-    }
-
-    async fn restart(&mut self, domain: &str) -> anyhow::Result<()> {
-        let (port, roots, mode) = (self.port, self.roots.clone(), self.mode);
-        let member = self
-            .members
-            .get_mut(domain)
-            .ok_or_else(|| anyhow!("no provider {domain}"))?;
-        let listener = tokio::net::TcpListener::bind(SocketAddr::new(member.ip, port)).await?;
-        member.node = Some(member.start(listener, port, &roots, mode).await?);
-        Ok(())
-    }
-}
-
-impl Member {
-    fn node(&self) -> anyhow::Result<&Node> {
-        self.node
-            .as_ref()
-            .ok_or_else(|| anyhow!("{} is stopped", self.domain))
-    }
-
-    /// Starts the provider from its files (certificate, keys, store), as
-    /// `mimid serve` does.
-    async fn start(
-        &self,
-        listener: tokio::net::TcpListener,
-        port: u16,
-        roots: &Arc<rustls::RootCertStore>,
-        mode: AuthMode,
-    ) -> anyhow::Result<Node> {
-        let keys = ProviderKeys::load(&[self.dir.join("provider.key")])?;
-        let mut resolve = Vec::new();
-        for (i, d) in DOMAINS.iter().enumerate() {
-            let addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2 + i as u8)), port);
-            resolve.push((d.to_string(), addr));
-            resolve.push((format!("ds.{d}"), addr));
+        for gone in [CAROL, CAROL_PHONE, BOB_TABLET] {
+            let store = self.node(&domain_of(gone)?)?.service.store();
+            let left = store.client_queue(gone, self.read[gone], 10).await?;
+            ensure!(
+                left.is_empty(),
+                "{gone} still gets messages after its removal"
+            );
         }
-        let mut outbox = OutboxConfig::new(self.domain.clone());
-        outbox.backoff_start = Duration::from_millis(100);
-        outbox.backoff_max = Duration::from_secs(1);
-        outbox.rescan = Duration::from_millis(500);
-        Ok(Node::start(NodeSettings {
-            domain: self.domain.clone(),
-            listener,
-            ds_authority: format!("ds.{}:{port}", self.domain),
-            store_path: self.dir.join("mimid.db"),
-            durability: Durability::Process,
-            chain: tls::load_certs(&self.dir.join("cert.pem"))?,
-            key: tls::load_key(&self.dir.join("key.pem"))?,
-            roots: roots.clone(),
-            keys,
-            modes: PeerModes {
-                default: mode,
-                peers: HashMap::new(),
-            },
-            overrides: HashMap::<ProviderDomain, Authority>::new(),
-            resolve,
-            well_known_port: port,
-            body_limit: mimid_wire::DEFAULT_BODY_LIMIT,
-            limits: mimid_wire::Limits::default(),
-            outbox,
-            clock: Arc::new(SystemClock),
-        })
-        .await?)
-    }
-}
+        say("  the removed clients get nothing more");
 
-/// Three listeners on one port of 127.0.0.2, .3 and .4.
-async fn bind_three() -> anyhow::Result<(u16, Vec<tokio::net::TcpListener>)> {
-    for _ in 0..20 {
-        let first = tokio::net::TcpListener::bind("127.0.0.2:0").await?;
-        let port = first.local_addr()?.port();
-        let mut listeners = vec![first];
-        for ip in [3, 4] {
-            match tokio::net::TcpListener::bind(SocketAddr::new(
-                IpAddr::V4(Ipv4Addr::new(127, 0, 0, ip)),
-                port,
-            ))
-            .await
-            {
-                Ok(l) => listeners.push(l),
-                Err(_) => break,
+        // ds_delete_group: Alice removes Bob and the group goes.
+        let bob_leaf = self.clients[BOB]
+            .leaf_index(&group)
+            .ok_or_else(|| anyhow!("Bob has no leaf"))?;
+        let (remove, sender) = self
+            .client(ALICE)?
+            .remove(&group, &[bob_leaf])
+            .map_err(|e| anyhow!("{e}"))?;
+        let request = self
+            .client(ALICE)?
+            .sign_request(
+                DSRequestBody::DeleteGroup(DeleteGroupRequest {
+                    group_update: remove,
+                }),
+                sender,
+            )
+            .map_err(|e| anyhow!("{e}"))?;
+        self.commit(ALICE, &group, &request).await?;
+        say(format!("{ALICE} deletes the group"));
+        self.expect_commit(&[BOB]).await?;
+        let late = self
+            .client(ALICE)?
+            .send_message(&group, b"anyone?")
+            .map_err(|e| anyhow!("{e}"))?;
+        match self.submit(ALICE, DsEndpoint::GroupOperation, &late).await {
+            Err(e) if e.to_string().contains("unknown_group") => {
+                say("  the hub no longer knows the group")
             }
+            other => bail!("a message to the deleted group got {other:?}"),
         }
-        if listeners.len() == 3 {
-            return Ok((port, listeners));
-        }
+        Ok(())
     }
-    bail!("no port free on 127.0.0.2, .3 and .4")
-}
-
-fn now_secs() -> u64 {
-    mimid_transport::Clock::now(&SystemClock)
 }

@@ -22,6 +22,7 @@ pub mod courier;
 pub mod discovery;
 mod error;
 pub mod keys;
+pub mod loopback;
 pub mod node;
 pub mod server;
 pub mod signature;
