@@ -5,6 +5,7 @@ mod common;
 
 use common::*;
 use mimid_core::DsEndpoint;
+use mimid_store::Store as _;
 use mimid_transport::auth::AuthMode;
 use mimid_transport::signature::{PROVIDER_SIGNATURE_HEADER, SENDER_HEADER};
 use mimid_transport::*;
@@ -302,7 +303,7 @@ async fn refusals_in_signature_mode_leave_no_trace() {
     let (s, body, _) = raw(&http, &f, "HEAD", "/verification_key", &[], vec![]).await;
     assert_eq!(s, 405, "{body:?}");
     for unknown in [
-        "/deliver_message",
+        "/connection_key_packages",
         "/connection_request",
         "/group_key_packages",
         "/nope",
@@ -718,4 +719,97 @@ async fn discovery_through_the_well_known_path_and_overrides() {
         .await
         .unwrap();
     assert_eq!(found.to_string(), a.addr.to_string());
+}
+
+/// `/deliver_message` from the group's hub reaches the recipient's queue
+/// once (a repeat is answered as the first); a delivery from a provider
+/// that is not the group's hub, an unsigned one and an undecodable one are
+/// refused with a `QueueingServiceResponse` and queue nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_over_https() {
+    let f = Federation::new(&two(AuthMode::Signature)).await;
+    let mut g = group(&f).await;
+    let a = f.p("a.example");
+    let b = f.p("b.example");
+    b.service
+        .store()
+        .add_client(BOB.into(), "mimi://b.example/u/bob".into(), 0)
+        .await
+        .unwrap();
+    let DSRequestBody::SendMessage(m) = g.bob.send_message(&g.id, b"hi").unwrap().request_body
+    else {
+        unreachable!()
+    };
+    let delivery = |sender: &str, id: u8| QueueingServiceRequest {
+        version: 1,
+        sender: domain(sender),
+        recipient: domain("b.example"),
+        message_id: MessageId([id; 16]),
+        payload: QueueingServicePayload::DeliverMessage(DeliverMessage {
+            group_id: GroupIdField(g.id.clone()),
+            epoch: 1,
+            recipients: vec![BOB.parse().unwrap()],
+            message: DeliverableMessage::from_bytes(m.application_message.as_bytes()).unwrap(),
+        }),
+    };
+    let answer = |reply: mimid_transport::Reply| {
+        (
+            reply.status,
+            QueueingServiceResponse::decode_exact(&reply.body, &Limits::default()).unwrap(),
+        )
+    };
+    let queue = async || {
+        b.service
+            .store()
+            .client_queue(BOB, 0, 10)
+            .await
+            .unwrap()
+            .len()
+    };
+    let to_b = domain("b.example");
+
+    // From the hub, twice: queued once, the same answer.
+    let body = delivery("a.example", 1).to_bytes().unwrap();
+    for _ in 0..2 {
+        let reply = a.client.post(&to_b, "/deliver_message", body.clone());
+        let (status, response) = answer(reply.await.unwrap());
+        assert_eq!(status, 200, "{response:?}");
+        assert_eq!(response.message_id, MessageId([1; 16]));
+        assert!(
+            matches!(response.result, QueueingServiceResult::Ok(ref ok) if ok.unknown_recipients.is_empty())
+        );
+    }
+    assert_eq!(queue().await, 1);
+
+    // b.example delivering to itself for a group a.example hosts: 403.
+    let forged = delivery("b.example", 2).to_bytes().unwrap();
+    let reply = b.client.post(&to_b, "/deliver_message", forged);
+    let (status, response) = answer(reply.await.unwrap());
+    assert_eq!(status, 403, "{response:?}");
+    assert_eq!(response.message_id, MessageId([2; 16]));
+
+    // Unsigned: 401, nothing to echo.
+    let http = f.raw_client(None);
+    let url = format!("https://{}/deliver_message", b.addr);
+    let reply = http
+        .post(url)
+        .header("content-type", OCTET)
+        .body(delivery("a.example", 3).to_bytes().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status().as_u16(), 401);
+    let response =
+        QueueingServiceResponse::decode_exact(&reply.bytes().await.unwrap(), &Limits::default())
+            .unwrap();
+    assert_eq!(response.message_id, MessageId([0; 16]));
+
+    // Signed but cut short: 400, its message id echoed.
+    let mut cut = delivery("a.example", 4).to_bytes().unwrap();
+    cut.truncate(cut.len() - 10);
+    let reply = a.client.post(&to_b, "/deliver_message", cut);
+    let (status, response) = answer(reply.await.unwrap());
+    assert_eq!(status, 400, "{response:?}");
+    assert_eq!(response.message_id, MessageId([4; 16]));
+    assert_eq!(queue().await, 1);
 }
