@@ -347,3 +347,26 @@ async fn acknowledgements_empty_one_clients_queue_up_to_a_position() {
     b.store.acknowledge(BOB.into(), u64::MAX).await.unwrap();
     assert!(b.queue(BOB).await.is_empty());
 }
+
+#[tokio::test]
+async fn a_delivery_is_remembered_until_pruned() {
+    let b = provider_b().await;
+    let (group_id, messages) = messages(1);
+    let request = delivery(&group_id, &messages[0], 1, &[BOB]);
+    b.deliver("a.example", &request).await.unwrap();
+    // Pruning what was received before then keeps it.
+    b.store.prune_inbound(NOW).await.unwrap();
+    b.deliver("a.example", &request).await.unwrap();
+    assert_eq!(b.queue(BOB).await.len(), 1);
+    // Once forgotten, the same request is a new delivery.
+    b.store.prune_inbound(NOW + 1).await.unwrap();
+    assert!(
+        b.store
+            .remembered("a.example", [1; 16])
+            .await
+            .unwrap()
+            .is_none()
+    );
+    b.deliver("a.example", &request).await.unwrap();
+    assert_eq!(b.queue(BOB).await.len(), 2);
+}

@@ -412,6 +412,12 @@ pub trait Store: Send + Sync + 'static {
     /// every storable time drops all of them.
     fn prune_messages(&self, before: u64) -> impl Future<Output = Result<(), StoreError>> + Send;
 
+    /// Forgets accepted deliveries received before `before` (a repeat of
+    /// one after that is taken as new: keep them longer than any sender
+    /// retries, `docs/protocol.md` 7). A `before` beyond every storable
+    /// time forgets them all.
+    fn prune_inbound(&self, before: u64) -> impl Future<Output = Result<(), StoreError>> + Send;
+
     /// The destinations that have delivery jobs.
     fn job_destinations(&self) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
 

@@ -12,7 +12,7 @@ use mimid_core::{DsEndpoint, Hub, HubConfig, Origin, named_group};
 use mimid_service::guest::LocalCourier;
 use mimid_service::outbox::{Outbox, OutboxConfig};
 use mimid_service::{HubService, ServiceConfig};
-use mimid_store::{Durability, SqliteStore};
+use mimid_store::{Durability, SqliteStore, Store as _};
 use mimid_wire::{DSError, DSRequest, DSResponseBody, ProviderDomain};
 use rustls::RootCertStore;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -130,15 +130,24 @@ impl Node {
         ));
         let mut outbox_config = s.outbox;
         outbox_config.domain = s.domain.clone();
-        let outbox = Outbox::new(service.clone(), courier, outbox_config);
+        let outbox = Outbox::new(service.clone(), courier, outbox_config.clone());
         let maintained = service.clone();
         let clock = s.clock.clone();
+        // Deliveries are remembered a day longer than any hub retries them.
+        let remember = outbox_config
+            .delivery_expiry
+            .as_secs()
+            .saturating_add(86_400);
         let tasks = vec![
             tokio::spawn(outbox.run()),
             tokio::spawn(async move {
                 loop {
                     if let Err(e) = maintained.maintain(clock.now()).await {
                         tracing::warn!(error = %e, "maintenance failed");
+                    }
+                    let before = clock.now().saturating_sub(remember);
+                    if let Err(e) = maintained.store().prune_inbound(before).await {
+                        tracing::warn!(error = %e, "pruning remembered deliveries failed");
                     }
                     tokio::time::sleep(MAINTENANCE).await;
                 }

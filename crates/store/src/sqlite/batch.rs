@@ -92,7 +92,10 @@ fn apply_batch<'a>(
                     sub.recipient_sets.extend(recipient_set);
                 }
             }
-            Op::PruneReservations(last) | Op::PruneSnapshots(last) | Op::PruneMessages(last) => {
+            Op::PruneReservations(last)
+            | Op::PruneSnapshots(last)
+            | Op::PruneMessages(last)
+            | Op::PruneInbound(last) => {
                 // After the requests queued before it, before those after.
                 std::mem::take(&mut sub).apply(conn, script, &mut outcomes)?;
                 let (delete, tail) = match request.op {
@@ -101,6 +104,7 @@ fn apply_batch<'a>(
                         "",
                     ),
                     Op::PruneSnapshots(_) => ("DELETE FROM snapshots WHERE created_at <= ", ""),
+                    Op::PruneInbound(_) => ("DELETE FROM inbound WHERE received_at <= ", ""),
                     _ => ("DELETE FROM messages WHERE created_at <= ", UNREFERENCED),
                 };
                 script.statement().push(delete).push_bind(*last).push(tail);

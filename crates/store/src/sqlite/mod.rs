@@ -284,6 +284,10 @@ impl Store for SqliteStore {
         self.submit(Op::PruneMessages(last_before(before))).await
     }
 
+    async fn prune_inbound(&self, before: u64) -> Result<(), StoreError> {
+        self.submit(Op::PruneInbound(last_before(before))).await
+    }
+
     async fn job_destinations(&self) -> Result<Vec<String>, StoreError> {
         reads::job_destinations(&self.readers).await
     }

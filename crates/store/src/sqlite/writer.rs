@@ -38,6 +38,8 @@ pub(super) enum Op {
     DiscardMessages(Vec<[u8; 16]>),
     /// Drop messages written at or before this time that no job refers to.
     PruneMessages(i64),
+    /// Forget accepted deliveries received at or before this time.
+    PruneInbound(i64),
     /// One more failed attempt of this job.
     RecordAttempt(i64),
     /// Move this job to the dead letters.
