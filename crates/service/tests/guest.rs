@@ -370,3 +370,20 @@ async fn a_delivery_is_remembered_until_pruned() {
     b.deliver("a.example", &request).await.unwrap();
     assert_eq!(b.queue(BOB).await.len(), 2);
 }
+
+#[tokio::test]
+async fn known_recipients_are_found_among_many() {
+    let b = provider_b().await;
+    let (group_id, messages) = messages(1);
+    let strangers: Vec<String> = (0..700)
+        .map(|i| format!("mimi://b.example/d/stranger{i}/phone"))
+        .collect();
+    let mut recipients: Vec<&str> = strangers.iter().map(String::as_str).collect();
+    recipients.insert(0, BOB);
+    recipients.insert(650, BOB_LAPTOP);
+    let request = delivery(&group_id, &messages[0], 1, &recipients);
+    let unknown = b.deliver("a.example", &request).await.unwrap();
+    assert_eq!(unknown, strangers);
+    assert_eq!(b.queue(BOB).await.len(), 1);
+    assert_eq!(b.queue(BOB_LAPTOP).await.len(), 1);
+}

@@ -163,23 +163,29 @@ pub(super) async fn dead_letters(
         .collect()
 }
 
-/// [`Store::known_clients`](crate::Store::known_clients).
+/// [`Store::known_clients`](crate::Store::known_clients): one statement
+/// per 500 clients (a delivery to a large group names hundreds).
 pub(super) async fn known_clients(
     readers: &SqlitePool,
     client_ids: &[String],
 ) -> Result<Vec<bool>, StoreError> {
-    let mut known = Vec::with_capacity(client_ids.len());
-    // One statement per client: a delivery names few, and each is a
-    // primary-key lookup on a prepared statement.
-    for client_id in client_ids {
-        let found: Option<i64> = sqlx::query_scalar("SELECT 1 FROM clients WHERE client_id = ?1")
-            .bind(client_id)
-            .fetch_optional(readers)
+    let mut found = std::collections::HashSet::new();
+    for chunk in client_ids.chunks(500) {
+        let mut query =
+            sqlx::QueryBuilder::new("SELECT client_id FROM clients WHERE client_id IN (");
+        let mut list = query.separated(", ");
+        for client_id in chunk {
+            list.push_bind(client_id.as_str());
+        }
+        list.push_unseparated(")");
+        let rows: Vec<String> = query
+            .build_query_scalar()
+            .fetch_all(readers)
             .await
             .map_err(db)?;
-        known.push(found.is_some());
+        found.extend(rows);
     }
-    Ok(known)
+    Ok(client_ids.iter().map(|c| found.contains(c)).collect())
 }
 
 /// [`Store::remembered`](crate::Store::remembered).
