@@ -193,13 +193,12 @@ impl Config {
         Ok(config)
     }
 
-    /// This provider's domain.
-    pub fn domain(&self) -> ProviderDomain {
-        // Checked by `check`.
+    /// This provider's domain (`Config::load` has checked it).
+    pub fn domain(&self) -> Result<ProviderDomain, String> {
         self.provider
             .domain
             .parse()
-            .unwrap_or_else(|_| unreachable!())
+            .map_err(|e: mimid_wire::IdentifierError| format!("provider.domain: {}", e.0))
     }
 
     fn check(&self, path: &Path) -> Result<(), ConfigError> {

@@ -32,7 +32,7 @@ fn durability(d: Durability) -> mimid_store::Durability {
 
 /// Starts the provider and serves until interrupted.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
-    let domain = config.domain();
+    let domain = config.domain().map_err(anyhow::Error::msg)?;
     let listener = tokio::net::TcpListener::bind(config.provider.listen)
         .await
         .with_context(|| {
@@ -126,11 +126,11 @@ pub async fn dead_letters(config: Config) -> anyhow::Result<()> {
         println!(
             "{} job {} to {} message {} attempts {} created {} failed {}: {}",
             l.id,
-            l.job_id,
-            l.destination,
-            mimid_wire::hex_string(&l.message_id),
-            l.attempts,
-            l.created_at,
+            l.job.id,
+            l.job.destination,
+            mimid_wire::hex_string(&l.job.message_id),
+            l.job.attempts,
+            l.job.created_at,
             l.failed_at,
             l.reason
         );

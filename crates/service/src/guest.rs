@@ -89,6 +89,40 @@ impl Guest {
     }
 }
 
+impl Guest {
+    /// [`Guest::deliver`] of a request that reaches it without HTTP (from
+    /// this provider's own hub, or another hub in one process), its body
+    /// hashed as encoded, the outcome as the outbox takes an answer.
+    pub async fn deliver_sent<S: Store>(
+        &self,
+        store: &S,
+        sender: &ProviderDomain,
+        request: &QueueingServiceRequest,
+        now: u64,
+    ) -> crate::outbox::Sent {
+        use sha2::Digest;
+        let body = match request.to_bytes() {
+            Ok(body) => body,
+            Err(e) => return crate::outbox::Sent::Refused(format!("unencodable: {e}")),
+        };
+        let hash: [u8; 32] = sha2::Sha256::digest(&body).into();
+        match self
+            .deliver(
+                store,
+                sender,
+                QsEndpoint::DeliverMessage,
+                request,
+                hash,
+                now,
+            )
+            .await
+        {
+            Ok(ok) => crate::outbox::Sent::Delivered(ok),
+            Err(e) => crate::outbox::Sent::for_error(&e.to_ds_error()),
+        }
+    }
+}
+
 /// The response to a queueing request with `message_id`.
 pub fn qs_response(
     message_id: mimid_wire::MessageId,
@@ -120,26 +154,13 @@ impl<S: Store> LocalCourier<S> {
 
     /// Delivers `request` as sent by this provider's own hub.
     pub async fn send(&self, request: &QueueingServiceRequest) -> crate::outbox::Sent {
-        use sha2::Digest;
-        let body = match request.to_bytes() {
-            Ok(body) => body,
-            Err(e) => return crate::outbox::Sent::Refused(format!("unencodable: {e}")),
-        };
-        let hash: [u8; 32] = sha2::Sha256::digest(&body).into();
-        let result = self
-            .guest
-            .deliver(
+        self.guest
+            .deliver_sent(
                 self.hub.store(),
                 self.guest.domain(),
-                QsEndpoint::DeliverMessage,
                 request,
-                hash,
                 crate::unix_now(),
             )
-            .await;
-        match result {
-            Ok(ok) => crate::outbox::Sent::Delivered(ok),
-            Err(e) => crate::outbox::Sent::for_error(&e.to_ds_error()),
-        }
+            .await
     }
 }

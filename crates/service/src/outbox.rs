@@ -43,16 +43,12 @@ impl Sent {
     /// (timeout), 421 (misdirected: discovery may be stale) and 429 (rate
     /// limited) refuses for good; anything else is retried.
     pub fn for_status(status: u16, reason: String, retry_after: Option<Duration>) -> Sent {
-        match status {
-            408 | 421 | 429 => Sent::Retry {
-                after: retry_after,
-                reason,
-            },
-            400..=499 => Sent::Refused(reason),
-            _ => Sent::Retry {
-                after: retry_after,
-                reason,
-            },
+        if (400..500).contains(&status) && !matches!(status, 408 | 421 | 429) {
+            return Sent::Refused(reason);
+        }
+        Sent::Retry {
+            after: retry_after,
+            reason,
         }
     }
 

@@ -60,22 +60,15 @@ impl Courier for Federation {
                 reason: "no such provider".into(),
             };
         };
-        let body = request.to_bytes().unwrap();
-        let result = remote
+        remote
             .guest
-            .deliver(
+            .deliver_sent(
                 &remote.store,
                 &"a.example".parse().unwrap(),
-                QsEndpoint::DeliverMessage,
                 request,
-                Sha256::digest(&body).into(),
                 1_795_000_000,
             )
-            .await;
-        match result {
-            Ok(ok) => Sent::Delivered(ok),
-            Err(e) => Sent::for_error(&e.to_ds_error()),
-        }
+            .await
     }
 }
 
@@ -342,8 +335,8 @@ async fn a_message_refused_for_good_is_a_dead_letter_and_the_queue_moves_on() {
     assert_eq!(queue[2..], [sent[0].clone(), sent[2].clone()]);
     let dead = s.hub.store().dead_letters(10).await.unwrap();
     assert_eq!(dead.len(), 1, "{dead:?}");
-    assert_eq!(dead[0].job_id, poisoned.id);
-    assert_eq!(dead[0].destination, "b.example");
+    assert_eq!(dead[0].job.id, poisoned.id);
+    assert_eq!(dead[0].job.destination, "b.example");
     assert!(
         dead[0].reason.contains("message_id_reuse"),
         "{}",

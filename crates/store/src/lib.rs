@@ -175,13 +175,8 @@ pub struct Queued {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DeadLetter {
     pub id: i64,
-    pub job_id: i64,
-    pub destination: String,
-    pub message_id: [u8; 16],
-    pub recipients: Vec<u8>,
-    pub body: Vec<u8>,
-    pub attempts: u32,
-    pub created_at: u64,
+    /// The job as it was when it died (its `id` is the job's).
+    pub job: Job,
     pub failed_at: u64,
     pub reason: String,
 }

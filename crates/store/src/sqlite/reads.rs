@@ -137,8 +137,8 @@ pub(super) async fn dead_letters(
     limit: u32,
 ) -> Result<Vec<DeadLetter>, StoreError> {
     let rows = sqlx::query(
-        "SELECT id, job_id, destination, message_id, recipients, body, attempts, created_at, \
-                failed_at, reason \
+        "SELECT id AS letter_id, job_id AS id, destination, message_id, recipients, body, \
+                attempts, created_at, failed_at, reason \
          FROM dead_letters ORDER BY id LIMIT ?1",
     )
     .bind(i64::from(limit))
@@ -148,14 +148,8 @@ pub(super) async fn dead_letters(
     rows.iter()
         .map(|row| {
             Ok(DeadLetter {
-                id: row.try_get("id").map_err(db)?,
-                job_id: row.try_get("job_id").map_err(db)?,
-                destination: row.try_get("destination").map_err(db)?,
-                message_id: message_id_of(row)?,
-                recipients: row.try_get("recipients").map_err(db)?,
-                body: row.try_get("body").map_err(db)?,
-                attempts: attempts_of(row)?,
-                created_at: get_u64(row, "created_at")?,
+                id: row.try_get("letter_id").map_err(db)?,
+                job: job_from_row(row)?,
                 failed_at: get_u64(row, "failed_at")?,
                 reason: row.try_get("reason").map_err(db)?,
             })
