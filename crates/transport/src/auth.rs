@@ -221,26 +221,14 @@ impl Authenticator {
         certificates: &PeerCertificates,
         body: &[u8],
     ) -> Result<Authenticated, TransportError> {
-        let mut values = headers.get_all(PROVIDER_SIGNATURE_HEADER).iter();
-        let signature = match (values.next(), values.next()) {
-            (Some(_), Some(_)) => {
-                return Err(TransportError::Malformed(format!(
-                    "more than one {PROVIDER_SIGNATURE_HEADER} header"
-                )));
-            }
-            (Some(v), None) => {
+        let signature = match single_header(headers, PROVIDER_SIGNATURE_HEADER)? {
+            Some(v) => {
                 Some(decode_header(v.as_bytes(), &self.limits).map_err(TransportError::Malformed)?)
             }
-            (None, _) => None,
+            None => None,
         };
-        let mut named = headers.get_all(SENDER_HEADER).iter();
-        let named = match (named.next(), named.next()) {
-            (Some(_), Some(_)) => {
-                return Err(TransportError::Malformed(format!(
-                    "more than one {SENDER_HEADER} header"
-                )));
-            }
-            (Some(v), None) => Some(
+        let named = match single_header(headers, SENDER_HEADER)? {
+            Some(v) => Some(
                 v.to_str()
                     .ok()
                     .and_then(|s| s.parse::<ProviderDomain>().ok())
@@ -248,7 +236,7 @@ impl Authenticator {
                         TransportError::Malformed(format!("{SENDER_HEADER} is not a domain"))
                     })?,
             ),
-            (None, _) => None,
+            None => None,
         };
         let sender = match (&signature, named) {
             (Some(s), Some(n)) if s.sender != n => {
@@ -451,6 +439,20 @@ impl Authenticator {
                 Err(fail(format!("the keys of {sender} were refused: {e}")))
             }
         }
+    }
+}
+
+/// The value of a header a request may carry at most once (twice: 400).
+fn single_header<'h>(
+    headers: &'h HeaderMap,
+    name: &str,
+) -> Result<Option<&'h http::HeaderValue>, TransportError> {
+    let mut values = headers.get_all(name).iter();
+    match (values.next(), values.next()) {
+        (Some(_), Some(_)) => Err(TransportError::Malformed(format!(
+            "more than one {name} header"
+        ))),
+        (value, _) => Ok(value),
     }
 }
 
