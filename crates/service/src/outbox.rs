@@ -222,10 +222,12 @@ impl<S: Store, C: Courier> Outbox<S, C> {
                 return;
             }
             for job in jobs {
-                // Until this job is settled (delivered, dead or expired),
-                // nothing after it is sent.
+                // Built once, sent as often as it takes: until this job is
+                // settled (delivered, dead or expired), nothing after it is
+                // sent.
+                let request = self.request(&domain, &job);
                 loop {
-                    match self.attempt(&domain, &job).await {
+                    match self.attempt(&domain, &job, &request).await {
                         Settled::Yes => {
                             failures = 0;
                             break;
@@ -243,10 +245,15 @@ impl<S: Store, C: Courier> Outbox<S, C> {
 
     /// Sends one job once; settles it if it was delivered, refused for
     /// good or expired.
-    async fn attempt(&self, destination: &ProviderDomain, job: &Job) -> Settled {
+    async fn attempt(
+        &self,
+        destination: &ProviderDomain,
+        job: &Job,
+        request: &Result<QueueingServiceRequest, String>,
+    ) -> Settled {
         let now = (self.config.now)();
         let expired = now.saturating_sub(job.created_at) > self.config.delivery_expiry.as_secs();
-        let request = match self.request(destination, job) {
+        let request = match request {
             Ok(request) => request,
             Err(reason) => {
                 return self
@@ -254,7 +261,7 @@ impl<S: Store, C: Courier> Outbox<S, C> {
                     .await;
             }
         };
-        match self.courier.send(destination, &request).await {
+        match self.courier.send(destination, request).await {
             Sent::Delivered(ok) => {
                 if !ok.unknown_recipients.is_empty() {
                     tracing::warn!(
