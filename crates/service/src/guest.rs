@@ -17,11 +17,16 @@ use crate::ServiceError;
 #[derive(Clone, Debug)]
 pub struct Guest {
     domain: ProviderDomain,
+    /// Deliveries being handled (clones share it).
+    in_flight: crate::InFlight,
 }
 
 impl Guest {
     pub fn new(domain: ProviderDomain) -> Self {
-        Guest { domain }
+        Guest {
+            domain,
+            in_flight: crate::InFlight::default(),
+        }
     }
 
     pub fn domain(&self) -> &ProviderDomain {
@@ -41,6 +46,7 @@ impl Guest {
         body_sha256: [u8; 32],
         now: u64,
     ) -> Result<QueueingServiceOk, ServiceError> {
+        let in_flight = self.in_flight.enter();
         let checked = guest::check_delivery(&self.domain, authenticated, endpoint, request)?;
         let sender = checked.sender.as_str();
         let message_id = checked.message_id.0;
@@ -79,7 +85,7 @@ impl Guest {
                 recipients: accepted.queued.iter().map(|c| c.to_string()).collect(),
                 now,
             };
-            match store.deliver(inbound).await?.await {
+            match in_flight.durable(store.deliver(inbound).await?).await {
                 Ok(()) => return Ok(accepted.answer),
                 Err(StoreError::Conflict) => continue,
                 Err(e) => return Err(e.into()),

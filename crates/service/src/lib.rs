@@ -141,6 +141,45 @@ pub struct HubService<S: Store> {
     store_ahead_from: usize,
     /// Told of each durable step's delivery destinations.
     job_listener: std::sync::OnceLock<JobListener>,
+    /// Requests being handled right now.
+    in_flight: InFlight,
+}
+
+/// Requests being handled right now by a service. With company, a step's
+/// write is left to the store's writer, where concurrent steps share a
+/// transaction ([`mimid_store::Pending::via_writer`]); alone, the caller
+/// may apply it on its own thread, sparing two thread hand-offs.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct InFlight(Arc<std::sync::atomic::AtomicUsize>);
+
+impl InFlight {
+    /// Counts a request until the guard is dropped.
+    pub(crate) fn enter(&self) -> InFlightGuard<'_> {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        InFlightGuard(self)
+    }
+}
+
+pub(crate) struct InFlightGuard<'a>(&'a InFlight);
+
+impl InFlightGuard<'_> {
+    /// Waits for `pending`, leaving it to the writer if other requests are
+    /// being handled too.
+    pub(crate) async fn durable(&self, pending: mimid_store::Pending) -> Result<(), StoreError> {
+        if (self.0).0.load(std::sync::atomic::Ordering::Relaxed) > 1 {
+            pending.via_writer().await
+        } else {
+            pending.await
+        }
+    }
+}
+
+impl Drop for InFlightGuard<'_> {
+    fn drop(&mut self) {
+        (self.0)
+            .0
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 pub(crate) fn unix_now() -> u64 {
@@ -181,6 +220,7 @@ impl<S: Store> HubService<S> {
             verifier: verifier::BatchVerifier::start().ok(),
             store_ahead_from: config.store_ahead_from,
             job_listener: std::sync::OnceLock::new(),
+            in_flight: InFlight::default(),
         }
     }
 
@@ -367,6 +407,7 @@ impl<S: Store> HubService<S> {
         request: &DSRequest,
         origin: Origin,
     ) -> Result<DSResponseBody, ServiceError> {
+        let in_flight = self.in_flight.enter();
         let mut ctx = Context {
             origin,
             now: unix_now(),
@@ -393,7 +434,7 @@ impl<S: Store> HubService<S> {
                     (response, Some(pending)) => (response, pending),
                 }
             };
-            match pending.pending.await {
+            match in_flight.durable(pending.pending).await {
                 Ok(()) => {
                     if !pending.destinations.is_empty()
                         && let Some(listener) = self.job_listener.get()

@@ -221,6 +221,12 @@ impl<S: Store, C: Courier> Outbox<S, C> {
                 workers.remove(&destination);
                 return;
             }
+            // Delivered jobs are completed beside the next sends (the next
+            // job need not wait for this one's bookkeeping), all before the
+            // next read, which must not see them again. Should completing
+            // fail, the job is sent again later, and the receiver answers a
+            // repeat as it answered the first and queues nothing.
+            let mut completing = Vec::with_capacity(jobs.len());
             for job in jobs {
                 // Built once, sent as often as it takes: until this job is
                 // settled (delivered, dead or expired), nothing after it is
@@ -228,6 +234,14 @@ impl<S: Store, C: Courier> Outbox<S, C> {
                 let request = self.request(&domain, &job);
                 loop {
                     match self.attempt(&domain, &job, &request).await {
+                        Settled::Delivered => {
+                            failures = 0;
+                            let outbox = self.clone();
+                            completing.push(tokio::spawn(async move {
+                                outbox.hub.store().complete_job(job.id).await
+                            }));
+                            break;
+                        }
                         Settled::Yes => {
                             failures = 0;
                             break;
@@ -238,6 +252,15 @@ impl<S: Store, C: Courier> Outbox<S, C> {
                             tokio::time::sleep(self.delay(&destination, failures, after)).await;
                         }
                     }
+                }
+            }
+            for completed in completing {
+                match completed.await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "outbox: cannot complete a delivered job")
+                    }
+                    Err(e) => tracing::warn!(error = %e, "outbox: completing a job failed"),
                 }
             }
         }
@@ -270,15 +293,7 @@ impl<S: Store, C: Courier> Outbox<S, C> {
                         "outbox: the destination does not know these recipients"
                     );
                 }
-                match self.hub.store().complete_job(job.id).await {
-                    Ok(()) => Settled::Yes,
-                    // Delivered again later: the receiver answers a repeat
-                    // as the first and queues nothing.
-                    Err(e) => {
-                        tracing::warn!(error = %e, "outbox: cannot complete a delivered job");
-                        Settled::No(None)
-                    }
-                }
+                Settled::Delivered
             }
             Sent::Refused(reason) => self.dead(job, format!("refused: {reason}"), now).await,
             Sent::Retry { reason, .. } if expired => {
@@ -349,6 +364,9 @@ impl<S: Store, C: Courier> Outbox<S, C> {
 }
 
 enum Settled {
+    /// Delivered: the job is to be completed.
+    Delivered,
+    /// Moved to the dead letters.
     Yes,
     /// Try again, not before this.
     No(Option<Duration>),

@@ -211,12 +211,20 @@ pub struct Pending {
     /// Whether the caller has let other ready tasks run once (see `poll`).
     yielded: bool,
     answered: bool,
+    /// The caller may apply the write on its own thread (see
+    /// [`Pending::via_writer`]).
+    may_drive: bool,
 }
 
 /// A store that may apply a waiting caller's write on the caller's own
 /// thread: when the store is idle, the hand-off to a writer thread and back
 /// costs more than a small transaction itself.
 pub(crate) trait Drive: Send + Sync {
+    /// Whether a caller would apply the queued writes itself now: a cheap
+    /// look, so that a caller that would not never leaves its async
+    /// context (moving a tokio worker's tasks to another thread costs a
+    /// thread wake-up, and under load a new thread, every time).
+    fn idle(&self) -> bool;
     /// Applies the queued writes here if that is the quickest way to an
     /// answer (blocking while it writes); else leaves them to the writer.
     fn drive(&self);
@@ -232,6 +240,7 @@ impl Pending {
             driver: None,
             yielded: false,
             answered: false,
+            may_drive: true,
         }
     }
 
@@ -244,7 +253,19 @@ impl Pending {
             driver: Some(driver),
             yielded: false,
             answered: false,
+            may_drive: true,
         }
+    }
+
+    /// Leaves the write to the store's own writer, never to the caller's
+    /// thread: for a caller with company (other steps being computed
+    /// beside it join the writer's transaction) or in no hurry. Applying a
+    /// write on the caller's thread means leaving its async worker
+    /// (`block_in_place`), which under concurrent load cost more than the
+    /// two thread hand-offs it spares (`docs/performance.md`, issue 9).
+    pub fn via_writer(mut self) -> Self {
+        self.may_drive = false;
+        self
     }
 
     /// Asks the store to apply the step now, though nobody waits for it
@@ -302,7 +323,11 @@ impl Future for Pending {
             cx.waker().wake_by_ref();
             return std::task::Poll::Pending;
         }
-        run_blocking(|| driver.drive());
+        if self.may_drive && driver.idle() {
+            run_blocking(|| driver.drive());
+        } else {
+            driver.hand_off();
+        }
         // Answered now, or by whoever is applying the queue (who wakes us).
         self.answer(cx)
     }

@@ -137,6 +137,8 @@ impl TransportClient {
         let mut builder = reqwest::Client::builder()
             .tls_backend_preconfigured(config.tls)
             .https_only(true)
+            // reqwest's default, stated: no Nagle delay on requests.
+            .tcp_nodelay(true)
             .redirect(reqwest::redirect::Policy::none())
             .timeout(config.timeout)
             .connect_timeout(config.timeout.min(Duration::from_secs(10)));

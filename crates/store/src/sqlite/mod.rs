@@ -228,9 +228,11 @@ impl SqliteStore {
         self.writer.queue(op)
     }
 
-    /// Queues one write and waits for its outcome.
+    /// Queues one write and waits for its outcome, applied by the writer
+    /// thread: these writes (outbox bookkeeping, pruning, acknowledgements)
+    /// are nobody's critical path.
     async fn submit(&self, op: Op) -> Result<(), StoreError> {
-        self.queue(op).await?.await
+        self.queue(op).await?.via_writer().await
     }
 }
 

@@ -140,11 +140,16 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Drive for Writer {
-    fn drive(&self) {
+    fn idle(&self) -> bool {
         let idle = self
             .elapsed()
             .saturating_sub(self.idle_since.load(Ordering::Relaxed));
-        if u128::from(idle) < IDLE.as_nanos() {
+        u128::from(idle) >= IDLE.as_nanos()
+    }
+
+    fn drive(&self) {
+        // Looked at again: it may have changed since the caller looked.
+        if !self.idle() {
             return self.hand_off();
         }
         let mut conn = match self.conn.try_lock() {

@@ -60,6 +60,11 @@ pub fn serve(
                     continue;
                 }
             };
+            // Answers are small and written in one go: without this, Nagle's
+            // algorithm holds one back until the peer's delayed ACK (40 ms).
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(%remote, error = %e, "cannot set TCP_NODELAY");
+            }
             let acceptor = acceptor.clone();
             let router = router.clone();
             connections.spawn(async move {
