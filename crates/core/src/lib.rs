@@ -21,7 +21,7 @@ pub mod step;
 pub use auth::claimed_signer;
 pub use error::HubError;
 pub use hub::{Hub, named_group};
-pub use signer::{SignatureCheck, SignerKey, Verified, verify_batch};
+pub use signer::{Ed25519Check, SignatureCheck, SignerKey, Verified, verify_batch, verify_each};
 pub use state::{AddedClient, HubGroup, JoinerSnapshot, MemberInfo};
 pub use step::{
     Context, Delivery, DeliveryKind, DsEndpoint, HubConfig, Origin, Outcome, Slot, Target, Write,

@@ -30,13 +30,17 @@ impl SignerKey {
     /// Decodes a key; a key of small order (which would verify forged
     /// signatures under the cofactored equation) is refused.
     pub(crate) fn from_slice(bytes: &[u8]) -> Result<Self, HubError> {
-        let bad = || HubError::ClientSignature("the signer's key is not an Ed25519 key".into());
-        let bytes: [u8; 32] = bytes.try_into().map_err(|_| bad())?;
-        let key = ed25519_dalek::VerifyingKey::from_bytes(&bytes).map_err(|_| bad())?;
-        if key.is_weak() {
-            return Err(bad());
-        }
-        Ok(SignerKey(key))
+        Self::parse(bytes).ok_or_else(|| {
+            HubError::ClientSignature("the signer's key is not an Ed25519 key".into())
+        })
+    }
+
+    /// [`SignerKey::from_slice`] for keys other than a member's (a
+    /// provider's): `None` for what is no usable Ed25519 key.
+    pub fn parse(bytes: &[u8]) -> Option<Self> {
+        let bytes: [u8; 32] = bytes.try_into().ok()?;
+        let key = ed25519_dalek::VerifyingKey::from_bytes(&bytes).ok()?;
+        (!key.is_weak()).then_some(SignerKey(key))
     }
 
     pub(crate) fn as_bytes(&self) -> &[u8; 32] {
@@ -50,6 +54,42 @@ impl SignerKey {
         ed25519_dalek::verify_batch(&[content], &[signature], &[self.0])
             .map_err(|_| HubError::ClientSignature("signature does not verify".into()))
     }
+}
+
+/// One Ed25519 signature over `content`, to check with the cofactored
+/// equation, alone or with others ([`verify_each`]).
+pub struct Ed25519Check {
+    key: ed25519_dalek::VerifyingKey,
+    signature: ed25519_dalek::Signature,
+    content: Vec<u8>,
+}
+
+impl Ed25519Check {
+    /// `None` if `signature` is not 64 bytes.
+    pub fn new(key: &SignerKey, signature: &[u8], content: Vec<u8>) -> Option<Self> {
+        Some(Ed25519Check {
+            key: key.0,
+            signature: ed25519_dalek::Signature::from_slice(signature).ok()?,
+            content,
+        })
+    }
+
+    /// Whether it verifies, checked alone.
+    pub fn verify(&self) -> bool {
+        ed25519_dalek::verify_batch(&[&self.content], &[self.signature], &[self.key]).is_ok()
+    }
+}
+
+/// Whether each signature verifies: checked in one batch, about half the
+/// cost of checking them one by one; if the batch fails, each is checked
+/// alone, so one bad signature costs its sender a refusal and the others
+/// nothing but time.
+pub fn verify_each(checks: &[Ed25519Check]) -> Vec<bool> {
+    let contents: Vec<&[u8]> = checks.iter().map(|c| c.content.as_slice()).collect();
+    let signatures: Vec<_> = checks.iter().map(|c| c.signature).collect();
+    let keys: Vec<_> = checks.iter().map(|c| c.key).collect();
+    let all_valid = ed25519_dalek::verify_batch(&contents, &signatures, &keys).is_ok();
+    checks.iter().map(|c| all_valid || c.verify()).collect()
 }
 
 /// A client signature found valid ahead of the step, in a batch with other
@@ -87,9 +127,7 @@ const BATCH_CONTENT_MAX: usize = 8 * 1024;
 /// One request's Ed25519 client signature, ready for [`verify_batch`].
 pub struct SignatureCheck {
     index: u32,
-    key: ed25519_dalek::VerifyingKey,
-    signature: ed25519_dalek::Signature,
-    content: Vec<u8>,
+    check: Ed25519Check,
 }
 
 impl SignatureCheck {
@@ -109,18 +147,22 @@ impl SignatureCheck {
         }
         Some(SignatureCheck {
             index: sig.sender_index,
-            key: key.0,
-            signature: ed25519_dalek::Signature::from_slice(&sig.signature.0).ok()?,
-            content,
+            check: Ed25519Check::new(key, &sig.signature.0, content)?,
         })
     }
 
-    fn verified(self) -> Verified {
+    /// The signer's leaf index and the signature to check.
+    pub fn into_parts(self) -> (u32, Ed25519Check) {
+        (self.index, self.check)
+    }
+
+    /// What a check of leaf `index`'s signature that verified vouches for.
+    pub fn verified(index: u32, check: Ed25519Check) -> Verified {
         Verified {
-            index: self.index,
-            key: self.key.to_bytes(),
-            signature: self.signature.to_bytes(),
-            content: self.content,
+            index,
+            key: check.key.to_bytes(),
+            signature: check.signature.to_bytes(),
+            content: check.content,
         }
     }
 }
@@ -131,17 +173,14 @@ impl SignatureCheck {
 /// time. `None` for a signature that does not verify (the step will check
 /// it again and refuse it with the reason).
 pub fn verify_batch(checks: Vec<SignatureCheck>) -> Vec<Option<Verified>> {
-    let contents: Vec<&[u8]> = checks.iter().map(|c| c.content.as_slice()).collect();
-    let signatures: Vec<_> = checks.iter().map(|c| c.signature).collect();
-    let keys: Vec<_> = checks.iter().map(|c| c.key).collect();
-    let all_valid = ed25519_dalek::verify_batch(&contents, &signatures, &keys).is_ok();
-    checks
+    let (indexes, checks): (Vec<u32>, Vec<Ed25519Check>) =
+        checks.into_iter().map(SignatureCheck::into_parts).unzip();
+    let valid = verify_each(&checks);
+    indexes
         .into_iter()
-        .map(|c| {
-            let valid = all_valid
-                || ed25519_dalek::verify_batch(&[&c.content], &[c.signature], &[c.key]).is_ok();
-            valid.then(|| c.verified())
-        })
+        .zip(checks)
+        .zip(valid)
+        .map(|((index, check), valid)| valid.then(|| SignatureCheck::verified(index, check)))
         .collect()
 }
 

@@ -15,6 +15,7 @@ mod ahead;
 pub mod guest;
 pub mod outbox;
 mod verifier;
+pub use verifier::BatchVerifier;
 
 use lru::LruCache;
 use mimid_core::{
@@ -137,7 +138,7 @@ pub struct HubService<S: Store> {
     signers: Mutex<LruCache<Vec<u8>, HashMap<u32, SignerKey>>>,
     /// `None` if its thread could not be started: each step then checks its
     /// signature itself.
-    verifier: Option<verifier::BatchVerifier>,
+    verifier: Option<Arc<BatchVerifier>>,
     store_ahead_from: usize,
     /// Told of each durable step's delivery destinations.
     job_listener: std::sync::OnceLock<JobListener>,
@@ -217,7 +218,7 @@ impl<S: Store> HubService<S> {
             cache: Mutex::new(LruCache::new(config.cache_groups)),
             locks: Mutex::new(HashMap::new()),
             signers: Mutex::new(LruCache::new(config.cache_groups)),
-            verifier: verifier::BatchVerifier::start().ok(),
+            verifier: BatchVerifier::start().ok().map(Arc::new),
             store_ahead_from: config.store_ahead_from,
             job_listener: std::sync::OnceLock::new(),
             in_flight: InFlight::default(),
@@ -249,11 +250,20 @@ impl<S: Store> HubService<S> {
         let _ = self.cache_take(&group_id.to_mls_bytes());
     }
 
-    /// Batches of client signatures checked ahead of their steps, and the
-    /// signatures in them (requests whose signer's key was not known yet,
-    /// and large ones, are checked by their step instead).
+    /// Batches of signatures checked so far, and the signatures in them:
+    /// client signatures checked ahead of their steps (requests whose
+    /// signer's key was not known yet, and large ones, are checked by their
+    /// step instead), and whatever else shares the batches
+    /// ([`HubService::batch_verifier`]).
     pub fn signature_batches(&self) -> (u64, u64) {
         self.verifier.as_ref().map_or((0, 0), |v| v.stats())
+    }
+
+    /// The batching thread the hub checks client signatures on, for other
+    /// signatures to share (the transport's provider signatures). `None`
+    /// if it could not be started.
+    pub fn batch_verifier(&self) -> Option<Arc<BatchVerifier>> {
+        self.verifier.clone()
     }
 
     /// Upkeep the server runs periodically (once a minute) with the current

@@ -1,35 +1,38 @@
-//! Client signatures of concurrent requests, checked in batches on a thread
-//! of their own: a batch of Ed25519 signatures costs about half as much per
-//! signature as checking them one by one.
+//! Ed25519 signatures of concurrent requests, checked in batches on a
+//! thread of their own: a batch costs about half as much per signature as
+//! checking them one by one. Client signatures (for the hub's steps) and
+//! provider signatures (for the transport) share the batches.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 
-use mimid_core::{SignatureCheck, Verified, verify_batch};
+use mimid_core::{Ed25519Check, SignatureCheck, Verified, verify_each};
 use tokio::sync::oneshot;
 
 /// At most this many signatures per batch (the gain flattens out by then,
 /// and a batch's latency grows with it).
 const MAX_BATCH: usize = 64;
 
-type Job = (SignatureCheck, oneshot::Sender<Option<Verified>>);
+/// A check, and where its result goes (with the check, for its content).
+type Job = (Ed25519Check, oneshot::Sender<(Ed25519Check, bool)>);
 
-pub(crate) struct BatchVerifier {
+/// The batching thread, shared by whoever checks signatures.
+pub struct BatchVerifier {
     jobs: mpsc::Sender<Job>,
     stats: Arc<BatchStats>,
 }
 
 /// Counters of the batches checked so far.
 #[derive(Default)]
-pub(crate) struct BatchStats {
+struct BatchStats {
     batches: AtomicU64,
     signatures: AtomicU64,
 }
 
 impl BatchVerifier {
     /// Starts the verifying thread; it ends when the verifier is dropped.
-    pub(crate) fn start() -> std::io::Result<Self> {
+    pub fn start() -> std::io::Result<Self> {
         let (jobs, queue) = mpsc::channel::<Job>();
         let stats = Arc::new(BatchStats::default());
         let counters = stats.clone();
@@ -52,9 +55,10 @@ impl BatchVerifier {
                         .signatures
                         .fetch_add(batch.len() as u64, Ordering::Relaxed);
                     let (checks, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
-                    for (reply, verified) in replies.into_iter().zip(verify_batch(checks)) {
+                    let valid = verify_each(&checks);
+                    for ((reply, check), valid) in replies.into_iter().zip(checks).zip(valid) {
                         // The request may have been dropped meanwhile.
-                        let _ = reply.send(verified);
+                        let _ = reply.send((check, valid));
                     }
                 }
             })?;
@@ -62,18 +66,28 @@ impl BatchVerifier {
     }
 
     /// (batches, signatures) checked so far.
-    pub(crate) fn stats(&self) -> (u64, u64) {
+    pub fn stats(&self) -> (u64, u64) {
         (
             self.stats.batches.load(Ordering::Relaxed),
             self.stats.signatures.load(Ordering::Relaxed),
         )
     }
 
-    /// `None` if the signature did not verify (or the thread is gone): the
-    /// step then checks it itself.
-    pub(crate) async fn verify(&self, check: SignatureCheck) -> Option<Verified> {
-        let (reply, verified) = oneshot::channel();
+    /// Whether `check` verifies, checked in the next batch; `None` if the
+    /// thread is gone (the caller then checks it itself).
+    pub async fn verify_ed25519(&self, check: Ed25519Check) -> Option<(Ed25519Check, bool)> {
+        let (reply, result) = oneshot::channel();
         self.jobs.send((check, reply)).ok()?;
-        verified.await.ok().flatten()
+        result.await.ok()
+    }
+
+    /// `None` if the client signature did not verify (or the thread is
+    /// gone): the step then checks it itself.
+    pub(crate) async fn verify(&self, check: SignatureCheck) -> Option<Verified> {
+        let (index, check) = check.into_parts();
+        match self.verify_ed25519(check).await? {
+            (check, true) => Some(SignatureCheck::verified(index, check)),
+            (_, false) => None,
+        }
     }
 }

@@ -7,8 +7,9 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use ed25519_dalek::{Signature, VerifyingKey};
 use http::HeaderMap;
+use mimid_core::{Ed25519Check, SignerKey};
+use mimid_service::BatchVerifier;
 use mimid_wire::{
     Limits, ProviderDomain, ProviderKeyAlgorithm, ProviderSignature, VerificationKey,
 };
@@ -172,10 +173,26 @@ impl ReplayCache {
     }
 }
 
+/// A sender's key as fetched, and its public key decoded once.
+#[derive(Clone)]
+struct CachedKey {
+    key: VerificationKey,
+    /// `None` if it is no usable Ed25519 key (signatures by it are 401).
+    signer: Option<SignerKey>,
+}
+
+impl CachedKey {
+    fn new(key: VerificationKey) -> Self {
+        let ProviderKeyAlgorithm::Ed25519 = key.algorithm;
+        let signer = SignerKey::parse(&key.public_key.0);
+        CachedKey { key, signer }
+    }
+}
+
 /// One sender's cached keys.
 #[derive(Default)]
 struct SenderKeys {
-    keys: HashMap<[u8; 8], VerificationKey>,
+    keys: HashMap<[u8; 8], CachedKey>,
     /// When keys were last fetched, and whether that fetch reached the
     /// sender.
     last_fetch: Option<(u64, bool)>,
@@ -188,18 +205,23 @@ pub struct Authenticator {
     limits: Limits,
     clock: Arc<dyn Clock>,
     client: Arc<TransportClient>,
+    /// Where signatures are checked in batches with other requests'
+    /// (`None`: each alone).
+    verifier: Option<Arc<BatchVerifier>>,
     replay: Mutex<ReplayCache>,
     senders: Mutex<HashMap<ProviderDomain, Arc<tokio::sync::Mutex<SenderKeys>>>>,
 }
 
 impl Authenticator {
-    /// `client` fetches senders' keys (discovery, then `/verification_key`).
+    /// `client` fetches senders' keys (discovery, then `/verification_key`);
+    /// `verifier` checks signatures in batches (the hub's, shared).
     pub fn new(
         config: AuthConfig,
         domain: ProviderDomain,
         limits: Limits,
         clock: Arc<dyn Clock>,
         client: Arc<TransportClient>,
+        verifier: Option<Arc<BatchVerifier>>,
     ) -> Self {
         Authenticator {
             config,
@@ -207,6 +229,7 @@ impl Authenticator {
             limits,
             clock,
             client,
+            verifier,
             replay: Mutex::new(ReplayCache::default()),
             senders: Mutex::new(HashMap::new()),
         }
@@ -321,24 +344,26 @@ impl Authenticator {
         }
         .content()
         .map_err(|e| fail(format!("cannot rebuild the signed content: {e}")))?;
-        let key = self.key(&signature.sender, signature.key_id, now).await?;
-        let skew = self.config.max_skew;
+        let cached = self.key(&signature.sender, signature.key_id, now).await?;
+        let (key, skew) = (&cached.key, self.config.max_skew);
         if now.saturating_add(skew) < key.not_before || now > key.not_after.saturating_add(skew) {
             return Err(fail("the signing key is not valid now"));
         }
-        let ProviderKeyAlgorithm::Ed25519 = key.algorithm;
-        let public: [u8; 32] = key
-            .public_key
-            .0
-            .as_slice()
-            .try_into()
-            .map_err(|_| fail("bad public key length"))?;
-        let public = VerifyingKey::from_bytes(&public).map_err(|_| fail("invalid public key"))?;
-        let sig = Signature::from_slice(&signature.signature.0)
-            .map_err(|_| fail("bad signature length"))?;
-        public
-            .verify_strict(&content, &sig)
-            .map_err(|_| fail("bad provider signature"))?;
+        let signer = cached
+            .signer
+            .ok_or_else(|| fail("the signing key is no usable Ed25519 key"))?;
+        let check = Ed25519Check::new(&signer, &signature.signature.0, content)
+            .ok_or_else(|| fail("bad signature length"))?;
+        let valid = match &self.verifier {
+            Some(verifier) => match verifier.verify_ed25519(check).await {
+                Some((_, valid)) => valid,
+                None => return Err(fail("the signature could not be checked")),
+            },
+            None => check.verify(),
+        };
+        if !valid {
+            return Err(fail("bad provider signature"));
+        }
         // Only a verified request reaches the replay cache.
         lock(&self.replay).remember(
             &signature.sender,
@@ -365,7 +390,7 @@ impl Authenticator {
                 slot.try_lock().map_or(true, |s| {
                     s.keys
                         .values()
-                        .any(|k| now <= k.not_after.saturating_add(skew))
+                        .any(|k| now <= k.key.not_after.saturating_add(skew))
                         || s.last_fetch
                             .is_some_and(|(at, _)| now < at.saturating_add(interval))
                 })
@@ -389,12 +414,12 @@ impl Authenticator {
         sender: &ProviderDomain,
         key_id: [u8; 8],
         now: u64,
-    ) -> Result<VerificationKey, TransportError> {
+    ) -> Result<CachedKey, TransportError> {
         let slot = self.sender_slot(sender, now)?;
         let mut keys = slot.lock().await;
         let skew = self.config.max_skew;
         keys.keys
-            .retain(|_, k| now <= k.not_after.saturating_add(skew));
+            .retain(|_, k| now <= k.key.not_after.saturating_add(skew));
         if let Some(key) = keys.keys.get(&key_id) {
             return Ok(key.clone());
         }
@@ -419,7 +444,7 @@ impl Authenticator {
                     .keys
                     .into_iter()
                     .filter(|k| now <= k.not_after.saturating_add(skew))
-                    .map(|k| (k.key_id, k))
+                    .map(|k| (k.key_id, CachedKey::new(k)))
                     .collect();
                 keys.keys
                     .get(&key_id)

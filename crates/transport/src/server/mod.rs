@@ -101,6 +101,7 @@ impl<S: Store> AppState<S> {
             config.limits.clone(),
             clock,
             client,
+            service.batch_verifier(),
         );
         Arc::new(AppState {
             guest: mimid_service::guest::Guest::new(config.domain.clone()),
