@@ -1122,7 +1122,24 @@ fn load_mode(
         println!("  mimid load starts");
         use std::io::Write as _;
         std::io::stdout().flush()?;
+        let transactions = |fed: &Federation| -> Vec<u64> {
+            fed.nodes
+                .iter()
+                .map(|n| n.service.store().transactions_committed())
+                .collect()
+        };
+        let before = transactions(&fed);
         let run = gen_rt.block_on(drive(hub, Arc::new(bodies), o.connections, Some(sent_at)))?;
+        let during: Vec<String> = transactions(&fed)
+            .iter()
+            .zip(&before)
+            .zip(&fed.nodes)
+            .map(|((after, before), n)| format!("{} {}", n.domain, after - before))
+            .collect();
+        println!(
+            "    store transactions during the load: {}",
+            during.join(", ")
+        );
         ensure!(
             run.response_len == response_len,
             "mimid answered {} bytes",
