@@ -813,3 +813,66 @@ async fn deliveries_over_https() {
     assert_eq!(response.message_id, MessageId([4; 16]));
     assert_eq!(queue().await, 1);
 }
+
+/// Provider signatures of concurrent requests are checked in batches with
+/// the hub's client signatures: the bad ones among many good ones are
+/// refused (401) and change nothing, the good ones are accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_with_bad_provider_signatures_among_them() {
+    let f = Federation::new(&two(AuthMode::Signature)).await;
+    let mut g = group(&f).await;
+    let a = f.p("a.example");
+    let key = f.p("b.example").keys.current().clone();
+    let path = "/group_operation";
+    let url = format!("https://{}{path}", a.addr);
+    let (_, messages_before) = trace(a, &g.id).await;
+    let mut requests = tokio::task::JoinSet::new();
+    for i in 0..48u32 {
+        let body = g
+            .bob
+            .send_message(&g.id, format!("m{i}").as_bytes())
+            .unwrap()
+            .to_bytes()
+            .unwrap();
+        let header = sign(
+            &key,
+            "b.example",
+            "a.example",
+            "POST",
+            path,
+            &body,
+            f.clock.now(),
+        );
+        // Every third body is changed after signing.
+        let bad = i % 3 == 0;
+        let mut sent = body;
+        if bad {
+            let last = sent.len() - 1;
+            sent[last] ^= 1;
+        }
+        let request = f
+            .raw_client(None)
+            .post(url.clone())
+            .header("content-type", OCTET)
+            .header(PROVIDER_SIGNATURE_HEADER, header)
+            .body(sent);
+        requests.spawn(async move {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            (bad, status, response.bytes().await.unwrap().to_vec())
+        });
+    }
+    let mut accepted = 0;
+    while let Some(done) = requests.join_next().await {
+        let (bad, status, body) = done.unwrap();
+        if bad {
+            assert_code(status, &body, ErrorCode::ProviderAuthenticationFailed);
+        } else {
+            assert_eq!(status, 200, "{}", ds_error(&body));
+            accepted += 1;
+        }
+    }
+    assert_eq!(accepted, 32);
+    let (_, messages_after) = trace(a, &g.id).await;
+    assert_eq!(messages_after, messages_before + 32);
+}
