@@ -1,7 +1,7 @@
 //! The guest side against a store (`docs/protocol.md` 7): a delivery from a
 //! hub is checked by the core ([`mimid_core::guest`]), answered as before
-//! if it is a repeat, and otherwise stored once with one queue entry per
-//! known recipient and remembered, in one transaction, before the answer.
+//! if it is a repeat, and otherwise stored once, in the queue of every
+//! known recipient, and remembered, in one transaction, before the answer.
 
 use mimid_core::HubError;
 use mimid_core::guest::{self, Earlier, QsEndpoint};

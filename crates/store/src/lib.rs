@@ -134,7 +134,8 @@ pub struct Job {
 
 /// A delivery a guest accepted (`docs/protocol.md` 7): remembered by
 /// `(sender, message_id)` with its body hash and answer, and stored once
-/// with one queue entry per recipient, in one transaction.
+/// for the set of its recipients, in one transaction: it is then in the
+/// queue of each of them.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Inbound {
     pub sender: String,
@@ -161,7 +162,8 @@ pub struct Remembered {
 /// One entry of a client's queue.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Queued {
-    /// Position in the queue: increasing, not contiguous.
+    /// Position in the queue: increasing, not contiguous (the message's id
+    /// in the provider's inbox, the same in every queue holding it).
     pub seq: u64,
     /// The hub that delivered it.
     pub sender: String,
@@ -488,7 +490,8 @@ pub trait Store: Send + Sync + 'static {
     fn deliver(&self, inbound: Inbound)
     -> impl Future<Output = Result<Pending, StoreError>> + Send;
 
-    /// The client's queue after position `after`, oldest first.
+    /// The client's queue after position `after` (and after what it
+    /// acknowledged), oldest first.
     fn client_queue(
         &self,
         client_id: &str,
@@ -496,8 +499,10 @@ pub trait Store: Send + Sync + 'static {
         limit: u32,
     ) -> impl Future<Output = Result<Vec<Queued>, StoreError>> + Send;
 
-    /// Drops the client's queue entries up to and including `up_to` (and
-    /// each message once no queue holds it).
+    /// Drops the client's queue entries up to and including `up_to`, never
+    /// beyond the newest stored (a later message is not acknowledged by a
+    /// larger `up_to`); a message goes once every queue holding it has
+    /// dropped it.
     fn acknowledge(
         &self,
         client_id: String,

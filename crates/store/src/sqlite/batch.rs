@@ -108,6 +108,23 @@ fn apply_batch<'a>(
                     _ => ("DELETE FROM messages WHERE created_at <= ", UNREFERENCED),
                 };
                 script.statement().push(delete).push_bind(*last).push(tail);
+                if let Op::PruneInbound(_) = request.op {
+                    // Recipient sets as old, that no message refers to.
+                    for delete in [
+                        "DELETE FROM guest_set_members WHERE set_id IN (SELECT id FROM guest_sets",
+                        "DELETE FROM guest_sets WHERE id IN (SELECT id FROM guest_sets",
+                    ] {
+                        script
+                            .statement()
+                            .push(delete)
+                            .push(" s WHERE s.created_at <= ")
+                            .push_bind(*last)
+                            .push(
+                                " AND NOT EXISTS \
+                                 (SELECT 1 FROM inbox WHERE inbox.recipient_set = s.id))",
+                            );
+                    }
+                }
             }
             Op::DeadLetter {
                 job_id,

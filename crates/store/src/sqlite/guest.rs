@@ -1,9 +1,17 @@
 //! The writes of the guest side and of the outbox's failures, each applied
 //! on its own (after the requests queued before it) in the writer's batch.
+//!
+//! A client's queue is not written per client: a delivery stores its message
+//! once with the id of its recipient set, and the queue of a client is the
+//! messages of its sets after the position it acknowledged
+//! (`client_cursors`). A message goes once every client of its set has
+//! acknowledged it.
 
 use rusqlite::types::Value;
 
-use super::script::{Script, push_in, push_values};
+use sha2::{Digest, Sha256};
+
+use super::script::{LookupRow, Script, push_values};
 use super::to_i64;
 use super::writer::Op;
 use crate::{Inbound, StoreError};
@@ -61,44 +69,50 @@ pub(super) fn apply<'a>(
         }
         Op::Deliver(inbound) => return deliver(conn, script, inbound),
         Op::Acknowledge { client_id, up_to } => {
-            // The messages this frees, if no other queue holds them.
+            // The cursor moves forward only, and never past the newest
+            // message: a position beyond it must not swallow later ones.
+            let up_to = *up_to;
             script
                 .statement()
-                .push("SELECT DISTINCT inbox_id FROM client_queue WHERE client_id = ")
+                .push("INSERT INTO client_cursors (client_id, acked) VALUES (")
                 .push_bind(client_id.as_str())
-                .push(" AND seq <= ")
-                .push_bind(*up_to);
-            let freed: Vec<i64> = script
-                .fetch(conn)?
-                .iter()
-                .filter_map(|row| match row.first() {
-                    Some(Value::Integer(id)) => Some(*id),
-                    _ => None,
-                })
-                .collect();
+                .push(", MIN(")
+                .push_bind(up_to)
+                .push(
+                    ", (SELECT COALESCE(MAX(id), 0) FROM inbox))) \
+                     ON CONFLICT (client_id) DO UPDATE SET acked = MAX(acked, excluded.acked)",
+                );
+            // The messages of this client's sets that every client of
+            // their set has now acknowledged.
             script
                 .statement()
-                .push("DELETE FROM client_queue WHERE client_id = ")
+                .push(
+                    "DELETE FROM inbox WHERE id IN (\
+                     SELECT i.id FROM (\
+                       SELECT m.set_id, MIN(COALESCE(c.acked, 0)) AS low \
+                       FROM guest_set_members mine \
+                       JOIN guest_set_members m ON m.set_id = mine.set_id \
+                       LEFT JOIN client_cursors c ON c.client_id = m.client_id \
+                       WHERE mine.client_id = ",
+                )
                 .push_bind(client_id.as_str())
-                .push(" AND seq <= ")
-                .push_bind(*up_to);
-            push_in(
-                script,
-                "DELETE FROM inbox WHERE id",
-                " AND NOT EXISTS (SELECT 1 FROM client_queue q WHERE q.inbox_id = inbox.id)",
-                &freed,
-                |list, id| {
-                    list.push_bind(*id);
-                },
-            );
+                .push(
+                    " AND EXISTS (SELECT 1 FROM inbox x WHERE x.recipient_set = mine.set_id \
+                         AND x.id <= ",
+                )
+                .push_bind(up_to)
+                .push(
+                    ") GROUP BY m.set_id\
+                     ) s CROSS JOIN inbox i ON i.recipient_set = s.set_id AND i.id <= s.low)",
+                );
         }
         _ => return Err("not a guest write".into()),
     }
     Ok(Ok(()))
 }
 
-/// Remembers the delivery, stores its message once and queues it for each
-/// recipient; a delivery whose `(sender, message_id)` is remembered already
+/// Remembers the delivery and stores its message once, for the set of its
+/// recipients; a delivery whose `(sender, message_id)` is remembered already
 /// changes nothing and fails with `Conflict`.
 fn deliver<'a>(
     conn: &rusqlite::Connection,
@@ -131,10 +145,12 @@ fn deliver<'a>(
     if inbound.recipients.is_empty() {
         return Ok(Ok(()));
     }
+    let set_id = recipient_set(conn, script, &inbound.recipients, now)?;
     script
         .statement()
         .push(
-            "INSERT INTO inbox (sender, message_id, group_id, epoch, message, received_at) \
+            "INSERT INTO inbox \
+             (sender, message_id, group_id, epoch, message, received_at, recipient_set) \
              VALUES (",
         )
         .push_bind(inbound.sender.as_str())
@@ -148,20 +164,65 @@ fn deliver<'a>(
         .push_bind(inbound.message.as_slice())
         .push(", ")
         .push_bind(now)
+        .push(", ")
+        .push_bind(set_id)
+        .push(")");
+    Ok(Ok(()))
+}
+
+/// The id of the set of `recipients` (stored now if it is new): a group's
+/// consecutive messages go to the same clients, so its deliveries share a
+/// set, and a client's queue is the messages of its sets.
+fn recipient_set<'a>(
+    conn: &rusqlite::Connection,
+    script: &mut Script<'a>,
+    recipients: &[String],
+    now: i64,
+) -> Result<i64, String> {
+    let mut clients: Vec<&str> = recipients.iter().map(String::as_str).collect();
+    clients.sort_unstable();
+    clients.dedup();
+    let mut hash = Sha256::new();
+    for client in &clients {
+        hash.update(client.as_bytes());
+        hash.update([0]);
+    }
+    let hash = hash.finalize().to_vec();
+    script
+        .statement()
+        .push("SELECT id FROM guest_sets WHERE hash = ")
+        .push_bind(hash.clone());
+    if let Some(id) = single_id(&script.fetch(conn)?) {
+        return Ok(id);
+    }
+    script
+        .statement()
+        .push("INSERT INTO guest_sets (hash, created_at) VALUES (")
+        .push_bind(hash)
+        .push(", ")
+        .push_bind(now)
         .push(") RETURNING id");
-    let Some(Some(Value::Integer(inbox_id))) =
-        script.fetch(conn)?.first().map(|r| r.first().cloned())
-    else {
-        return Err("inbox: no id returned".into());
-    };
+    let id = single_id(&script.fetch(conn)?).ok_or("guest_sets: no id returned")?;
+    let members: Vec<String> = clients.into_iter().map(str::to_owned).collect();
     push_values(
         script,
-        "INSERT INTO client_queue (client_id, inbox_id) ",
+        "INSERT INTO guest_set_members (set_id, client_id) ",
         "",
-        &inbound.recipients,
+        &members,
         |mut row, client| {
-            row.push_bind(client.clone()).push_bind(inbox_id);
+            row.push_bind(id).push_bind(client.clone());
         },
     );
-    Ok(Ok(()))
+    Ok(id)
+}
+
+/// The integer in the first column of the only row of `rows`.
+fn single_id(rows: &[LookupRow]) -> Option<i64> {
+    match rows {
+        [row] => match row.first() {
+            Some(Value::Integer(id)) => Some(*id),
+            _ => None,
+        },
+        _ => None,
+    }
 }

@@ -353,7 +353,7 @@ impl Store for SqliteStore {
     }
 
     async fn acknowledge(&self, client_id: String, up_to: u64) -> Result<(), StoreError> {
-        // A position beyond every stored one acknowledges everything.
+        // A position beyond every stored one acknowledges all there is.
         let up_to = i64::try_from(up_to).unwrap_or(i64::MAX);
         self.submit(Op::Acknowledge { client_id, up_to }).await
     }

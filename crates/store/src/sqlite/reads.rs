@@ -217,9 +217,14 @@ pub(super) async fn client_queue(
         return Ok(Vec::new());
     };
     let rows = sqlx::query(
-        "SELECT q.seq, i.sender, i.group_id, i.epoch, i.message, i.received_at \
-         FROM client_queue q JOIN inbox i ON i.id = q.inbox_id \
-         WHERE q.client_id = ?1 AND q.seq > ?2 ORDER BY q.seq LIMIT ?3",
+        // The client's sets first (CROSS JOIN fixes the order), then each
+        // set's messages after the position through `inbox_by_set`.
+        "SELECT i.id AS seq, i.sender, i.group_id, i.epoch, i.message, i.received_at \
+         FROM guest_set_members m CROSS JOIN inbox i ON i.recipient_set = m.set_id \
+         WHERE m.client_id = ?1 \
+           AND i.id > MAX(?2, COALESCE( \
+               (SELECT acked FROM client_cursors WHERE client_id = ?1), 0)) \
+         ORDER BY i.id LIMIT ?3",
     )
     .bind(client_id)
     .bind(after)

@@ -1,0 +1,256 @@
+//! The guest side of `SqliteStore` (client queues as cursors over the inbox)
+//! against real SQLite files in a temporary directory.
+
+use std::path::{Path, PathBuf};
+
+use mimid_store::{Durability, Inbound, SqliteStore, Store};
+use sqlx::Connection;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
+
+const BOB: &str = "bob@b.example";
+const LAPTOP: &str = "bob-laptop@b.example";
+const CAROL: &str = "carol@b.example";
+
+fn db_path(dir: &tempfile::TempDir) -> PathBuf {
+    dir.path().join("mimid.sqlite")
+}
+
+async fn open(path: &Path) -> SqliteStore {
+    match SqliteStore::open(path, Durability::Process).await {
+        Ok(store) => store,
+        Err(e) => panic!("open {}: {e}", path.display()),
+    }
+}
+
+async fn raw(path: &Path) -> SqliteConnection {
+    SqliteConnection::connect_with(&SqliteConnectOptions::new().filename(path))
+        .await
+        .unwrap()
+}
+
+async fn count(path: &Path, table: &str) -> i64 {
+    let mut conn = raw(path).await;
+    let n = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM {table}")))
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+    n
+}
+
+/// Delivers message `n` (its body names it) to `recipients`, at time `now`.
+async fn deliver(store: &SqliteStore, n: u8, recipients: &[&str], now: u64) {
+    let inbound = Inbound {
+        sender: "a.example".into(),
+        message_id: [n; 16],
+        body_sha256: [n; 32],
+        answer: vec![0, 0, n],
+        group_id: b"group".to_vec(),
+        epoch: 1,
+        message: format!("message {n}").into_bytes(),
+        recipients: recipients.iter().map(|c| c.to_string()).collect(),
+        now,
+    };
+    store.deliver(inbound).await.unwrap().await.unwrap();
+}
+
+/// The messages in `client`'s queue after `after`, as (position, number).
+async fn queue(store: &SqliteStore, client: &str, after: u64) -> Vec<(u64, String)> {
+    store
+        .client_queue(client, after, 1_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|q| (q.seq, String::from_utf8(q.message).unwrap()))
+        .collect()
+}
+
+fn names(queue: &[(u64, String)]) -> Vec<&str> {
+    queue.iter().map(|(_, m)| m.as_str()).collect()
+}
+
+async fn ack(store: &SqliteStore, client: &str, up_to: u64) {
+    store.acknowledge(client.into(), up_to).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_delivery_is_stored_once_and_in_each_recipients_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_path(&dir);
+    let store = open(&path).await;
+    deliver(&store, 1, &[BOB, LAPTOP, CAROL], 10).await;
+    deliver(&store, 2, &[BOB, CAROL], 10).await;
+    deliver(&store, 3, &[CAROL], 10).await;
+    // The same clients in another order (and one twice): the same set, and
+    // the message once in each queue.
+    deliver(&store, 4, &[CAROL, BOB, LAPTOP, BOB], 10).await;
+
+    let bob = queue(&store, BOB, 0).await;
+    assert_eq!(names(&bob), ["message 1", "message 2", "message 4"]);
+    let carol = queue(&store, CAROL, 0).await;
+    assert_eq!(
+        names(&carol),
+        ["message 1", "message 2", "message 3", "message 4"]
+    );
+    assert_eq!(
+        names(&queue(&store, LAPTOP, 0).await),
+        ["message 1", "message 4"]
+    );
+    // A message has one position, the same in every queue holding it.
+    assert_eq!(bob[1].0, carol[1].0);
+    assert!(carol.windows(2).all(|w| w[0].0 < w[1].0));
+    // Reading after a position skips what is up to it.
+    assert_eq!(
+        names(&queue(&store, CAROL, carol[1].0).await),
+        ["message 3", "message 4"]
+    );
+    assert!(queue(&store, "dave@b.example", 0).await.is_empty());
+
+    assert_eq!(count(&path, "inbox").await, 4);
+    assert_eq!(count(&path, "guest_sets").await, 3);
+    assert_eq!(count(&path, "guest_set_members").await, 3 + 2 + 1);
+}
+
+#[tokio::test]
+async fn a_message_goes_once_every_queue_holding_it_acknowledged_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_path(&dir);
+    let store = open(&path).await;
+    deliver(&store, 1, &[BOB, LAPTOP, CAROL], 10).await;
+    deliver(&store, 2, &[BOB, CAROL], 10).await;
+    let carol = queue(&store, CAROL, 0).await;
+    let (first, second) = (carol[0].0, carol[1].0);
+
+    ack(&store, BOB, first).await;
+    assert_eq!(names(&queue(&store, BOB, 0).await), ["message 2"]);
+    // Others still hold both.
+    assert_eq!(queue(&store, CAROL, 0).await.len(), 2);
+    assert_eq!(count(&path, "inbox").await, 2);
+
+    ack(&store, CAROL, second).await;
+    assert!(queue(&store, CAROL, 0).await.is_empty());
+    // Message 1: the laptop has not acknowledged it. Message 2: Bob has not.
+    assert_eq!(count(&path, "inbox").await, 2);
+
+    ack(&store, LAPTOP, first).await;
+    assert_eq!(count(&path, "inbox").await, 1);
+    // An acknowledgement never moves a queue back.
+    ack(&store, BOB, 0).await;
+    assert_eq!(names(&queue(&store, BOB, 0).await), ["message 2"]);
+    ack(&store, BOB, second).await;
+    assert_eq!(count(&path, "inbox").await, 0);
+    assert!(queue(&store, BOB, 0).await.is_empty());
+}
+
+#[tokio::test]
+async fn acknowledging_beyond_the_newest_message_does_not_swallow_later_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_path(&dir);
+    let store = open(&path).await;
+    deliver(&store, 1, &[BOB], 10).await;
+    ack(&store, BOB, u64::MAX).await;
+    assert!(queue(&store, BOB, 0).await.is_empty());
+    assert_eq!(count(&path, "inbox").await, 0);
+    // Acknowledged before anything reached the queue at all.
+    ack(&store, CAROL, u64::MAX).await;
+
+    deliver(&store, 2, &[BOB, CAROL], 10).await;
+    assert_eq!(names(&queue(&store, BOB, 0).await), ["message 2"]);
+    assert_eq!(names(&queue(&store, CAROL, 0).await), ["message 2"]);
+}
+
+#[tokio::test]
+async fn pruning_drops_old_recipient_sets_that_no_message_uses() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_path(&dir);
+    let store = open(&path).await;
+    deliver(&store, 1, &[BOB], 10).await;
+    deliver(&store, 2, &[CAROL], 10).await;
+    deliver(&store, 3, &[BOB, LAPTOP], 500).await;
+    ack(&store, BOB, u64::MAX).await;
+    ack(&store, LAPTOP, u64::MAX).await;
+    // Bob's set (time 10) has no message left; Carol's still has one; Bob's
+    // and his laptop's has none either, but is too recent.
+    assert_eq!(names(&queue(&store, CAROL, 0).await), ["message 2"]);
+    store.prune_inbound(100).await.unwrap();
+    assert_eq!(count(&path, "guest_sets").await, 2);
+    assert_eq!(count(&path, "guest_set_members").await, 1 + 2);
+    assert_eq!(count(&path, "inbound").await, 1);
+    assert_eq!(names(&queue(&store, CAROL, 0).await), ["message 2"]);
+    // Bob's set comes back with his next message.
+    deliver(&store, 4, &[BOB], 600).await;
+    assert_eq!(names(&queue(&store, BOB, 0).await), ["message 4"]);
+}
+
+/// A database of schema version 4 (one queue row per client and message)
+/// keeps every unacknowledged queue entry when this version opens it.
+#[tokio::test]
+async fn queues_of_schema_version_4_survive_the_migration() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_path(&dir);
+    let old = dir.path().join("migrations-v4");
+    std::fs::create_dir(&old).unwrap();
+    for name in [
+        "0001_init.sql",
+        "0002_recipient_sets.sql",
+        "0003_state_pages.sql",
+        "0004_guest.sql",
+    ] {
+        let source = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("migrations")
+            .join(name);
+        std::fs::copy(source, old.join(name)).unwrap();
+    }
+    let mut conn = SqliteConnection::connect_with(
+        &SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true),
+    )
+    .await
+    .unwrap();
+    sqlx::migrate::Migrator::new(old.as_path())
+        .await
+        .unwrap()
+        .run(&mut conn)
+        .await
+        .unwrap();
+    // Message 1 for Bob and Carol, message 2 for Bob, message 3 for Carol
+    // (who acknowledged it already: no queue row left).
+    for n in 1..=3i64 {
+        sqlx::query(
+            "INSERT INTO inbox (id, sender, message_id, group_id, epoch, message, received_at) \
+             VALUES (?1, 'a.example', ?2, x'00', 1, ?3, 10)",
+        )
+        .bind(n)
+        .bind(vec![n as u8; 16])
+        .bind(format!("message {n}").into_bytes())
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    }
+    for (client, inbox_id) in [(BOB, 1), (CAROL, 1), (BOB, 2)] {
+        sqlx::query("INSERT INTO client_queue (client_id, inbox_id) VALUES (?1, ?2)")
+            .bind(client)
+            .bind(inbox_id)
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
+    conn.close().await.unwrap();
+
+    let store = open(&path).await;
+    let bob = queue(&store, BOB, 0).await;
+    assert_eq!(names(&bob), ["message 1", "message 2"]);
+    assert_eq!(names(&queue(&store, CAROL, 0).await), ["message 1"]);
+    assert_eq!(count(&path, "inbox").await, 2);
+    // The migrated queues take new messages and acknowledgements.
+    deliver(&store, 4, &[BOB, CAROL], 20).await;
+    assert_eq!(
+        names(&queue(&store, BOB, 0).await),
+        ["message 1", "message 2", "message 4"]
+    );
+    ack(&store, BOB, bob[1].0).await;
+    ack(&store, CAROL, bob[0].0).await;
+    assert_eq!(names(&queue(&store, BOB, 0).await), ["message 4"]);
+    assert_eq!(count(&path, "inbox").await, 1);
+}
