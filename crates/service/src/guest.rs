@@ -50,48 +50,53 @@ impl Guest {
         let checked = guest::check_delivery(&self.domain, authenticated, endpoint, request)?;
         let sender = checked.sender.as_str();
         let message_id = checked.message_id.0;
-        // Twice at most: a concurrent repeat that wins the race is
-        // remembered by the time ours fails, and is then answered.
-        for _ in 0..2 {
-            let earlier = store.remembered(sender, message_id).await?;
-            let repeated = guest::repeat(
-                &checked,
-                &body_sha256,
-                earlier.as_ref().map(|e| Earlier {
-                    body_sha256: &e.body_sha256,
-                    answer: &e.answer,
-                }),
-            )?;
-            if let Some(answer) = repeated {
-                return QueueingServiceOk::decode_exact(answer, &Limits::default())
-                    .map_err(|e| HubError::Internal(format!("remembered answer: {e}")).into());
-            }
-            let deliver = checked.deliver;
-            let ids: Vec<String> = deliver.recipients.iter().map(|c| c.to_string()).collect();
-            let known = store.known_clients(&ids).await?;
-            let accepted = guest::accept(&checked, &known)?;
-            let answer = accepted
-                .answer
-                .to_bytes()
-                .map_err(|e| HubError::Internal(format!("answer: {e}")))?;
-            let inbound = Inbound {
-                sender: sender.to_owned(),
-                message_id,
-                body_sha256,
-                answer,
-                group_id: deliver.group_id.0.to_mls_bytes(),
-                epoch: deliver.epoch,
-                message: deliver.message.as_bytes().to_vec(),
-                recipients: accepted.queued.iter().map(|c| c.to_string()).collect(),
-                now,
-            };
-            match in_flight.durable(store.deliver(inbound).await?).await {
-                Ok(()) => return Ok(accepted.answer),
-                Err(StoreError::Conflict) => continue,
-                Err(e) => return Err(e.into()),
+        // Stored first, asked after: a repeat is rare, and the insert
+        // that remembers the delivery refuses one (`Conflict`) without
+        // changing anything, so the common case reads nothing to rule it out.
+        let deliver = checked.deliver;
+        let ids: Vec<String> = deliver.recipients.iter().map(|c| c.to_string()).collect();
+        let known = store.known_clients(&ids).await?;
+        let accepted = guest::accept(&checked, &known)?;
+        let answer = accepted
+            .answer
+            .to_bytes()
+            .map_err(|e| HubError::Internal(format!("answer: {e}")))?;
+        let inbound = Inbound {
+            sender: sender.to_owned(),
+            message_id,
+            body_sha256,
+            answer,
+            group_id: deliver.group_id.0.to_mls_bytes(),
+            epoch: deliver.epoch,
+            message: deliver.message.as_bytes().to_vec(),
+            recipients: accepted.queued.iter().map(|c| c.to_string()).collect(),
+            now,
+        };
+        match in_flight.durable(store.deliver(inbound).await?).await {
+            Ok(()) => return Ok(accepted.answer),
+            Err(StoreError::Conflict) => {}
+            Err(e) => return Err(e.into()),
+        }
+        // A repeat (or a concurrent one that won the race): remembered by
+        // now, answered as the first, or refused if its body differs.
+        let earlier = store.remembered(sender, message_id).await?;
+        let repeated = guest::repeat(
+            &checked,
+            &body_sha256,
+            earlier.as_ref().map(|e| Earlier {
+                body_sha256: &e.body_sha256,
+                answer: &e.answer,
+            }),
+        )?;
+        match repeated {
+            Some(answer) => QueueingServiceOk::decode_exact(answer, &Limits::default())
+                .map_err(|e| HubError::Internal(format!("remembered answer: {e}")).into()),
+            // Remembered when the insert was refused, gone since: pruned
+            // (after `delivery_expiry` + 1 day) in between. Try again.
+            None => {
+                Err(StoreError::Unavailable("a repeated delivery was just pruned".into()).into())
             }
         }
-        Err(StoreError::Unavailable("a repeated delivery raced twice".into()).into())
     }
 }
 
