@@ -186,6 +186,7 @@ pub fn put_state(group_id: &GroupId, state: Vec<u8>, expected: Option<u64>) -> m
         prune_snapshots_before: None,
         messages: Vec::new(),
         jobs: Vec::new(),
+        local: Vec::new(),
         now: now(),
     }
 }

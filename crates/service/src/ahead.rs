@@ -99,6 +99,7 @@ pub(crate) fn prepare(
             body: body.clone(),
         }],
         jobs: Vec::new(),
+        local: Vec::new(),
         now,
     };
     Some(Prepared {

@@ -22,7 +22,9 @@ use mimid_core::{
     Context, DsEndpoint, Hub, HubError, HubGroup, JoinerSnapshot, Origin, Outcome, SignatureCheck,
     SignerKey, Slot, Verified, Write,
 };
-use mimid_store::{GroupWrite, NewJob, NewMessage, Snapshot, Step, Store, StoreError, StoredGroup};
+use mimid_store::{
+    GroupWrite, LocalDelivery, NewJob, NewMessage, Snapshot, Step, Store, StoreError, StoredGroup,
+};
 use mimid_wire::{DSRequest, DSResponseBody};
 use openmls_rust_crypto::RustCrypto;
 use openmls_traits::random::OpenMlsRand;
@@ -674,10 +676,18 @@ impl<S: Store> HubService<S> {
                 unused: ahead.map(|a| a.message_id),
             });
         }
+        // The hub's own clients get their messages in this step's
+        // transaction; only other providers need a stored message and a
+        // delivery job each.
+        let own = &self.hub.config().domain;
         let mut messages = Vec::with_capacity(outcome.messages.len());
         let mut ids = Vec::with_capacity(outcome.messages.len());
         for (index, body) in outcome.messages.iter().enumerate() {
-            let Some(first) = outcome.deliveries.iter().find(|d| d.message == index) else {
+            let Some(first) = outcome
+                .deliveries
+                .iter()
+                .find(|d| d.message == index && &d.destination != own)
+            else {
                 continue;
             };
             // Stored once, in the form the delivery worker sends (its
@@ -689,28 +699,39 @@ impl<S: Store> HubService<S> {
                 ids.push((index, a.message_id));
                 continue;
             }
-            // Time-ordered (UUIDv7): stored rows and their indexes grow at
-            // the end instead of at random places.
-            let message_id = uuid::Uuid::now_v7().into_bytes();
+            let message_id = new_message_id();
             messages.push(NewMessage {
                 message_id,
                 body: stored,
             });
             ids.push((index, message_id));
         }
-        let jobs = outcome
-            .deliveries
-            .iter()
-            .filter_map(|d| {
-                ids.iter()
-                    .find(|(i, _)| *i == d.message)
-                    .map(|(_, id)| NewJob {
+        let mut jobs = Vec::new();
+        let mut local = Vec::new();
+        for d in &outcome.deliveries {
+            let id = ids.iter().find(|(i, _)| *i == d.message).map(|(_, id)| *id);
+            if &d.destination != own {
+                if let Some(message_id) = id {
+                    jobs.push(NewJob {
                         destination: d.destination.to_string(),
-                        message_id: *id,
+                        message_id,
                         recipients: encode_recipients(&d.recipients),
-                    })
-            })
-            .collect();
+                    });
+                }
+                continue;
+            }
+            let Some(body) = outcome.messages.get(d.message) else {
+                return Err(HubError::Internal("a delivery of no message".into()).into());
+            };
+            local.push(LocalDelivery {
+                hub: own.to_string(),
+                message_id: id.unwrap_or_else(new_message_id),
+                group_id: d.group_id.to_mls_bytes(),
+                epoch: d.epoch,
+                message: body.clone(),
+                recipients: d.recipients.iter().map(|c| c.to_string()).collect(),
+            });
+        }
         let snapshot = match &outcome.snapshot {
             Some(s) => Some(Snapshot {
                 epoch: s.epoch,
@@ -727,6 +748,7 @@ impl<S: Store> HubService<S> {
             prune_snapshots_before: outcome.prune_snapshots_before,
             messages,
             jobs,
+            local,
             now: ctx.now,
         };
         Ok(Built {
@@ -735,6 +757,12 @@ impl<S: Store> HubService<S> {
             unused: ahead.map(|a| a.message_id),
         })
     }
+}
+
+/// A fresh message id, time-ordered (UUIDv7): stored rows and their indexes
+/// grow at the end instead of at random places.
+fn new_message_id() -> [u8; 16] {
+    uuid::Uuid::now_v7().into_bytes()
 }
 
 impl<S: Store> HubService<S> {

@@ -46,6 +46,11 @@ async fn service_with(
     let store = SqliteStore::open(path, durability)
         .await
         .expect("open store");
+    // Alice is the hub's own client: its steps queue her messages.
+    store
+        .add_client(ALICE.into(), "mimi://a.example/d/alice".into(), 0)
+        .await
+        .expect("directory");
     let hub = Hub::new(HubConfig::new("a.example".parse().unwrap()));
     HubService::new(hub, store, config)
 }
@@ -87,6 +92,13 @@ async fn last_job(
         body,
         job.message_id,
     )
+}
+
+/// The newest message in Alice's queue on the hub's own provider.
+async fn last_for_alice(store: &SqliteStore) -> DeliverableMessage {
+    let queued = store.client_queue(ALICE, 0, 1000).await.unwrap();
+    let last = queued.last().expect("a message for Alice");
+    DeliverableMessage::from_bytes(&last.message).unwrap()
 }
 
 struct Conversation {
@@ -202,8 +214,8 @@ async fn concurrent_commits_for_one_epoch_exactly_one_wins() {
     loser.clear_pending_commit(&g).unwrap();
     let (_, commit, _) = last_job(svc.store(), loser_domain).await;
     loser.process(&commit.message).unwrap();
-    let (_, commit, _) = last_job(svc.store(), "a.example").await;
-    c.alice.process(&commit.message).unwrap();
+    let commit = last_for_alice(svc.store()).await;
+    c.alice.process(&commit).unwrap();
     let hub = svc.group_epoch(&g).await.unwrap().expect("group");
     for member in [&c.alice, &c.bob, &c.carol] {
         assert_eq!(
@@ -232,12 +244,22 @@ async fn reopening_keeps_groups_epochs_joiner_state_and_jobs() {
         .unwrap();
         c.bob.merge_pending_commit(&g).unwrap();
         let before = svc.group_epoch(&g).await.unwrap().expect("group");
-        let destinations = ["a.example", "b.example", "c.example"];
+        let destinations = ["b.example", "c.example"];
         let mut pending = Vec::new();
         for d in destinations {
             pending.push(svc.store().pending_jobs(d, 1000).await.unwrap());
         }
         assert!(pending.iter().all(|p| !p.is_empty()));
+        // The hub's own provider has no jobs: Alice's queue has the messages.
+        assert!(
+            svc.store()
+                .pending_jobs("a.example", 1000)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let alices = svc.store().client_queue(ALICE, 0, 1000).await.unwrap();
+        assert!(!alices.is_empty());
         svc.into_store().close().await.expect("close");
 
         let svc = service(&path, durability, 64).await;
@@ -251,6 +273,10 @@ async fn reopening_keeps_groups_epochs_joiner_state_and_jobs() {
                 "jobs for {d}"
             );
         }
+        assert_eq!(
+            svc.store().client_queue(ALICE, 0, 1000).await.unwrap(),
+            alices
+        );
         // The joiner state of epoch 1 survived: Bob can still fetch it.
         let ask = c.bob.welcome_information_request(&g, 1, &c.bob_kp).unwrap();
         let answer = svc
@@ -269,8 +295,8 @@ async fn reopening_keeps_groups_epochs_joiner_state_and_jobs() {
             matches!(err, ServiceError::Hub(HubError::WrongEpoch { current: 2 })),
             "{err:?}"
         );
-        let (_, commit, _) = last_job(svc.store(), "a.example").await;
-        c.alice.process(&commit.message).unwrap();
+        let commit = last_for_alice(svc.store()).await;
+        c.alice.process(&commit).unwrap();
         svc.handle(
             DsEndpoint::GroupOperation,
             &c.alice.send_message(&g, b"hi").unwrap(),
@@ -618,6 +644,7 @@ async fn commits_stored_ahead_are_delivered_once_or_dropped() {
                 body: b"orphan".to_vec(),
             }],
             jobs: Vec::new(),
+            local: Vec::new(),
             now,
         })
         .await

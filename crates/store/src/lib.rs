@@ -110,8 +110,8 @@ pub struct NewMessage {
     pub body: Vec<u8>,
 }
 
-/// One delivery job: a message for the recipients on one destination
-/// provider (the hub's own provider included).
+/// One delivery job: a message for the recipients on one other
+/// provider (the hub's own clients get theirs in the step, [`LocalDelivery`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NewJob {
     pub destination: String,
@@ -130,6 +130,26 @@ pub struct Job {
     pub body: Vec<u8>,
     pub attempts: u32,
     pub created_at: u64,
+}
+
+/// A message of a step for clients of the hub's own provider: queued in the
+/// step's own transaction, in the order of the steps, which is hub order,
+/// for those of `recipients` that are in the provider's client directory
+/// (the others are skipped, as a delivery skips unknown recipients). It
+/// needs no delivery job, no `DeliverMessage` and no remembering: nothing
+/// can repeat it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LocalDelivery {
+    /// The hub's domain, as the sender of the queued message.
+    pub hub: String,
+    /// The `message_id` of the message in the queues.
+    pub message_id: [u8; 16],
+    pub group_id: Vec<u8>,
+    pub epoch: u64,
+    /// The `MLSMessage`.
+    pub message: Vec<u8>,
+    /// Local clients whose queues get the message.
+    pub recipients: Vec<String>,
 }
 
 /// A delivery a guest accepted (`docs/protocol.md` 7): remembered by
@@ -201,6 +221,8 @@ pub struct Step {
     pub prune_snapshots_before: Option<u64>,
     pub messages: Vec<NewMessage>,
     pub jobs: Vec<NewJob>,
+    /// Messages for the hub's own clients, queued with the step.
+    pub local: Vec<LocalDelivery>,
     /// Time of the step (seconds since the Unix epoch), for `created_at`.
     pub now: u64,
 }
@@ -511,6 +533,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// Number of stored messages, for metrics and tests.
     fn message_count(&self) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// Number of messages in this provider's client queues (each stored
+    /// once, however many queues hold it), for metrics and tests.
+    fn inbox_count(&self) -> impl Future<Output = Result<u64, StoreError>> + Send;
 
     /// Number of group slots, for metrics and tests.
     fn group_count(&self) -> impl Future<Output = Result<u64, StoreError>> + Send;

@@ -254,3 +254,87 @@ async fn queues_of_schema_version_4_survive_the_migration() {
     assert_eq!(names(&queue(&store, BOB, 0).await), ["message 4"]);
     assert_eq!(count(&path, "inbox").await, 1);
 }
+
+/// A step that creates group `group` (or finds it at `expected`) with a
+/// message for the hub's own clients `recipients`.
+fn local_step(
+    group: &[u8],
+    expected: Option<u64>,
+    n: u8,
+    recipients: &[&str],
+) -> mimid_store::Step {
+    mimid_store::Step {
+        group_id: group.to_vec(),
+        expected_version: expected,
+        write: match expected {
+            None => mimid_store::GroupWrite::Put {
+                state: b"state".to_vec(),
+                reserved_until: None,
+            },
+            Some(_) => mimid_store::GroupWrite::Keep,
+        },
+        snapshot: None,
+        prune_snapshots_before: None,
+        messages: Vec::new(),
+        jobs: Vec::new(),
+        local: vec![mimid_store::LocalDelivery {
+            hub: "b.example".into(),
+            message_id: [n; 16],
+            group_id: group.to_vec(),
+            epoch: 1,
+            message: format!("message {n}").into_bytes(),
+            recipients: recipients.iter().map(|c| c.to_string()).collect(),
+        }],
+        now: 10,
+    }
+}
+
+#[tokio::test]
+async fn a_steps_messages_for_the_hubs_own_clients_are_queued_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_path(&dir);
+    let store = open(&path).await;
+    for client in [BOB, CAROL] {
+        store
+            .add_client(client.into(), client.into(), 0)
+            .await
+            .unwrap();
+    }
+    // Queued back to back (mostly one batch), applied in order; the conflicting step
+    // queues nothing; the laptop is not in the directory and is skipped.
+    let steps = [
+        local_step(b"g", None, 1, &[BOB, LAPTOP, CAROL]),
+        local_step(b"g", None, 2, &[BOB]),
+        local_step(b"g", Some(1), 3, &[CAROL, BOB]),
+    ];
+    let mut pending = Vec::new();
+    for step in steps {
+        pending.push(store.enqueue(step).await.unwrap());
+    }
+    let mut outcomes = Vec::new();
+    for p in pending {
+        outcomes.push(p.await.map_err(|e| e.to_string()));
+    }
+    assert!(outcomes[0].is_ok() && outcomes[2].is_ok(), "{outcomes:?}");
+    assert!(outcomes[1].is_err());
+    assert_eq!(
+        names(&queue(&store, BOB, 0).await),
+        ["message 1", "message 3"]
+    );
+    assert_eq!(
+        names(&queue(&store, CAROL, 0).await),
+        ["message 1", "message 3"]
+    );
+    assert!(queue(&store, LAPTOP, 0).await.is_empty());
+    assert_eq!(count(&path, "inbox").await, 2);
+    assert_eq!(count(&path, "jobs").await, 0);
+    assert_eq!(count(&path, "messages").await, 0);
+    let sender: String = {
+        let mut conn = raw(&path).await;
+        sqlx::query_scalar("SELECT DISTINCT sender FROM inbox")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap()
+    };
+    assert_eq!(sender, "b.example");
+}

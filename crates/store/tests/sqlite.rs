@@ -33,6 +33,7 @@ fn step(group: &[u8], expected_version: Option<u64>, write: GroupWrite) -> Step 
         prune_snapshots_before: None,
         messages: Vec::new(),
         jobs: Vec::new(),
+        local: Vec::new(),
         now: 1_000,
     }
 }
@@ -733,6 +734,7 @@ async fn close_finishes_queued_steps() {
 
 /// A request for the writer, for the batch tests.
 #[derive(Clone)]
+#[allow(clippy::large_enum_variant)]
 enum Request {
     Commit(Step),
     Complete(i64),

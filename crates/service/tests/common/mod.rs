@@ -17,8 +17,18 @@ use mimid_wire::*;
 mod world;
 pub use world::*;
 
-/// The destinations the tests use.
+/// The destinations the tests use; the hub is the first.
 pub const DOMAINS: [&str; 3] = ["a.example", "b.example", "c.example"];
+
+/// The hub's own clients the tests use: in its client directory, so that
+/// they get the messages of the hub's steps in their queues.
+pub const LOCAL_CLIENTS: [&str; 5] = [
+    "mimi://a.example/d/alice/desk",
+    "mimi://a.example/d/alice/laptop",
+    "mimi://a.example/d/alice/other",
+    "mimi://a.example/d/alice/phone",
+    "mimi://a.example/d/dan/desk",
+];
 
 /// One delivery job as a guest would receive it.
 #[derive(Clone, Debug)]
@@ -68,7 +78,11 @@ impl Effects {
         let mut r: Vec<_> = self
             .sent
             .iter()
-            .map(|s| (s.destination.clone(), s.recipients.clone()))
+            .map(|s| {
+                let mut recipients = s.recipients.clone();
+                recipients.sort();
+                (s.destination.clone(), recipients)
+            })
             .collect();
         r.sort();
         r
@@ -225,6 +239,8 @@ pub struct Sqlite {
     _dir: tempfile::TempDir,
     /// Jobs already seen, per destination.
     seen: BTreeMap<String, i64>,
+    /// Position of the hub's own queues already seen.
+    seen_local: u64,
 }
 
 impl Sqlite {
@@ -238,6 +254,30 @@ impl Sqlite {
             );
         }
         all
+    }
+
+    /// The messages the hub's steps queued for its own clients after
+    /// position `after`, as deliveries (one per message, in order).
+    fn local(&self, after: u64) -> Vec<(u64, Sent)> {
+        let mut by_position: BTreeMap<u64, Sent> = BTreeMap::new();
+        for client in LOCAL_CLIENTS {
+            let queued = self
+                .rt
+                .block_on(self.svc.store().client_queue(client, after, 100_000))
+                .expect("queue");
+            for q in queued {
+                by_position
+                    .entry(q.seq)
+                    .or_insert_with(|| Sent {
+                        destination: DOMAINS[0].to_string(),
+                        recipients: Vec::new(),
+                        message: q.message,
+                    })
+                    .recipients
+                    .push(client.to_string());
+            }
+        }
+        by_position.into_iter().collect()
     }
 
     fn snapshots(&self, group_id: &GroupId) -> Vec<(u64, usize)> {
@@ -280,12 +320,18 @@ impl Backend for Sqlite {
                 Durability::Process,
             ))
             .expect("store");
+        for client in LOCAL_CLIENTS {
+            let user = client.rsplit_once('/').map_or(client, |(user, _)| user);
+            rt.block_on(store.add_client(client.into(), user.into(), 0))
+                .expect("directory");
+        }
         let svc = HubService::new(Hub::new(config), store, ServiceConfig::default());
         Sqlite {
             rt,
             svc,
             _dir: dir,
             seen: BTreeMap::new(),
+            seen_local: 0,
         }
     }
 
@@ -342,10 +388,7 @@ impl Backend for Sqlite {
             let seen = self.seen.entry(j.destination.clone()).or_insert(0);
             *seen = (*seen).max(j.id);
         }
-        let mut ids: Vec<_> = new_jobs.iter().map(|j| j.message_id).collect();
-        ids.sort();
-        ids.dedup();
-        let sent = new_jobs
+        let mut sent: Vec<Sent> = new_jobs
             .iter()
             .map(|j| Sent {
                 destination: j.destination.clone(),
@@ -361,6 +404,14 @@ impl Backend for Sqlite {
                     .to_vec(),
             })
             .collect();
+        for (position, local) in self.local(self.seen_local) {
+            self.seen_local = self.seen_local.max(position);
+            sent.push(local);
+        }
+        let mut bodies: Vec<&[u8]> = sent.iter().map(|s| s.message.as_slice()).collect();
+        bodies.sort();
+        bodies.dedup();
+        let messages_stored = bodies.len();
         let snapshot = self
             .snapshots(&group_id)
             .into_iter()
@@ -368,7 +419,7 @@ impl Backend for Sqlite {
         Ok(Effects {
             response,
             sent,
-            messages_stored: ids.len(),
+            messages_stored,
             state_written: version_after.as_ref().map(|v| v.0)
                 != version_before.as_ref().map(|v| v.0),
             deleted: version_before.is_some() && version_after.is_none(),
@@ -384,11 +435,13 @@ impl Backend for Sqlite {
 
     fn fingerprint(&mut self, group_id: &GroupId) -> String {
         let jobs: Vec<_> = self.jobs().into_iter().map(|j| j.id).collect();
+        let local: Vec<_> = self.local(0).into_iter().map(|(p, _)| p).collect();
         format!(
-            "{:?} {:?} {:?}",
+            "{:?} {:?} {:?} {:?}",
             self.version(group_id),
             self.snapshots(group_id),
-            jobs
+            jobs,
+            local
         )
     }
 }

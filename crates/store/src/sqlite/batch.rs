@@ -303,14 +303,18 @@ fn apply_steps<'a>(
     } = Found::parse(&script.fetch(conn)?)?;
 
     let mut plan = Plan::default();
+    let mut local = Vec::new();
     for &(index, step) in steps {
         let outcome = plan.add(step, &stored, &mut known);
+        if outcome.is_ok() {
+            local.extend(step.local.iter().map(|l| (l, step.now)));
+        }
         if let Some(slot) = outcomes.get_mut(index) {
             *slot = outcome;
         }
     }
     plan.write(script);
-    Ok(())
+    guest::queue_local(conn, script, &local)
 }
 
 /// What the lookups of a [`Script`] found: rows of `(kind, key, value)`, and

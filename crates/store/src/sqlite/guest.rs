@@ -11,10 +11,12 @@ use rusqlite::types::Value;
 
 use sha2::{Digest, Sha256};
 
-use super::script::{LookupRow, Script, push_values};
+use std::collections::HashSet;
+
+use super::script::{LookupRow, Script, push_in, push_values};
 use super::to_i64;
 use super::writer::Op;
-use crate::{Inbound, StoreError};
+use crate::{Inbound, LocalDelivery, StoreError};
 
 /// Adds the copy of job `job_id` to the dead letters (the caller deletes
 /// the job, as a completion).
@@ -146,28 +148,80 @@ fn deliver<'a>(
         return Ok(Ok(()));
     }
     let set_id = recipient_set(conn, script, &inbound.recipients, now)?;
-    script
-        .statement()
-        .push(
-            "INSERT INTO inbox \
-             (sender, message_id, group_id, epoch, message, received_at, recipient_set) \
-             VALUES (",
-        )
-        .push_bind(inbound.sender.as_str())
-        .push(", ")
-        .push_bind(&inbound.message_id[..])
-        .push(", ")
-        .push_bind(inbound.group_id.as_slice())
-        .push(", ")
-        .push_bind(epoch)
-        .push(", ")
-        .push_bind(inbound.message.as_slice())
-        .push(", ")
-        .push_bind(now)
-        .push(", ")
-        .push_bind(set_id)
-        .push(")");
+    push_inbox(
+        script,
+        &inbound.sender,
+        &inbound.message_id,
+        &inbound.group_id,
+        epoch,
+        &inbound.message,
+        now,
+        set_id,
+    );
     Ok(Ok(()))
+}
+
+/// Queues the local deliveries of a batch's successful steps, in order, for
+/// their recipients in the client directory (found with one lookup).
+pub(super) fn queue_local<'a>(
+    conn: &rusqlite::Connection,
+    script: &mut Script<'a>,
+    deliveries: &[(&'a LocalDelivery, u64)],
+) -> Result<(), String> {
+    if deliveries.is_empty() {
+        return Ok(());
+    }
+    let mut named: Vec<&str> = deliveries
+        .iter()
+        .flat_map(|(d, _)| d.recipients.iter().map(String::as_str))
+        .collect();
+    named.sort_unstable();
+    named.dedup();
+    // The steps' own statements first: the rows read next are the lookup's.
+    script.execute(conn)?;
+    push_in(
+        script,
+        "SELECT client_id FROM clients WHERE client_id",
+        "",
+        &named,
+        |list, client| {
+            list.push_bind(*client);
+        },
+    );
+    let known: HashSet<String> = script
+        .fetch(conn)?
+        .into_iter()
+        .filter_map(|row| match row.into_iter().next() {
+            Some(Value::Text(client)) => Some(client),
+            _ => None,
+        })
+        .collect();
+    for &(delivery, now) in deliveries {
+        let recipients: Vec<String> = delivery
+            .recipients
+            .iter()
+            .filter(|c| known.contains(c.as_str()))
+            .cloned()
+            .collect();
+        if recipients.is_empty() {
+            continue;
+        }
+        // Checked by `Plan::add` before the step was accepted.
+        let epoch = to_i64(delivery.epoch, "epoch").map_err(|e| e.to_string())?;
+        let now = to_i64(now, "time").map_err(|e| e.to_string())?;
+        let set_id = recipient_set(conn, script, &recipients, now)?;
+        push_inbox(
+            script,
+            &delivery.hub,
+            &delivery.message_id,
+            &delivery.group_id,
+            epoch,
+            &delivery.message,
+            now,
+            set_id,
+        );
+    }
+    Ok(())
 }
 
 /// The id of the set of `recipients` (stored now if it is new): a group's
@@ -225,4 +279,39 @@ fn single_id(rows: &[LookupRow]) -> Option<i64> {
         },
         _ => None,
     }
+}
+
+/// Stores a message once for the clients of recipient set `set_id`.
+#[allow(clippy::too_many_arguments)]
+fn push_inbox<'a>(
+    script: &mut Script<'a>,
+    sender: &'a str,
+    message_id: &'a [u8; 16],
+    group_id: &'a [u8],
+    epoch: i64,
+    message: &'a [u8],
+    now: i64,
+    set_id: i64,
+) {
+    script
+        .statement()
+        .push(
+            "INSERT INTO inbox \
+             (sender, message_id, group_id, epoch, message, received_at, recipient_set) \
+             VALUES (",
+        )
+        .push_bind(sender)
+        .push(", ")
+        .push_bind(&message_id[..])
+        .push(", ")
+        .push_bind(group_id)
+        .push(", ")
+        .push_bind(epoch)
+        .push(", ")
+        .push_bind(message)
+        .push(", ")
+        .push_bind(now)
+        .push(", ")
+        .push_bind(set_id)
+        .push(")");
 }

@@ -362,6 +362,10 @@ impl Store for SqliteStore {
         reads::count(&self.readers, "messages").await
     }
 
+    async fn inbox_count(&self) -> Result<u64, StoreError> {
+        reads::count(&self.readers, "inbox").await
+    }
+
     async fn group_count(&self) -> Result<u64, StoreError> {
         reads::count(&self.readers, "groups").await
     }

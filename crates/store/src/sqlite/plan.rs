@@ -215,6 +215,9 @@ impl<'a> Plan<'a> {
             )),
             None => None,
         };
+        for local in &step.local {
+            to_i64(local.epoch, "epoch of a local delivery")?;
+        }
         // A cutoff beyond storable times prunes every snapshot.
         let prune = step.prune_snapshots_before.map(last_before);
         for job in &step.jobs {

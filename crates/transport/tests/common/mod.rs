@@ -321,6 +321,13 @@ pub struct Group {
 
 pub async fn group(f: &Federation) -> Group {
     let a = f.p("a.example");
+    // Alice is in her provider's directory: the hub's steps queue her
+    // messages (Bob is added to b.example's by the tests that deliver).
+    a.service
+        .store()
+        .add_client(ALICE.into(), "mimi://a.example/u/alice".into(), 0)
+        .await
+        .unwrap();
     let local = |r: DSRequest| {
         let svc = a.service.clone();
         async move {
@@ -375,12 +382,14 @@ pub async fn group(f: &Federation) -> Group {
     Group { id, alice, bob }
 }
 
-/// What a refused request must leave unchanged on the hub.
+/// What a refused request must leave unchanged on the hub: the group's
+/// version, and the messages it stores (for other providers and in its own
+/// clients' queues).
 pub async fn trace(p: &Provider, group: &GroupId) -> (Option<u64>, u64) {
     let store = p.service.store();
     (
         store.group_version(&group.to_mls_bytes()).await.unwrap(),
-        store.message_count().await.unwrap(),
+        store.message_count().await.unwrap() + store.inbox_count().await.unwrap(),
     )
 }
 
