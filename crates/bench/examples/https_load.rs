@@ -678,6 +678,8 @@ struct Run {
     wall: f64,
     latencies_us: Vec<u32>,
     cpu: Cpu,
+    /// CPU when the first request went out.
+    cpu_start: Cpu,
     response_len: usize,
     end: Instant,
 }
@@ -817,6 +819,7 @@ async fn drive(
         wall: end.duration_since(wall0).as_secs_f64(),
         latencies_us,
         cpu,
+        cpu_start: cpu0,
         response_len: response_len.load(Ordering::Relaxed),
         end,
     })
@@ -1152,10 +1155,35 @@ fn load_mode(
 
         // The outbox: wait until every message reached the probe's queue,
         // or `wait` seconds.
-        while probe.seen.load(Ordering::Relaxed) < count && run.end.elapsed().as_secs() < o.wait {
+        // Then the whole cost of the messages: the server's CPU from the
+        // first request until every job was delivered (the deliveries the
+        // outbox had not made by the last answer included).
+        let drained = || -> anyhow::Result<bool> {
+            let left = server_rt.block_on(fed.nodes[HUB].service.store().job_destinations())?;
+            Ok(left.is_empty())
+        };
+        let mut delivered_cpu = None;
+        while run.end.elapsed().as_secs() < o.wait {
+            if probe.seen.load(Ordering::Relaxed) >= count && drained()? {
+                let cpu = Cpu::now().since(&run.cpu_start);
+                delivered_cpu = Some((cpu.process - cpu.generator(), run.end.elapsed()));
+                break;
+            }
             std::thread::sleep(Duration::from_millis(10));
         }
         probe.task.abort();
+        match delivered_cpu {
+            Some((secs, after)) => println!(
+                "  every job delivered {:.1} s after the last answer: server CPU from the first request until then {:.2} s, {:.0} µs per request",
+                after.as_secs_f64(),
+                secs,
+                secs * 1e6 / o.requests as f64
+            ),
+            None => println!(
+                "  the outbox had not drained within {} s of the last answer",
+                o.wait
+            ),
+        }
         let backlog = server_rt.block_on(async {
             let mut n = 0;
             for d in &DOMAINS[1..] {

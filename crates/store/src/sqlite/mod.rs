@@ -61,6 +61,7 @@
 mod batch;
 mod checkpoint;
 mod guest;
+mod inline;
 mod migrate;
 mod pages;
 mod plan;
@@ -126,6 +127,8 @@ pub struct SqliteStore {
     /// The writer thread, until the store is closed.
     writer_thread: Option<std::thread::JoinHandle<()>>,
     readers: SqlitePool,
+    /// Point reads on the caller's thread.
+    inline: inline::InlineReader,
     /// Dropped (or sent) to stop the checkpointer.
     stop_checkpoints: Option<oneshot::Sender<()>>,
     checkpointer: Option<JoinHandle<()>>,
@@ -156,6 +159,7 @@ impl SqliteStore {
         migrate::migrate(&migrate_options).await?;
 
         // The file exists and is in WAL mode (a persistent setting) by now.
+        let inline = inline::InlineReader::new(path);
         let path = path.to_path_buf();
         let writer = tokio::task::spawn_blocking(move || writer::open_writer(&path, durability))
             .await
@@ -184,6 +188,7 @@ impl SqliteStore {
             writer,
             writer_thread: Some(writer_thread),
             readers,
+            inline,
             stop_checkpoints: Some(stop_checkpoints),
             checkpointer: Some(checkpointer),
         })
@@ -328,7 +333,7 @@ impl Store for SqliteStore {
     }
 
     async fn known_clients(&self, client_ids: &[String]) -> Result<Vec<bool>, StoreError> {
-        reads::known_clients(&self.readers, client_ids).await
+        reads::known_clients(&self.inline, client_ids)
     }
 
     async fn remembered(
@@ -336,7 +341,7 @@ impl Store for SqliteStore {
         sender: &str,
         message_id: [u8; 16],
     ) -> Result<Option<Remembered>, StoreError> {
-        reads::remembered(&self.readers, sender, message_id).await
+        reads::remembered(&self.inline, sender, message_id)
     }
 
     async fn deliver(&self, inbound: Inbound) -> Result<Pending, StoreError> {

@@ -6,6 +6,7 @@
 use sqlx::Row;
 use sqlx::sqlite::{SqlitePool, SqliteRow};
 
+use super::inline::InlineReader;
 use super::{db, to_u64};
 use crate::{DeadLetter, Job, Queued, Remembered, Snapshot, StoreError, StoredGroup};
 
@@ -158,51 +159,47 @@ pub(super) async fn dead_letters(
 }
 
 /// [`Store::known_clients`](crate::Store::known_clients): one statement
-/// per 500 clients (a delivery to a large group names hundreds).
-pub(super) async fn known_clients(
-    readers: &SqlitePool,
+/// per 500 clients (a delivery to a large group names hundreds), on the
+/// caller's thread.
+pub(super) fn known_clients(
+    reader: &InlineReader,
     client_ids: &[String],
 ) -> Result<Vec<bool>, StoreError> {
     let mut found = std::collections::HashSet::new();
     for chunk in client_ids.chunks(500) {
-        let mut query =
-            sqlx::QueryBuilder::new("SELECT client_id FROM clients WHERE client_id IN (");
-        let mut list = query.separated(", ");
-        for client_id in chunk {
-            list.push_bind(client_id.as_str());
-        }
-        list.push_unseparated(")");
-        let rows: Vec<String> = query
-            .build_query_scalar()
-            .fetch_all(readers)
-            .await
-            .map_err(db)?;
-        found.extend(rows);
+        let list = vec!["?"; chunk.len()].join(", ");
+        let sql = format!("SELECT client_id FROM clients WHERE client_id IN ({list})");
+        reader.read(|conn| {
+            let mut statement = conn.prepare_cached(&sql)?;
+            let mut rows = statement.query(rusqlite::params_from_iter(chunk.iter()))?;
+            while let Some(row) = rows.next()? {
+                found.insert(row.get::<_, String>(0)?);
+            }
+            Ok(())
+        })?;
     }
     Ok(client_ids.iter().map(|c| found.contains(c)).collect())
 }
 
-/// [`Store::remembered`](crate::Store::remembered).
-pub(super) async fn remembered(
-    readers: &SqlitePool,
+/// [`Store::remembered`](crate::Store::remembered), on the caller's thread.
+pub(super) fn remembered(
+    reader: &InlineReader,
     sender: &str,
     message_id: [u8; 16],
 ) -> Result<Option<Remembered>, StoreError> {
-    let row = sqlx::query(
-        "SELECT body_sha256, answer FROM inbound WHERE sender = ?1 AND message_id = ?2",
-    )
-    .bind(sender)
-    .bind(&message_id[..])
-    .fetch_optional(readers)
-    .await
-    .map_err(db)?;
-    row.map(|row| {
-        Ok(Remembered {
-            body_sha256: row.try_get("body_sha256").map_err(db)?,
-            answer: row.try_get("answer").map_err(db)?,
-        })
+    reader.read(|conn| {
+        let mut statement = conn.prepare_cached(
+            "SELECT body_sha256, answer FROM inbound WHERE sender = ?1 AND message_id = ?2",
+        )?;
+        let mut rows = statement.query(rusqlite::params![sender, &message_id[..]])?;
+        match rows.next()? {
+            Some(row) => Ok(Some(Remembered {
+                body_sha256: row.get(0)?,
+                answer: row.get(1)?,
+            })),
+            None => Ok(None),
+        }
     })
-    .transpose()
 }
 
 /// [`Store::client_queue`](crate::Store::client_queue).
