@@ -1164,7 +1164,8 @@ fn load_mode(
         };
         let mut delivered_cpu = None;
         while run.end.elapsed().as_secs() < o.wait {
-            if probe.seen.load(Ordering::Relaxed) >= count && drained()? {
+            // `seen` counts the quiet messages too.
+            if probe.seen.load(Ordering::Relaxed) >= QUIET + count && drained()? {
                 let cpu = Cpu::now().since(&run.cpu_start);
                 delivered_cpu = Some((cpu.process - cpu.generator(), run.end.elapsed()));
                 break;
