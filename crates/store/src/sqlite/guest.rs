@@ -7,11 +7,10 @@
 //! (`client_cursors`). A message goes once every client of its set has
 //! acknowledged it.
 
-use rusqlite::types::Value;
-
-use sha2::{Digest, Sha256};
-
 use std::collections::HashSet;
+
+use rusqlite::types::Value;
+use sha2::{Digest, Sha256};
 
 use super::script::{LookupRow, Script, push_in, push_values};
 use super::to_i64;
