@@ -73,16 +73,20 @@ impl BatchVerifier {
         )
     }
 
-    /// Whether `check` verifies, checked in the next batch; `None` if the
-    /// thread is gone (the caller then checks it itself).
+    /// Whether `check` verifies, checked in the next batch (here and now
+    /// if the thread is gone); `None` only if the thread went away with
+    /// the check.
     pub async fn verify_ed25519(&self, check: Ed25519Check) -> Option<(Ed25519Check, bool)> {
         let (reply, result) = oneshot::channel();
-        self.jobs.send((check, reply)).ok()?;
+        if let Err(mpsc::SendError((check, _))) = self.jobs.send((check, reply)) {
+            let valid = check.verify();
+            return Some((check, valid));
+        }
         result.await.ok()
     }
 
-    /// `None` if the client signature did not verify (or the thread is
-    /// gone): the step then checks it itself.
+    /// `None` if the client signature did not verify (or the check was
+    /// lost): the step then checks it itself.
     pub(crate) async fn verify(&self, check: SignatureCheck) -> Option<Verified> {
         let (index, check) = check.into_parts();
         match self.verify_ed25519(check).await? {

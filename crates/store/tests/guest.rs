@@ -5,35 +5,25 @@ use std::path::{Path, PathBuf};
 
 use mimid_store::{Durability, Inbound, SqliteStore, Store};
 use sqlx::Connection;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
+
+mod common;
+use common::{at_schema, count, db_path, open, raw};
 
 const BOB: &str = "bob@b.example";
 const LAPTOP: &str = "bob-laptop@b.example";
 const CAROL: &str = "carol@b.example";
 
-fn db_path(dir: &tempfile::TempDir) -> PathBuf {
-    dir.path().join("mimid.sqlite")
+/// A new store in a temporary directory (kept while the directory is).
+async fn fresh() -> (tempfile::TempDir, PathBuf, SqliteStore) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_path(&dir);
+    let store = open(&path, Durability::Process).await;
+    (dir, path, store)
 }
 
-async fn open(path: &Path) -> SqliteStore {
-    match SqliteStore::open(path, Durability::Process).await {
-        Ok(store) => store,
-        Err(e) => panic!("open {}: {e}", path.display()),
-    }
-}
-
-async fn raw(path: &Path) -> SqliteConnection {
-    SqliteConnection::connect_with(&SqliteConnectOptions::new().filename(path))
-        .await
-        .unwrap()
-}
-
-async fn count(path: &Path, table: &str) -> i64 {
+async fn rows(path: &Path, table: &str) -> i64 {
     let mut conn = raw(path).await;
-    let n = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM {table}")))
-        .fetch_one(&mut conn)
-        .await
-        .unwrap();
+    let n = count(&mut conn, table).await;
     conn.close().await.unwrap();
     n
 }
@@ -75,9 +65,7 @@ async fn ack(store: &SqliteStore, client: &str, up_to: u64) {
 
 #[tokio::test]
 async fn a_delivery_is_stored_once_and_in_each_recipients_queue() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = db_path(&dir);
-    let store = open(&path).await;
+    let (_dir, path, store) = fresh().await;
     deliver(&store, 1, &[BOB, LAPTOP, CAROL], 10).await;
     deliver(&store, 2, &[BOB, CAROL], 10).await;
     deliver(&store, 3, &[CAROL], 10).await;
@@ -106,16 +94,14 @@ async fn a_delivery_is_stored_once_and_in_each_recipients_queue() {
     );
     assert!(queue(&store, "dave@b.example", 0).await.is_empty());
 
-    assert_eq!(count(&path, "inbox").await, 4);
-    assert_eq!(count(&path, "guest_sets").await, 3);
-    assert_eq!(count(&path, "guest_set_members").await, 3 + 2 + 1);
+    assert_eq!(rows(&path, "inbox").await, 4);
+    assert_eq!(rows(&path, "guest_sets").await, 3);
+    assert_eq!(rows(&path, "guest_set_members").await, 3 + 2 + 1);
 }
 
 #[tokio::test]
 async fn a_message_goes_once_every_queue_holding_it_acknowledged_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = db_path(&dir);
-    let store = open(&path).await;
+    let (_dir, path, store) = fresh().await;
     deliver(&store, 1, &[BOB, LAPTOP, CAROL], 10).await;
     deliver(&store, 2, &[BOB, CAROL], 10).await;
     let carol = queue(&store, CAROL, 0).await;
@@ -125,32 +111,30 @@ async fn a_message_goes_once_every_queue_holding_it_acknowledged_it() {
     assert_eq!(names(&queue(&store, BOB, 0).await), ["message 2"]);
     // Others still hold both.
     assert_eq!(queue(&store, CAROL, 0).await.len(), 2);
-    assert_eq!(count(&path, "inbox").await, 2);
+    assert_eq!(rows(&path, "inbox").await, 2);
 
     ack(&store, CAROL, second).await;
     assert!(queue(&store, CAROL, 0).await.is_empty());
     // Message 1: the laptop has not acknowledged it. Message 2: Bob has not.
-    assert_eq!(count(&path, "inbox").await, 2);
+    assert_eq!(rows(&path, "inbox").await, 2);
 
     ack(&store, LAPTOP, first).await;
-    assert_eq!(count(&path, "inbox").await, 1);
+    assert_eq!(rows(&path, "inbox").await, 1);
     // An acknowledgement never moves a queue back.
     ack(&store, BOB, 0).await;
     assert_eq!(names(&queue(&store, BOB, 0).await), ["message 2"]);
     ack(&store, BOB, second).await;
-    assert_eq!(count(&path, "inbox").await, 0);
+    assert_eq!(rows(&path, "inbox").await, 0);
     assert!(queue(&store, BOB, 0).await.is_empty());
 }
 
 #[tokio::test]
 async fn acknowledging_beyond_the_newest_message_does_not_swallow_later_ones() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = db_path(&dir);
-    let store = open(&path).await;
+    let (_dir, path, store) = fresh().await;
     deliver(&store, 1, &[BOB], 10).await;
     ack(&store, BOB, u64::MAX).await;
     assert!(queue(&store, BOB, 0).await.is_empty());
-    assert_eq!(count(&path, "inbox").await, 0);
+    assert_eq!(rows(&path, "inbox").await, 0);
     // Acknowledged before anything reached the queue at all.
     ack(&store, CAROL, u64::MAX).await;
 
@@ -161,9 +145,7 @@ async fn acknowledging_beyond_the_newest_message_does_not_swallow_later_ones() {
 
 #[tokio::test]
 async fn pruning_drops_old_recipient_sets_that_no_message_uses() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = db_path(&dir);
-    let store = open(&path).await;
+    let (_dir, path, store) = fresh().await;
     deliver(&store, 1, &[BOB], 10).await;
     deliver(&store, 2, &[CAROL], 10).await;
     deliver(&store, 3, &[BOB, LAPTOP], 500).await;
@@ -173,9 +155,9 @@ async fn pruning_drops_old_recipient_sets_that_no_message_uses() {
     // and his laptop's has none either, but is too recent.
     assert_eq!(names(&queue(&store, CAROL, 0).await), ["message 2"]);
     store.prune_inbound(100).await.unwrap();
-    assert_eq!(count(&path, "guest_sets").await, 2);
-    assert_eq!(count(&path, "guest_set_members").await, 1 + 2);
-    assert_eq!(count(&path, "inbound").await, 1);
+    assert_eq!(rows(&path, "guest_sets").await, 2);
+    assert_eq!(rows(&path, "guest_set_members").await, 1 + 2);
+    assert_eq!(rows(&path, "inbound").await, 1);
     assert_eq!(names(&queue(&store, CAROL, 0).await), ["message 2"]);
     // Bob's set comes back with his next message.
     deliver(&store, 4, &[BOB], 600).await;
@@ -188,32 +170,17 @@ async fn pruning_drops_old_recipient_sets_that_no_message_uses() {
 async fn queues_of_schema_version_4_survive_the_migration() {
     let dir = tempfile::tempdir().unwrap();
     let path = db_path(&dir);
-    let old = dir.path().join("migrations-v4");
-    std::fs::create_dir(&old).unwrap();
-    for name in [
-        "0001_init.sql",
-        "0002_recipient_sets.sql",
-        "0003_state_pages.sql",
-        "0004_guest.sql",
-    ] {
-        let source = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("migrations")
-            .join(name);
-        std::fs::copy(source, old.join(name)).unwrap();
-    }
-    let mut conn = SqliteConnection::connect_with(
-        &SqliteConnectOptions::new()
-            .filename(&path)
-            .create_if_missing(true),
+    let mut conn = at_schema(
+        &dir,
+        &path,
+        &[
+            "0001_init.sql",
+            "0002_recipient_sets.sql",
+            "0003_state_pages.sql",
+            "0004_guest.sql",
+        ],
     )
-    .await
-    .unwrap();
-    sqlx::migrate::Migrator::new(old.as_path())
-        .await
-        .unwrap()
-        .run(&mut conn)
-        .await
-        .unwrap();
+    .await;
     // Message 1 for Bob and Carol, message 2 for Bob, message 3 for Carol
     // (who acknowledged it already: no queue row left).
     for n in 1..=3i64 {
@@ -238,11 +205,11 @@ async fn queues_of_schema_version_4_survive_the_migration() {
     }
     conn.close().await.unwrap();
 
-    let store = open(&path).await;
+    let store = open(&path, Durability::Process).await;
     let bob = queue(&store, BOB, 0).await;
     assert_eq!(names(&bob), ["message 1", "message 2"]);
     assert_eq!(names(&queue(&store, CAROL, 0).await), ["message 1"]);
-    assert_eq!(count(&path, "inbox").await, 2);
+    assert_eq!(rows(&path, "inbox").await, 2);
     // The migrated queues take new messages and acknowledgements.
     deliver(&store, 4, &[BOB, CAROL], 20).await;
     assert_eq!(
@@ -252,7 +219,7 @@ async fn queues_of_schema_version_4_survive_the_migration() {
     ack(&store, BOB, bob[1].0).await;
     ack(&store, CAROL, bob[0].0).await;
     assert_eq!(names(&queue(&store, BOB, 0).await), ["message 4"]);
-    assert_eq!(count(&path, "inbox").await, 1);
+    assert_eq!(rows(&path, "inbox").await, 1);
 }
 
 /// A step that creates group `group` (or finds it at `expected`) with a
@@ -291,9 +258,7 @@ fn local_step(
 
 #[tokio::test]
 async fn a_steps_messages_for_the_hubs_own_clients_are_queued_with_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = db_path(&dir);
-    let store = open(&path).await;
+    let (_dir, path, store) = fresh().await;
     for client in [BOB, CAROL] {
         store
             .add_client(client.into(), client.into(), 0)
@@ -326,9 +291,9 @@ async fn a_steps_messages_for_the_hubs_own_clients_are_queued_with_it() {
         ["message 1", "message 3"]
     );
     assert!(queue(&store, LAPTOP, 0).await.is_empty());
-    assert_eq!(count(&path, "inbox").await, 2);
-    assert_eq!(count(&path, "jobs").await, 0);
-    assert_eq!(count(&path, "messages").await, 0);
+    assert_eq!(rows(&path, "inbox").await, 2);
+    assert_eq!(rows(&path, "jobs").await, 0);
+    assert_eq!(rows(&path, "messages").await, 0);
     let sender: String = {
         let mut conn = raw(&path).await;
         sqlx::query_scalar("SELECT DISTINCT sender FROM inbox")

@@ -1,6 +1,6 @@
 //! `SqliteStore` against real SQLite files in a temporary directory.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,18 +11,10 @@ use mimid_store::{
 use sqlx::Connection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
 
+mod common;
+use common::{at_schema, count, db_path, open, raw};
+
 const BOTH: [Durability; 2] = [Durability::Process, Durability::PowerLoss];
-
-fn db_path(dir: &tempfile::TempDir) -> PathBuf {
-    dir.path().join("mimid.sqlite")
-}
-
-async fn open(path: &Path, durability: Durability) -> SqliteStore {
-    match SqliteStore::open(path, durability).await {
-        Ok(store) => store,
-        Err(e) => panic!("open {}: {e}", path.display()),
-    }
-}
 
 fn step(group: &[u8], expected_version: Option<u64>, write: GroupWrite) -> Step {
     Step {
@@ -70,21 +62,6 @@ fn job(destination: &str, message_id: u8, recipients: &str) -> NewJob {
 
 async fn group(store: &SqliteStore, id: &[u8]) -> Option<StoredGroup> {
     store.load_group(id).await.expect("load_group")
-}
-
-/// A second, plain connection to the same file, to look at rows the store
-/// does not expose.
-async fn raw(path: &Path) -> SqliteConnection {
-    SqliteConnection::connect_with(&SqliteConnectOptions::new().filename(path))
-        .await
-        .expect("raw connection")
-}
-
-async fn count(conn: &mut SqliteConnection, table: &str) -> i64 {
-    sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM {table}")))
-        .fetch_one(conn)
-        .await
-        .expect("count")
 }
 
 fn is_conflict(result: &Result<(), StoreError>) -> bool {
@@ -1876,27 +1853,7 @@ async fn patches_in_a_batch_equal_their_steps_one_by_one() {
 async fn states_stored_before_pages_survive_the_migration() {
     let dir = tempfile::tempdir().unwrap();
     let path = db_path(&dir);
-    let old = dir.path().join("migrations-v2");
-    std::fs::create_dir(&old).unwrap();
-    for name in ["0001_init.sql", "0002_recipient_sets.sql"] {
-        let source = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("migrations")
-            .join(name);
-        std::fs::copy(source, old.join(name)).unwrap();
-    }
-    let mut conn = SqliteConnection::connect_with(
-        &SqliteConnectOptions::new()
-            .filename(&path)
-            .create_if_missing(true),
-    )
-    .await
-    .unwrap();
-    sqlx::migrate::Migrator::new(old.as_path())
-        .await
-        .unwrap()
-        .run(&mut conn)
-        .await
-        .unwrap();
+    let mut conn = at_schema(&dir, &path, &["0001_init.sql", "0002_recipient_sets.sql"]).await;
     let big = paged_state(5, 3);
     for (group, version, state, reserved) in [
         (&b"big"[..], 7, big.clone(), None),

@@ -7,7 +7,7 @@
 //! (`client_cursors`). A message goes once every client of its set has
 //! acknowledged it.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use rusqlite::types::Value;
 use sha2::{Digest, Sha256};
@@ -195,6 +195,9 @@ pub(super) fn queue_local<'a>(
             _ => None,
         })
         .collect();
+    // A group's consecutive messages go to the same clients: their set is
+    // looked up once per batch.
+    let mut sets: HashMap<Vec<String>, i64> = HashMap::new();
     for &(delivery, now) in deliveries {
         let recipients: Vec<String> = delivery
             .recipients
@@ -208,7 +211,14 @@ pub(super) fn queue_local<'a>(
         // Checked by `Plan::add` before the step was accepted.
         let epoch = to_i64(delivery.epoch, "epoch").map_err(|e| e.to_string())?;
         let now = to_i64(now, "time").map_err(|e| e.to_string())?;
-        let set_id = recipient_set(conn, script, &recipients, now)?;
+        let set_id = match sets.get(&recipients) {
+            Some(&id) => id,
+            None => {
+                let id = recipient_set(conn, script, &recipients, now)?;
+                sets.insert(recipients, id);
+                id
+            }
+        };
         push_inbox(
             script,
             &delivery.hub,
