@@ -161,6 +161,9 @@ pub struct Delivery {
     pub backoff_start_ms: u64,
     /// Longest retry delay, in seconds.
     pub backoff_max_seconds: u64,
+    /// Groups whose messages are sent side by side to one provider (each
+    /// group's one at a time, in order).
+    pub lanes: usize,
 }
 
 impl Default for Delivery {
@@ -169,6 +172,7 @@ impl Default for Delivery {
             expiry_seconds: 7 * 24 * 3600,
             backoff_start_ms: 1000,
             backoff_max_seconds: 600,
+            lanes: 8,
         }
     }
 }
@@ -243,6 +247,12 @@ impl Config {
             return Err(invalid(
                 "delivery.backoff_max_seconds",
                 "must not be below delivery.backoff_start_ms".into(),
+            ));
+        }
+        if self.delivery.lanes == 0 || self.delivery.lanes > 1024 {
+            return Err(invalid(
+                "delivery.lanes",
+                "must be between 1 and 1024".into(),
             ));
         }
         for (setting, file) in [

@@ -81,6 +81,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     outbox.delivery_expiry = Duration::from_secs(config.delivery.expiry_seconds);
     outbox.backoff_start = Duration::from_millis(config.delivery.backoff_start_ms);
     outbox.backoff_max = Duration::from_secs(config.delivery.backoff_max_seconds);
+    outbox.lanes = config.delivery.lanes;
     let ds_authority = config
         .provider
         .ds_authority

@@ -7,7 +7,7 @@
 //! to the dead letters with the reason, so one poisoned message cannot
 //! block a queue. Nothing is dropped silently.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex};
@@ -19,6 +19,7 @@ use mimid_wire::{
     QueueingServiceRequest, Wire,
 };
 use tokio::sync::Notify;
+use tokio::task::JoinSet;
 
 use crate::{HubService, decode_recipients};
 
@@ -89,6 +90,9 @@ pub struct OutboxConfig {
     /// How often the outbox looks for jobs nobody woke it for (jobs
     /// committed before a restart, by another process, or in a race).
     pub rescan: Duration,
+    /// Groups whose jobs are sent side by side to one destination (each
+    /// group's in order, one at a time); at least 1.
+    pub lanes: usize,
     /// Seconds since the Unix epoch (a clock tests can drive).
     pub now: Arc<dyn Fn() -> u64 + Send + Sync>,
 }
@@ -101,6 +105,7 @@ impl OutboxConfig {
             backoff_max: Duration::from_secs(600),
             delivery_expiry: Duration::from_secs(7 * 24 * 3600),
             rescan: Duration::from_secs(5),
+            lanes: 8,
             now: Arc::new(crate::unix_now),
         }
     }
@@ -124,7 +129,11 @@ pub struct Outbox<S: Store, C: Courier> {
 }
 
 /// Jobs a worker reads at a time.
-const BATCH: u32 = 64;
+const BATCH: usize = 64;
+
+/// Jobs a worker holds at most (read, not yet settled): a few hundred
+/// kilobytes per destination.
+const HELD: usize = 256;
 
 /// A worker with nothing to send stops after this long.
 const IDLE: Duration = Duration::from_secs(30);
@@ -188,7 +197,12 @@ impl<S: Store, C: Courier> Outbox<S, C> {
         tokio::spawn(async move { outbox.work(destination, wake).await });
     }
 
-    /// One destination's worker: sends its jobs in order, one at a time.
+    /// One destination's worker. It reads the destination's jobs in order
+    /// and sends them in lanes, one per group: a group's jobs one at a
+    /// time, in order (a provider gets a group's messages in hub order),
+    /// up to `lanes` groups side by side, so that one group's slow or
+    /// failing delivery holds back only that group, and the round trip to
+    /// a distant provider does not cap the rate of all groups together.
     async fn work(self: Arc<Self>, destination: String, wake: Arc<Notify>) {
         let Ok(domain) = destination.parse::<ProviderDomain>() else {
             // Jobs are written with the domains of ClientIDs the hub
@@ -197,70 +211,123 @@ impl<S: Store, C: Courier> Outbox<S, C> {
             lock(&self.workers).remove(&destination);
             return;
         };
-        let mut failures: u32 = 0;
+        let domain = Arc::new(domain);
+        let mut lanes = Lanes::default();
+        let mut sends: JoinSet<(LaneKey, Option<i64>)> = JoinSet::new();
+        // Delivered jobs are completed beside the next sends: the group's
+        // next job need not wait for its predecessor's bookkeeping. Should
+        // completing fail, the job is sent again (after the next read from
+        // the start), and the receiver answers a repeat as it answered the
+        // first and queues nothing.
+        let mut completing: JoinSet<Result<(), mimid_store::StoreError>> = JoinSet::new();
+        // The last job read: reads go on from there.
+        let mut after: i64 = 0;
+        // The last read returned all there was.
+        let mut exhausted = false;
         loop {
             if let Some(worker) = lock(&self.workers).get_mut(&destination) {
                 worker.dirty = false;
             }
-            let jobs = match self.hub.store().pending_jobs(&destination, BATCH).await {
-                Ok(jobs) => jobs,
-                Err(e) => {
-                    tracing::warn!(%destination, error = %e, "outbox: cannot read jobs");
-                    tokio::time::sleep(self.config.backoff_start).await;
-                    continue;
+            let room = HELD.saturating_sub(lanes.held);
+            if !exhausted && room > 0 {
+                let limit = u32::try_from(room.min(BATCH)).unwrap_or(u32::MAX);
+                match self
+                    .hub
+                    .store()
+                    .pending_jobs_after(&destination, after, limit)
+                    .await
+                {
+                    Ok(jobs) => {
+                        exhausted = jobs.len() < room.min(BATCH);
+                        for job in jobs {
+                            after = after.max(job.id);
+                            // Built once, sent as often as it takes.
+                            let request = self.request(&domain, &job);
+                            lanes.push(job, request);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(%destination, error = %e, "outbox: cannot read jobs");
+                        tokio::time::sleep(self.config.backoff_start).await;
+                        continue;
+                    }
                 }
-            };
-            if jobs.is_empty() {
+            }
+            while sends.len() < self.config.lanes.max(1) {
+                let Some((key, job, request)) = lanes.next() else {
+                    break;
+                };
+                let outbox = self.clone();
+                let domain = domain.clone();
+                sends.spawn(async move {
+                    let delivered = outbox.settle(&domain, &job, &request).await;
+                    (key, delivered)
+                });
+            }
+            if sends.is_empty() {
+                // Nothing held, nothing in flight. Once the completions are
+                // written, the next read starts from the first job again,
+                // for any job whose completion failed.
+                while let Some(completed) = completing.join_next().await {
+                    log_completion(completed);
+                }
+                after = 0;
                 if tokio::time::timeout(IDLE, wake.notified()).await.is_ok() {
+                    exhausted = false;
                     continue;
                 }
                 let mut workers = lock(&self.workers);
                 if workers.get(&destination).is_some_and(|w| w.dirty) {
+                    exhausted = false;
                     continue;
                 }
                 workers.remove(&destination);
                 return;
             }
-            // Delivered jobs are completed beside the next sends (the next
-            // job need not wait for this one's bookkeeping), all before the
-            // next read, which must not see them again. Should completing
-            // fail, the job is sent again later, and the receiver answers a
-            // repeat as it answered the first and queues nothing.
-            let mut completing = Vec::with_capacity(jobs.len());
-            for job in jobs {
-                // Built once, sent as often as it takes: until this job is
-                // settled (delivered, dead or expired), nothing after it is
-                // sent.
-                let request = self.request(&domain, &job);
-                loop {
-                    match self.attempt(&domain, &job, &request).await {
-                        Settled::Delivered => {
-                            failures = 0;
+            tokio::select! {
+                sent = sends.join_next() => match sent {
+                    Some(Ok((key, delivered))) => {
+                        lanes.settled(key);
+                        if let Some(id) = delivered {
                             let outbox = self.clone();
-                            completing.push(tokio::spawn(async move {
-                                outbox.hub.store().complete_job(job.id).await
-                            }));
-                            break;
-                        }
-                        Settled::Yes => {
-                            failures = 0;
-                            break;
-                        }
-                        Settled::No(after) => {
-                            failures = failures.saturating_add(1);
-                            let _ = self.hub.store().record_attempt(job.id).await;
-                            tokio::time::sleep(self.delay(&destination, failures, after)).await;
+                            completing.spawn(async move { outbox.hub.store().complete_job(id).await });
                         }
                     }
-                }
+                    // A send task does not panic. Should one, this worker
+                    // stops (its other sends with it) and the next rescan
+                    // starts another, which reads from the first job: the
+                    // lost job is sent again, in its group's order.
+                    Some(Err(e)) => {
+                        tracing::error!(%destination, error = %e, "outbox: a send failed");
+                        lock(&self.workers).remove(&destination);
+                        return;
+                    }
+                    None => {}
+                },
+                Some(completed) = completing.join_next() => log_completion(completed),
+                () = wake.notified() => exhausted = false,
             }
-            for completed in completing {
-                match completed.await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => {
-                        tracing::warn!(error = %e, "outbox: cannot complete a delivered job")
-                    }
-                    Err(e) => tracing::warn!(error = %e, "outbox: completing a job failed"),
+        }
+    }
+
+    /// Sends one job until it is settled: delivered (its id returned, to be
+    /// completed), dead or expired. Each failure waits longer.
+    async fn settle(
+        &self,
+        destination: &ProviderDomain,
+        job: &Job,
+        request: &Result<QueueingServiceRequest, String>,
+    ) -> Option<i64> {
+        let mut failures: u32 = 0;
+        loop {
+            match self.attempt(destination, job, request).await {
+                Settled::Delivered => return Some(job.id),
+                Settled::Yes => return None,
+                Settled::No(after) => {
+                    failures = failures.saturating_add(1);
+                    let _ = self.hub.store().record_attempt(job.id).await;
+                    let delay = self.delay(destination.as_str(), failures, after);
+                    tokio::time::sleep(delay).await;
                 }
             }
         }
@@ -360,6 +427,91 @@ impl<S: Store, C: Courier> Outbox<S, C> {
         let jitter = 0.5 + (random % 1000) as f64 / 2000.0;
         let delay = doubled.mul_f64(jitter);
         after.map_or(delay, |after| delay.max(after))
+    }
+}
+
+/// What keeps jobs in one lane: the group of the job's message, or, for a
+/// job whose stored request does not decode, the job alone (it goes to the
+/// dead letters at its first attempt).
+#[derive(Clone, PartialEq, Eq, Hash)]
+enum LaneKey {
+    Group(ProviderDomain, [u8; 16]),
+    Job(i64),
+}
+
+/// A job with the request built from it.
+type Prepared = (Job, Result<QueueingServiceRequest, String>);
+
+/// A destination's jobs that its worker has read and not yet settled, by
+/// lane.
+#[derive(Default)]
+struct Lanes {
+    /// Each lane's jobs not yet sent, oldest first.
+    waiting: HashMap<LaneKey, VecDeque<Prepared>>,
+    /// Lanes with jobs waiting and none in flight, in the order they
+    /// became ready (round robin).
+    ready: VecDeque<LaneKey>,
+    /// Lanes with a job in flight.
+    busy: HashSet<LaneKey>,
+    /// Jobs read and not yet settled.
+    held: usize,
+}
+
+impl Lanes {
+    /// Adds a job read from the store (in id order) to its lane.
+    fn push(&mut self, job: Job, request: Result<QueueingServiceRequest, String>) {
+        let key = match &request {
+            Ok(QueueingServiceRequest {
+                payload: QueueingServicePayload::DeliverMessage(deliver),
+                ..
+            }) => LaneKey::Group(
+                deliver.group_id.0.hub_domain.clone(),
+                deliver.group_id.0.local_id,
+            ),
+            _ => LaneKey::Job(job.id),
+        };
+        let queue = self.waiting.entry(key.clone()).or_default();
+        if queue.is_empty() && !self.busy.contains(&key) {
+            self.ready.push_back(key);
+        }
+        queue.push_back((job, request));
+        self.held = self.held.saturating_add(1);
+    }
+
+    /// The next job to send: the oldest of the lane ready longest.
+    fn next(&mut self) -> Option<(LaneKey, Job, Result<QueueingServiceRequest, String>)> {
+        while let Some(key) = self.ready.pop_front() {
+            let Some(queue) = self.waiting.get_mut(&key) else {
+                continue;
+            };
+            let Some((job, request)) = queue.pop_front() else {
+                self.waiting.remove(&key);
+                continue;
+            };
+            if queue.is_empty() {
+                self.waiting.remove(&key);
+            }
+            self.busy.insert(key.clone());
+            return Some((key, job, request));
+        }
+        None
+    }
+
+    /// The lane's job in flight is settled: its next job may go.
+    fn settled(&mut self, key: LaneKey) {
+        self.held = self.held.saturating_sub(1);
+        self.busy.remove(&key);
+        if self.waiting.contains_key(&key) {
+            self.ready.push_back(key);
+        }
+    }
+}
+
+fn log_completion(completed: Result<Result<(), mimid_store::StoreError>, tokio::task::JoinError>) {
+    match completed {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "outbox: cannot complete a delivered job"),
+        Err(e) => tracing::warn!(error = %e, "outbox: completing a job failed"),
     }
 }
 

@@ -41,6 +41,9 @@ struct Federation {
     local: LocalCourier<SqliteStore>,
     remotes: HashMap<String, Remote>,
     down: Mutex<HashSet<String>>,
+    /// Groups (by local id) whose deliveries every provider answers with
+    /// "try again later" (503), as if their requests failed on the way.
+    stalled: Mutex<HashSet<[u8; 16]>>,
 }
 
 impl Courier for Federation {
@@ -52,6 +55,18 @@ impl Courier for Federation {
             return Sent::Retry {
                 after: None,
                 reason: "connection refused".into(),
+            };
+        }
+        if let mimid_wire::QueueingServicePayload::DeliverMessage(d) = &request.payload
+            && self
+                .stalled
+                .lock()
+                .unwrap()
+                .contains(&d.group_id.0.local_id)
+        {
+            return Sent::Retry {
+                after: None,
+                reason: "503 service unavailable".into(),
             };
         }
         let Some(remote) = self.remotes.get(destination.as_str()) else {
@@ -70,6 +85,45 @@ impl Courier for Federation {
             )
             .await
     }
+}
+
+/// Alice creates a group on the hub and adds `members` (fresh clients).
+async fn create_group(
+    hub: &HubService<SqliteStore>,
+    alice: &mut MimiClient,
+    members: &[&str],
+) -> GroupId {
+    let ask = DSRequest {
+        version: 1,
+        request_body: DSRequestBody::RequestGroupId,
+        authentication_data: DSAuthData::Anonymous,
+    };
+    let DSResponseBody::GroupId(GroupIdField(group_id)) = hub
+        .handle(DsEndpoint::GroupOperation, &ask, Origin::Local)
+        .await
+        .unwrap()
+    else {
+        panic!("no group id")
+    };
+    let create = alice.create_group(&group_id, GroupKind::Regular).unwrap();
+    hub.handle(DsEndpoint::GroupOperation, &create, Origin::Local)
+        .await
+        .unwrap();
+    let kps: Vec<_> = members
+        .iter()
+        .map(|c| {
+            MimiClient::new(c.parse().unwrap())
+                .unwrap()
+                .key_package(false, false)
+                .unwrap()
+        })
+        .collect();
+    let add = alice.add(&group_id, &kps, false).unwrap();
+    hub.handle(DsEndpoint::GroupOperation, &add, Origin::Local)
+        .await
+        .unwrap();
+    alice.merge_pending_commit(&group_id).unwrap();
+    group_id
 }
 
 struct Scene {
@@ -123,40 +177,12 @@ async fn scene() -> Scene {
             .unwrap();
     }
     let mut alice = MimiClient::new(ALICE.parse().unwrap()).unwrap();
-    let ask = DSRequest {
-        version: 1,
-        request_body: DSRequestBody::RequestGroupId,
-        authentication_data: DSAuthData::Anonymous,
-    };
-    let DSResponseBody::GroupId(GroupIdField(group_id)) = hub
-        .handle(DsEndpoint::GroupOperation, &ask, Origin::Local)
-        .await
-        .unwrap()
-    else {
-        panic!("no group id")
-    };
-    let create = alice.create_group(&group_id, GroupKind::Regular).unwrap();
-    hub.handle(DsEndpoint::GroupOperation, &create, Origin::Local)
-        .await
-        .unwrap();
-    let kps: Vec<_> = [DAN, BOB, CAROL]
-        .iter()
-        .map(|c| {
-            MimiClient::new(c.parse().unwrap())
-                .unwrap()
-                .key_package(false, false)
-                .unwrap()
-        })
-        .collect();
-    let add = alice.add(&group_id, &kps, false).unwrap();
-    hub.handle(DsEndpoint::GroupOperation, &add, Origin::Local)
-        .await
-        .unwrap();
-    alice.merge_pending_commit(&group_id).unwrap();
+    let group_id = create_group(&hub, &mut alice, &[DAN, BOB, CAROL]).await;
     let federation = Arc::new(Federation {
         local: LocalCourier::new(hub.clone()),
         remotes,
         down: Mutex::new(HashSet::new()),
+        stalled: Mutex::new(HashSet::new()),
     });
     Scene {
         hub,
@@ -189,11 +215,18 @@ impl Scene {
 
     /// Alice sends `n` messages; returns their bytes in hub order.
     async fn send(&mut self, n: usize) -> Vec<Vec<u8>> {
+        let group_id = self.group_id.clone();
+        self.send_in(&group_id, n).await
+    }
+
+    /// Alice sends `n` messages to `group_id`; returns their bytes in hub
+    /// order.
+    async fn send_in(&mut self, group_id: &GroupId, n: usize) -> Vec<Vec<u8>> {
         let mut sent = Vec::new();
         for i in 0..n {
             let request = self
                 .alice
-                .send_message(&self.group_id, format!("message {i}").as_bytes())
+                .send_message(group_id, format!("message {i}").as_bytes())
                 .unwrap();
             let DSRequestBody::SendMessage(m) = &request.request_body else {
                 unreachable!()
@@ -235,6 +268,21 @@ impl Scene {
             "{client} got {} of {n} messages",
             self.queue(client).await.len()
         );
+    }
+
+    /// `client`'s queued messages of `group_id`, in queue order.
+    async fn queue_of(&self, client: &str, group_id: &GroupId) -> Vec<Vec<u8>> {
+        let store = &self.federation.remotes["b.example"].store;
+        assert_eq!(client, BOB, "queue_of reads b.example");
+        let group = group_id.to_mls_bytes();
+        store
+            .client_queue(client, 0, 10_000)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|q| q.group_id == group)
+            .map(|q| q.message)
+            .collect()
     }
 
     /// Skips the Welcomes the add sent: only the application messages.
@@ -376,5 +424,48 @@ async fn jobs_of_a_destination_down_past_the_expiry_are_dead_letters() {
     );
     assert!(s.queue(BOB).await.is_empty());
     assert_eq!(s.messages(CAROL, 1).await, sent);
+    outbox.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_that_cannot_be_delivered_holds_back_only_itself() {
+    let mut s = scene().await;
+    let other = create_group(&s.hub, &mut s.alice, &[BOB]).await;
+    let first = s.group_id.clone();
+    // Every delivery of the first group fails for now, at every provider.
+    s.federation.stalled.lock().unwrap().insert(first.local_id);
+    let outbox = s.start_outbox(Duration::from_secs(3600));
+    let mut sent_first = Vec::new();
+    let mut sent_other = Vec::new();
+    for _ in 0..5 {
+        sent_first.extend(s.send_in(&first, 2).await);
+        sent_other.extend(s.send_in(&other, 2).await);
+    }
+    // The other group's Welcome and messages reach Bob, in order, while
+    // the first group's wait behind its failing deliveries.
+    for _ in 0..2000 {
+        if s.queue_of(BOB, &other).await.len() > sent_other.len() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(s.queue_of(BOB, &other).await[1..], sent_other[..]);
+    assert!(s.queue_of(BOB, &first).await.is_empty());
+    assert!(s.queue(CAROL).await.is_empty());
+    // Once the first group's deliveries go through, Bob and Carol get its
+    // Welcome and every message once, in hub order.
+    s.federation.stalled.lock().unwrap().clear();
+    s.wait_for(CAROL, 11).await;
+    for _ in 0..2000 {
+        if s.queue_of(BOB, &first).await.len() > sent_first.len() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(s.queue_of(BOB, &first).await[1..], sent_first[..]);
+    assert_eq!(s.messages(CAROL, 1).await, sent_first);
+    assert_eq!(s.queue_of(BOB, &other).await[1..], sent_other[..]);
+    assert!(s.hub.store().dead_letters(10).await.unwrap().is_empty());
     outbox.abort();
 }

@@ -424,6 +424,20 @@ pub trait Store: Send + Sync + 'static {
         &self,
         destination: &str,
         limit: u32,
+    ) -> impl Future<Output = Result<Vec<Job>, StoreError>> + Send {
+        self.pending_jobs_after(destination, 0, limit)
+    }
+
+    /// Jobs for `destination` with an id above `after`, oldest first: the
+    /// outbox reads on from the last job it holds. Ids of one destination
+    /// must become visible in increasing order (one writer commits them in
+    /// order), or a reader past a later id would miss an earlier one until
+    /// it reads from the start again.
+    fn pending_jobs_after(
+        &self,
+        destination: &str,
+        after: i64,
+        limit: u32,
     ) -> impl Future<Output = Result<Vec<Job>, StoreError>> + Send;
 
     /// Removes a delivered job (and its message once no job refers to it).

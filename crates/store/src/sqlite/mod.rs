@@ -266,8 +266,13 @@ impl Store for SqliteStore {
         self.writer.queue(Op::Commit(step))
     }
 
-    async fn pending_jobs(&self, destination: &str, limit: u32) -> Result<Vec<Job>, StoreError> {
-        reads::pending_jobs(&self.readers, destination, limit).await
+    async fn pending_jobs_after(
+        &self,
+        destination: &str,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<Job>, StoreError> {
+        reads::pending_jobs(&self.readers, destination, after, limit).await
     }
 
     /// Completing a job that does not exist (already completed) succeeds.

@@ -99,10 +99,11 @@ pub(super) async fn load_snapshot(
     .transpose()
 }
 
-/// [`Store::pending_jobs`](crate::Store::pending_jobs).
+/// [`Store::pending_jobs_after`](crate::Store::pending_jobs_after).
 pub(super) async fn pending_jobs(
     readers: &SqlitePool,
     destination: &str,
+    after: i64,
     limit: u32,
 ) -> Result<Vec<Job>, StoreError> {
     let rows = sqlx::query(
@@ -111,12 +112,13 @@ pub(super) async fn pending_jobs(
                 j.created_at \
          FROM jobs j JOIN messages m ON m.message_id = j.message_id \
          LEFT JOIN recipient_sets rs ON rs.hash = j.recipient_set \
-         WHERE j.destination = ?1 \
+         WHERE j.destination = ?1 AND j.id > ?3 \
          ORDER BY j.id \
          LIMIT ?2",
     )
     .bind(destination)
     .bind(i64::from(limit))
+    .bind(after)
     .fetch_all(readers)
     .await
     .map_err(db)?;
