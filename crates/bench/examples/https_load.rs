@@ -14,6 +14,10 @@
 //!     --size N       plaintext bytes per message (1024)
 //!     --modes LIST   signature,mtls (both, in this order)
 //!     --wait S       longest wait for the outbox after the last answer (10)
+//!     --groups N     groups of that size, each with its own members, the
+//!                    requests spread over them in turn (1)
+//!     --lanes N      groups each outbox sends side by side per
+//!                    destination (the default of `OutboxConfig`, 8)
 //! ./target/release/examples/https_load groups [groups] [concurrency]
 //! ```
 //!
@@ -129,6 +133,10 @@ struct Options {
     modes: Vec<AuthMode>,
     /// Longest wait for the outbox after the last answer, in seconds.
     wait: u64,
+    /// Groups (of `members` each, with their own clients).
+    groups: usize,
+    /// The outboxes' lanes per destination.
+    lanes: usize,
 }
 
 impl Options {
@@ -142,6 +150,8 @@ impl Options {
             size: 1024,
             modes: vec![AuthMode::Signature, AuthMode::Mtls],
             wait: 10,
+            groups: 1,
+            lanes: OutboxConfig::new("a.example".parse()?).lanes,
         };
         let mut positional = 0;
         let mut it = args.iter();
@@ -153,6 +163,8 @@ impl Options {
                 "--commits" => o.commits = value()?.parse()?,
                 "--size" => o.size = value()?.parse()?,
                 "--wait" => o.wait = value()?.parse()?,
+                "--groups" => o.groups = value()?.parse()?,
+                "--lanes" => o.lanes = value()?.parse()?,
                 "--modes" => {
                     o.modes = value()?
                         .split(',')
@@ -176,7 +188,7 @@ impl Options {
             }
         }
         ensure!(o.members >= 3 * o.senders.max(1), "too few members");
-        ensure!(o.connections > 0 && o.senders > 0 && o.commits > 0);
+        ensure!(o.connections > 0 && o.senders > 0 && o.commits > 0 && o.groups > 0);
         Ok(o)
     }
 }
@@ -245,7 +257,9 @@ struct Federation {
 }
 
 impl Federation {
-    async fn start(mode: AuthMode) -> anyhow::Result<Federation> {
+    /// The three providers; each outbox sends up to `lanes` groups side by
+    /// side per destination.
+    async fn start(mode: AuthMode, lanes: usize) -> anyhow::Result<Federation> {
         let dir = tempfile::tempdir()?;
         let pki = Pki::new()?;
         let (port, listeners) = bind_three().await?;
@@ -267,6 +281,7 @@ impl Federation {
             outbox.backoff_start = Duration::from_millis(100);
             outbox.backoff_max = Duration::from_secs(1);
             outbox.rescan = Duration::from_millis(500);
+            outbox.lanes = lanes;
             let node = Node::start(NodeSettings {
                 domain: domain.clone(),
                 listener,
@@ -407,9 +422,18 @@ struct Conversation {
     probe: String,
 }
 
-async fn build_group(fed: &Federation, o: &Options) -> anyhow::Result<Conversation> {
+/// Group `k` (0-based): its clients are users `u{i}` (group 0) or
+/// `g{k}u{i}`, device `dev`.
+async fn build_group(fed: &Federation, o: &Options, k: usize) -> anyhow::Result<Conversation> {
     let started = Instant::now();
-    let creator_id: ClientId = "mimi://a.example/d/u0/dev".parse()?;
+    let user = |i: usize| {
+        if k == 0 {
+            format!("u{i}")
+        } else {
+            format!("g{k}u{i}")
+        }
+    };
+    let creator_id: ClientId = format!("mimi://a.example/d/{}/dev", user(0)).parse()?;
     let mut creator = fed.client(creator_id.as_str()).await?;
     let group = fed.request_group(&creator_id).await?;
     let create = creator
@@ -426,7 +450,7 @@ async fn build_group(fed: &Federation, o: &Options) -> anyhow::Result<Conversati
         let mut kps = Vec::new();
         let mut joining = Vec::new();
         for &i in batch {
-            let id = format!("mimi://{}/d/u{i}/dev", DOMAINS[i % 3]);
+            let id = format!("mimi://{}/d/{}/dev", DOMAINS[i % 3], user(i));
             let client = fed.client(&id).await?;
             let kp = client
                 .key_package(false, false)
@@ -495,7 +519,7 @@ async fn build_group(fed: &Federation, o: &Options) -> anyhow::Result<Conversati
         joined.push(client);
     }
     println!(
-        "  group of {} members on a.example ({} commits of adds), {} senders on b.example joined: {:.1} s",
+        "  group {k} of {} members on a.example ({} commits of adds), {} senders on b.example joined: {:.1} s",
         o.members,
         o.commits,
         joined.len(),
@@ -515,8 +539,47 @@ struct Requests {
     index: HashMap<[u8; 32], usize>,
 }
 
-fn generate(conv: &mut Conversation, count: usize, size: usize) -> anyhow::Result<Requests> {
+/// `count` requests over `convs`, one group after the other in turn.
+fn generate_all(convs: &mut [Conversation], count: usize, size: usize) -> anyhow::Result<Requests> {
     let started = Instant::now();
+    let share = count.div_ceil(convs.len());
+    let mut each = Vec::new();
+    for conv in convs.iter_mut() {
+        each.push(generate(conv, share, size)?.bodies.into_iter());
+    }
+    let mut bodies = Vec::with_capacity(count);
+    while bodies.len() < count {
+        let before = bodies.len();
+        for list in each.iter_mut() {
+            if let Some(body) = list.next()
+                && bodies.len() < count
+            {
+                bodies.push(body);
+            }
+        }
+        ensure!(bodies.len() > before, "too few requests generated");
+    }
+    // The message each carries, keyed by its last 32 bytes.
+    let mut index = HashMap::with_capacity(count);
+    for (i, body) in bodies.iter().enumerate() {
+        let request = DSRequest::decode_exact(body, &mimid_wire::Limits::default())?;
+        let DSRequestBody::SendMessage(m) = &request.request_body else {
+            bail!("not a send_message");
+        };
+        let message = m.application_message.as_bytes();
+        let key: [u8; 32] = message[message.len() - 32..].try_into()?;
+        index.insert(key, i);
+    }
+    println!(
+        "  {} requests of {} bytes generated in {:.1} s",
+        bodies.len(),
+        bodies.first().map_or(0, |b| b.len()),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(Requests { bodies, index })
+}
+
+fn generate(conv: &mut Conversation, count: usize, size: usize) -> anyhow::Result<Requests> {
     let senders = conv.senders.len();
     let group = conv.group.clone();
     // Each sender's messages, generated on two threads.
@@ -578,12 +641,6 @@ fn generate(conv: &mut Conversation, count: usize, size: usize) -> anyhow::Resul
             break;
         }
     }
-    println!(
-        "  {} requests of {} bytes generated in {:.1} s",
-        bodies.len(),
-        bodies.first().map_or(0, |b| b.len()),
-        started.elapsed().as_secs_f64()
-    );
     Ok(Requests { bodies, index })
 }
 
@@ -942,7 +999,7 @@ struct Probe {
 
 fn start_probe(
     fed: &Federation,
-    probe: String,
+    probes: Vec<String>,
     index: Arc<HashMap<[u8; 32], usize>>,
     sent_at: SentAt,
 ) -> Probe {
@@ -951,31 +1008,38 @@ fn start_probe(
     let seen = Arc::new(AtomicUsize::new(0));
     let (l, s) = (latencies.clone(), seen.clone());
     let task = tokio::spawn(async move {
-        let mut after = 0;
+        let mut after = vec![0; probes.len()];
         loop {
-            match service.store().client_queue(&probe, after, 2000).await {
-                Ok(queued) if !queued.is_empty() => {
-                    let now = Instant::now();
-                    for q in &queued {
-                        if q.message.len() < 32 {
-                            continue;
-                        }
-                        let key: [u8; 32] = match q.message[q.message.len() - 32..].try_into() {
-                            Ok(k) => k,
-                            Err(_) => continue,
-                        };
-                        let Some(&i) = index.get(&key) else { continue };
-                        if let Some(sent) = sent_at[i].get() {
-                            if let Ok(mut l) = l.lock() {
-                                l.push((i, now, now.duration_since(*sent)));
+            let mut idle = true;
+            for (probe, after) in probes.iter().zip(after.iter_mut()) {
+                match service.store().client_queue(probe, *after, 2000).await {
+                    Ok(queued) if !queued.is_empty() => {
+                        let now = Instant::now();
+                        for q in &queued {
+                            if q.message.len() < 32 {
+                                continue;
                             }
-                            s.fetch_add(1, Ordering::Relaxed);
+                            let key: [u8; 32] = match q.message[q.message.len() - 32..].try_into() {
+                                Ok(k) => k,
+                                Err(_) => continue,
+                            };
+                            let Some(&i) = index.get(&key) else { continue };
+                            if let Some(sent) = sent_at[i].get() {
+                                if let Ok(mut l) = l.lock() {
+                                    l.push((i, now, now.duration_since(*sent)));
+                                }
+                                s.fetch_add(1, Ordering::Relaxed);
+                            }
                         }
+                        *after = queued.last().map_or(*after, |q| q.seq);
+                        let _ = service.store().acknowledge(probe.clone(), *after).await;
+                        idle = false;
                     }
-                    after = queued.last().map_or(after, |q| q.seq);
-                    let _ = service.store().acknowledge(probe.clone(), after).await;
+                    _ => {}
                 }
-                _ => tokio::time::sleep(Duration::from_millis(5)).await,
+            }
+            if idle {
+                tokio::time::sleep(Duration::from_millis(5)).await;
             }
         }
     });
@@ -1038,20 +1102,23 @@ fn load_mode(
     gen_rt: &tokio::runtime::Runtime,
 ) -> anyhow::Result<()> {
     println!(
-        "https_load: {} send_message requests per mode, {} connections (HTTP/1.1 keep-alive, one each), {} members, {} senders, {} bytes of plaintext",
-        o.requests, o.connections, o.members, o.senders, o.size
+        "https_load: {} send_message requests per mode, {} connections (HTTP/1.1 keep-alive, one each), {} group(s) of {} members, {} senders each, {} bytes of plaintext, {} outbox lanes",
+        o.requests, o.connections, o.groups, o.members, o.senders, o.size, o.lanes
     );
     let total = Instant::now();
     let mut rows = Vec::new();
     let mut outbox_rows = Vec::new();
     for &mode in &o.modes {
         println!("mode {mode:?}:");
-        let fed = server_rt.block_on(Federation::start(mode))?;
+        let fed = server_rt.block_on(Federation::start(mode, o.lanes))?;
         let (peak, rss) = memory_kib();
         println!("  providers started: memory peak {peak} KiB, now {rss} KiB (process)");
-        let mut conv = server_rt.block_on(build_group(&fed, o))?;
+        let mut convs = Vec::new();
+        for k in 0..o.groups {
+            convs.push(server_rt.block_on(build_group(&fed, o, k))?);
+        }
         let count = o.requests + o.connections * WARMUP_PER_CONNECTION;
-        let requests = generate(&mut conv, count + QUIET, o.size)?;
+        let requests = generate_all(&mut convs, count + QUIET, o.size)?;
         let request_len = requests.bodies[0].len();
 
         // The bare endpoint first, with the response size of a
@@ -1091,7 +1158,7 @@ fn load_mode(
             let _g = gen_rt.enter();
             start_probe(
                 &fed,
-                conv.probe.clone(),
+                convs.iter().map(|c| c.probe.clone()).collect(),
                 Arc::new(requests.index),
                 sent_at.clone(),
             )
@@ -1327,7 +1394,13 @@ fn load_mode(
 // Groups mode.
 
 async fn groups_mode(groups: usize, concurrency: usize) -> anyhow::Result<()> {
-    let fed = Arc::new(Federation::start(AuthMode::Signature).await?);
+    let fed = Arc::new(
+        Federation::start(
+            AuthMode::Signature,
+            OutboxConfig::new("a.example".parse()?).lanes,
+        )
+        .await?,
+    );
     let (peak0, rss0) = memory_kib();
     println!(
         "groups mode: {groups} groups of 3 (a.example, b.example, c.example), {concurrency} at a time; three providers started: peak {peak0} KiB, now {rss0} KiB"

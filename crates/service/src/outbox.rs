@@ -10,9 +10,12 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::hash::BuildHasher;
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures_util::FutureExt;
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use mimid_store::{Job, Store};
 use mimid_wire::{
     DeliverMessage, Limits, MessageId, ProviderDomain, QueueingServiceOk, QueueingServicePayload,
@@ -213,7 +216,9 @@ impl<S: Store, C: Courier> Outbox<S, C> {
         };
         let domain = Arc::new(domain);
         let mut lanes = Lanes::default();
-        let mut sends: JoinSet<(LaneKey, Option<i64>)> = JoinSet::new();
+        // The lanes' sends run inside this task: a settled send continues
+        // here without a wake-up of another task.
+        let mut sends = FuturesUnordered::new();
         // Delivered jobs are completed beside the next sends: the group's
         // next job need not wait for its predecessor's bookkeeping. Should
         // completing fail, the job is sent again (after the next read from
@@ -228,9 +233,11 @@ impl<S: Store, C: Courier> Outbox<S, C> {
             if let Some(worker) = lock(&self.workers).get_mut(&destination) {
                 worker.dirty = false;
             }
+            // Reads are of whole batches: one read per job would be a
+            // round trip to the store per delivery.
             let room = HELD.saturating_sub(lanes.held);
-            if !exhausted && room > 0 {
-                let limit = u32::try_from(room.min(BATCH)).unwrap_or(u32::MAX);
+            if !exhausted && room >= BATCH {
+                let limit = u32::try_from(BATCH).unwrap_or(u32::MAX);
                 match self
                     .hub
                     .store()
@@ -238,7 +245,7 @@ impl<S: Store, C: Courier> Outbox<S, C> {
                     .await
                 {
                     Ok(jobs) => {
-                        exhausted = jobs.len() < room.min(BATCH);
+                        exhausted = jobs.len() < BATCH;
                         for job in jobs {
                             after = after.max(job.id);
                             // Built once, sent as often as it takes.
@@ -259,10 +266,13 @@ impl<S: Store, C: Courier> Outbox<S, C> {
                 };
                 let outbox = self.clone();
                 let domain = domain.clone();
-                sends.spawn(async move {
-                    let delivered = outbox.settle(&domain, &job, &request).await;
-                    (key, delivered)
-                });
+                sends.push(
+                    AssertUnwindSafe(async move {
+                        let delivered = outbox.settle(&domain, &job, &request).await;
+                        (key, delivered)
+                    })
+                    .catch_unwind(),
+                );
             }
             if sends.is_empty() {
                 // Nothing held, nothing in flight. Once the completions are
@@ -285,7 +295,7 @@ impl<S: Store, C: Courier> Outbox<S, C> {
                 return;
             }
             tokio::select! {
-                sent = sends.join_next() => match sent {
+                sent = sends.next() => match sent {
                     Some(Ok((key, delivered))) => {
                         lanes.settled(key);
                         if let Some(id) = delivered {
@@ -293,12 +303,12 @@ impl<S: Store, C: Courier> Outbox<S, C> {
                             completing.spawn(async move { outbox.hub.store().complete_job(id).await });
                         }
                     }
-                    // A send task does not panic. Should one, this worker
-                    // stops (its other sends with it) and the next rescan
-                    // starts another, which reads from the first job: the
-                    // lost job is sent again, in its group's order.
-                    Some(Err(e)) => {
-                        tracing::error!(%destination, error = %e, "outbox: a send failed");
+                    // A send does not panic. Should one, this worker stops
+                    // (its other sends with it) and the next rescan starts
+                    // another, which reads from the first job: the lost job
+                    // is sent again, in its group's order.
+                    Some(Err(_)) => {
+                        tracing::error!(%destination, "outbox: a send panicked");
                         lock(&self.workers).remove(&destination);
                         return;
                     }
