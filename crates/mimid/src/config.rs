@@ -314,6 +314,7 @@ path = "a.db"
         assert_eq!(config.store.durability, Durability::Process);
         assert_eq!(config.limits.body_bytes, 4 * 1024 * 1024);
         assert_eq!(config.delivery.expiry_seconds, 7 * 24 * 3600);
+        assert_eq!(config.delivery.lanes, 8);
         assert!(config.tls.webpki_roots);
     }
 
@@ -337,6 +338,10 @@ path = "a.db"
             (
                 format!("{MINIMAL}\n[limits]\nbody_bytes = 0\n"),
                 "limits.body_bytes",
+            ),
+            (
+                format!("{MINIMAL}\n[delivery]\nlanes = 0\n"),
+                "delivery.lanes",
             ),
             (format!("{MINIMAL}\nlisten_twice = 1\n"), "listen_twice"),
         ];

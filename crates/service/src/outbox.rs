@@ -1,7 +1,8 @@
 //! The outbox (`docs/protocol.md` 6.4): the delivery jobs a hub's steps
 //! commit are sent by one worker per destination provider, oldest first,
-//! one request in flight, so that a provider receives a group's messages
-//! in hub order. A failing destination backs off alone (randomised
+//! in lanes: a group's jobs one request at a time, so that a provider
+//! receives a group's messages in hub order, and up to `lanes` groups side
+//! by side. A failing destination backs off alone (randomised
 //! exponential backoff, at least its `Retry-After`); a job its destination
 //! refuses for good, or one still undelivered after `delivery_expiry`, goes
 //! to the dead letters with the reason, so one poisoned message cannot
