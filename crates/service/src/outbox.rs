@@ -136,7 +136,9 @@ pub struct Outbox<S: Store, C: Courier> {
 const BATCH: usize = 64;
 
 /// Jobs a worker holds at most (read, not yet settled): a few hundred
-/// kilobytes per destination.
+/// kilobytes per destination. Jobs are read in order, so a group whose
+/// deliveries keep failing holds back the others again once it alone
+/// fills nearly all of this.
 const HELD: usize = 256;
 
 /// A worker with nothing to send stops after this long.
