@@ -141,6 +141,9 @@ const BATCH: usize = 64;
 /// fills nearly all of this.
 const HELD: usize = 256;
 
+/// Delivered jobs completed in one store write, at most.
+const COMPLETE: usize = 32;
+
 /// A worker with nothing to send stops after this long.
 const IDLE: Duration = Duration::from_secs(30);
 
@@ -222,11 +225,13 @@ impl<S: Store, C: Courier> Outbox<S, C> {
         // The lanes' sends run inside this task: a settled send continues
         // here without a wake-up of another task.
         let mut sends = FuturesUnordered::new();
-        // Delivered jobs are completed beside the next sends: the group's
-        // next job need not wait for its predecessor's bookkeeping. Should
-        // completing fail, the job is sent again (after the next read from
-        // the start), and the receiver answers a repeat as it answered the
-        // first and queues nothing.
+        // Delivered jobs are completed beside the next sends (the group's
+        // next job need not wait for its predecessor's bookkeeping), in
+        // batches: up to `COMPLETE` at a time, or whatever there is once
+        // nothing is in flight. Should completing fail, the job is sent
+        // again (after the next read from the start), and the receiver
+        // answers a repeat as it answered the first and queues nothing.
+        let mut delivered: Vec<i64> = Vec::new();
         let mut completing: JoinSet<Result<(), mimid_store::StoreError>> = JoinSet::new();
         // The last job read: reads go on from there.
         let mut after: i64 = 0;
@@ -277,6 +282,11 @@ impl<S: Store, C: Courier> Outbox<S, C> {
                     .catch_unwind(),
                 );
             }
+            if delivered.len() >= COMPLETE || (sends.is_empty() && !delivered.is_empty()) {
+                let outbox = self.clone();
+                let ids = std::mem::take(&mut delivered);
+                completing.spawn(async move { outbox.hub.store().complete_jobs(ids).await });
+            }
             if sends.is_empty() {
                 // Nothing held, nothing in flight. Once the completions are
                 // written, the next read starts from the first job again,
@@ -299,12 +309,9 @@ impl<S: Store, C: Courier> Outbox<S, C> {
             }
             tokio::select! {
                 sent = sends.next() => match sent {
-                    Some(Ok((key, delivered))) => {
+                    Some(Ok((key, settled))) => {
                         lanes.settled(key);
-                        if let Some(id) = delivered {
-                            let outbox = self.clone();
-                            completing.spawn(async move { outbox.hub.store().complete_job(id).await });
-                        }
+                        delivered.extend(settled);
                     }
                     // A send does not panic. Should one, this worker stops
                     // (its other sends with it) and the next rescan starts

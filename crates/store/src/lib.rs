@@ -443,6 +443,11 @@ pub trait Store: Send + Sync + 'static {
     /// Removes a delivered job (and its message once no job refers to it).
     fn complete_job(&self, id: i64) -> impl Future<Output = Result<(), StoreError>> + Send;
 
+    /// [`Store::complete_job`] for several jobs, in as few transactions as
+    /// the store can: the outbox completes what it delivered in batches.
+    /// On an error some of them may be completed.
+    fn complete_jobs(&self, ids: Vec<i64>) -> impl Future<Output = Result<(), StoreError>> + Send;
+
     /// Drops group-id reservations that expired before `now` (seconds
     /// since the Unix epoch), in order with the steps queued before. A
     /// reservation nobody turned into a group would otherwise stay forever.

@@ -280,6 +280,19 @@ impl Store for SqliteStore {
         self.submit(Op::CompleteJob(id)).await
     }
 
+    /// Queued together, so that the writer takes them in one transaction
+    /// (or, in a race with its wake-up, two).
+    async fn complete_jobs(&self, ids: Vec<i64>) -> Result<(), StoreError> {
+        let mut pending = Vec::with_capacity(ids.len());
+        for id in ids {
+            pending.push(self.queue(Op::CompleteJob(id)).await?.via_writer());
+        }
+        for completed in pending {
+            completed.await?;
+        }
+        Ok(())
+    }
+
     async fn prune_reservations(&self, now: u64) -> Result<(), StoreError> {
         self.submit(Op::PruneReservations(last_before(now))).await
     }
