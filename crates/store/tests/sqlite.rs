@@ -250,6 +250,59 @@ async fn keep_stores_a_message_once_and_drops_it_with_its_last_job() {
 }
 
 #[tokio::test]
+async fn jobs_are_read_on_from_a_cursor_and_completed_together() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = db_path(&dir);
+    let store = open(&path, Durability::Process).await;
+    let g = b"group-batch";
+    store
+        .commit(step(g, None, put(b"s1")))
+        .await
+        .expect("create");
+    let mut keep = step(g, Some(1), GroupWrite::Keep);
+    keep.messages = vec![message(1, "one"), message(2, "two"), message(3, "three")];
+    keep.jobs = vec![
+        job("b.example", 1, "bob"),
+        job("b.example", 2, "bob"),
+        job("c.example", 2, "carl"),
+        job("b.example", 3, "bob"),
+    ];
+    store.commit(keep).await.expect("keep");
+
+    // Reading on from a job: only later ones, of that destination, in order.
+    let all = store.pending_jobs("b.example", 10).await.expect("jobs");
+    assert_eq!(all.len(), 3);
+    let rest = store
+        .pending_jobs_after("b.example", all[0].id, 10)
+        .await
+        .expect("jobs after");
+    assert_eq!(rest, all[1..].to_vec());
+    let none = store
+        .pending_jobs_after("b.example", all[2].id, 10)
+        .await
+        .expect("jobs after the last");
+    assert!(none.is_empty());
+
+    // Completed together (an unknown id among them is harmless): the jobs
+    // go, and the messages no other job refers to.
+    store
+        .complete_jobs(vec![all[0].id, all[1].id, 9_999])
+        .await
+        .expect("complete");
+    assert_eq!(
+        store.pending_jobs("b.example", 10).await.expect("jobs"),
+        all[2..].to_vec()
+    );
+    let mut conn = raw(&path).await;
+    // Message 1 is gone; 2 stays for c.example's job, 3 for b.example's.
+    assert_eq!(count(&mut conn, "messages").await, 2);
+    assert_eq!(count(&mut conn, "jobs").await, 2);
+    store.complete_jobs(Vec::new()).await.expect("nothing");
+    conn.close().await.expect("close raw");
+    store.close().await.expect("close");
+}
+
+#[tokio::test]
 async fn snapshots_are_kept_pruned_and_deleted_with_the_group() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = db_path(&dir);
