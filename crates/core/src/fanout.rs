@@ -7,13 +7,19 @@ use mimid_wire::{ClientId, GroupId, ProviderDomain};
 use crate::state::HubGroup;
 use crate::step::{Delivery, DeliveryKind};
 
-/// Groups clients by provider, keeping their order.
-fn by_provider(
-    clients: impl IntoIterator<Item = (ProviderDomain, ClientId)>,
+/// Groups clients by provider, keeping their order. A domain is cloned
+/// once per provider, not once per member: this runs for every message.
+fn by_provider<D: std::borrow::Borrow<ProviderDomain>>(
+    clients: impl IntoIterator<Item = (D, ClientId)>,
 ) -> BTreeMap<ProviderDomain, Vec<ClientId>> {
     let mut out: BTreeMap<ProviderDomain, Vec<ClientId>> = BTreeMap::new();
     for (domain, client) in clients {
-        out.entry(domain).or_default().push(client);
+        match out.get_mut(domain.borrow()) {
+            Some(clients) => clients.push(client),
+            None => {
+                out.insert(domain.borrow().clone(), vec![client]);
+            }
+        }
     }
     out
 }
@@ -32,7 +38,7 @@ pub(crate) fn to_members_except(
         .members()
         .iter()
         .filter(|m| Some(m.leaf_index) != sender)
-        .map(|m| (m.domain.clone(), m.client.clone()));
+        .map(|m| (&m.domain, m.client.clone()));
     grouped(recipients, DeliveryKind::Message, group_id, epoch, message)
 }
 
@@ -53,8 +59,8 @@ pub(crate) fn deliveries(
     )
 }
 
-fn grouped(
-    recipients: impl IntoIterator<Item = (ProviderDomain, ClientId)>,
+fn grouped<D: std::borrow::Borrow<ProviderDomain>>(
+    recipients: impl IntoIterator<Item = (D, ClientId)>,
     kind: DeliveryKind,
     group_id: &GroupId,
     epoch: u64,

@@ -54,7 +54,11 @@ impl Guest {
         // that remembers the delivery refuses one (`Conflict`) without
         // changing anything, so the common case reads nothing to rule it out.
         let deliver = checked.deliver;
-        let ids: Vec<String> = deliver.recipients.iter().map(|c| c.to_string()).collect();
+        let ids: Vec<String> = deliver
+            .recipients
+            .iter()
+            .map(|c| c.as_str().to_owned())
+            .collect();
         let known = store.known_clients(&ids).await?;
         let accepted = guest::accept(&checked, &known)?;
         let answer = accepted
@@ -69,7 +73,11 @@ impl Guest {
             group_id: deliver.group_id.0.to_mls_bytes(),
             epoch: deliver.epoch,
             message: deliver.message.as_bytes().to_vec(),
-            recipients: accepted.queued.iter().map(|c| c.to_string()).collect(),
+            recipients: accepted
+                .queued
+                .iter()
+                .map(|c| c.as_str().to_owned())
+                .collect(),
             now,
         };
         match in_flight.durable(store.deliver(inbound).await?).await {

@@ -729,7 +729,7 @@ impl<S: Store> HubService<S> {
                 group_id: d.group_id.to_mls_bytes(),
                 epoch: d.epoch,
                 message: body.clone(),
-                recipients: d.recipients.iter().map(|c| c.to_string()).collect(),
+                recipients: d.recipients.iter().map(|c| c.as_str().to_owned()).collect(),
             });
         }
         let snapshot = match &outcome.snapshot {
