@@ -136,10 +136,14 @@ pub struct Outbox<S: Store, C: Courier> {
 const BATCH: usize = 64;
 
 /// Jobs a worker holds at most (read, not yet settled): a few hundred
-/// kilobytes per destination. Jobs are read in order, so a group whose
-/// deliveries keep failing holds back the others again once it alone
-/// fills nearly all of this.
+/// kilobytes per destination.
 const HELD: usize = 256;
+
+/// Jobs of one group a worker holds at most: the rest of that group's jobs
+/// are left unread, and read again by group once the lane has sent these,
+/// so that a group whose deliveries keep failing cannot fill the hold and
+/// stop the reads for the others.
+const PER_LANE: usize = 64;
 
 /// Delivered jobs completed in one store write, at most.
 const COMPLETE: usize = 32;
@@ -265,6 +269,33 @@ impl<S: Store, C: Courier> Outbox<S, C> {
                         tracing::warn!(%destination, error = %e, "outbox: cannot read jobs");
                         tokio::time::sleep(self.config.backoff_start).await;
                         continue;
+                    }
+                }
+            }
+            // Lanes that sent what they held of their group, with more of it
+            // left unread: read those jobs by group, up to the last job
+            // read in order (later ones come with the next reads).
+            for (key, group_id, from) in lanes.unread_due() {
+                let limit = u32::try_from(PER_LANE).unwrap_or(u32::MAX);
+                match self
+                    .hub
+                    .store()
+                    .pending_group_jobs(&destination, &group_id, from, after, limit)
+                    .await
+                {
+                    Ok(jobs) => {
+                        let complete = jobs.len() < PER_LANE;
+                        let last = jobs.last().map(|job| job.id);
+                        for job in jobs {
+                            let request = self.request(&domain, &job);
+                            lanes.refill(&key, job, request);
+                        }
+                        lanes.reread(&key, complete, last);
+                    }
+                    Err(e) => {
+                        tracing::warn!(%destination, error = %e, "outbox: cannot read a group's jobs");
+                        lanes.reread(&key, false, None);
+                        tokio::time::sleep(self.config.backoff_start).await;
                     }
                 }
             }
@@ -455,8 +486,16 @@ impl<S: Store, C: Courier> Outbox<S, C> {
 /// dead letters at its first attempt).
 #[derive(Clone, PartialEq, Eq, Hash)]
 enum LaneKey {
-    Group(ProviderDomain, [u8; 16]),
+    /// The group's MLS `group_id`, as the hub stores it with the message.
+    Group(Vec<u8>),
     Job(i64),
+}
+
+/// Where a lane's unread jobs start.
+struct Unread {
+    from: i64,
+    /// Being read (not to be asked for again meanwhile).
+    reading: bool,
 }
 
 /// A job with the request built from it.
@@ -473,29 +512,83 @@ struct Lanes {
     ready: VecDeque<LaneKey>,
     /// Lanes with a job in flight.
     busy: HashSet<LaneKey>,
+    /// Lanes with jobs left unread (the lane held `PER_LANE`): from which
+    /// job on.
+    unread: HashMap<LaneKey, Unread>,
     /// Jobs read and not yet settled.
     held: usize,
 }
 
 impl Lanes {
-    /// Adds a job read from the store (in id order) to its lane.
+    /// Adds a job read from the store (in id order) to its lane, or, when
+    /// the lane holds `PER_LANE` already or has jobs left unread, leaves
+    /// it unread (read again by group later, in order).
     fn push(&mut self, job: Job, request: Result<QueueingServiceRequest, String>) {
         let key = match &request {
             Ok(QueueingServiceRequest {
                 payload: QueueingServicePayload::DeliverMessage(deliver),
                 ..
-            }) => LaneKey::Group(
-                deliver.group_id.0.hub_domain.clone(),
-                deliver.group_id.0.local_id,
-            ),
+            }) => LaneKey::Group(deliver.group_id.0.to_mls_bytes()),
             _ => LaneKey::Job(job.id),
         };
+        // A group with jobs left unread: this one, later, is unread too.
+        if let Some(unread) = self.unread.get_mut(&key) {
+            unread.from = unread.from.min(job.id);
+            return;
+        }
+        if self.waiting.get(&key).is_some_and(|q| q.len() >= PER_LANE) {
+            self.unread.insert(
+                key,
+                Unread {
+                    from: job.id,
+                    reading: false,
+                },
+            );
+            return;
+        }
+        self.refill(&key, job, request);
+    }
+
+    /// Adds a job to the lane `key`, after the ones it holds.
+    fn refill(&mut self, key: &LaneKey, job: Job, request: Result<QueueingServiceRequest, String>) {
         let queue = self.waiting.entry(key.clone()).or_default();
-        if queue.is_empty() && !self.busy.contains(&key) {
-            self.ready.push_back(key);
+        if queue.is_empty() && !self.busy.contains(key) {
+            self.ready.push_back(key.clone());
         }
         queue.push_back((job, request));
         self.held = self.held.saturating_add(1);
+    }
+
+    /// Lanes with jobs left unread that have sent all they held: their
+    /// group id and the first unread job. Each is returned once until
+    /// [`Lanes::reread`] says how its read went.
+    fn unread_due(&mut self) -> Vec<(LaneKey, Vec<u8>, i64)> {
+        let mut due = Vec::new();
+        for (key, unread) in self.unread.iter_mut() {
+            let LaneKey::Group(group_id) = key else {
+                continue;
+            };
+            if unread.reading || self.busy.contains(key) || self.waiting.contains_key(key) {
+                continue;
+            }
+            unread.reading = true;
+            due.push((key.clone(), group_id.clone(), unread.from));
+        }
+        due
+    }
+
+    /// How reading a lane's unread jobs went: all read (`complete`), or up
+    /// to `last`, or not at all (`None`: tried again once the lane is
+    /// idle again, i.e. at once).
+    fn reread(&mut self, key: &LaneKey, complete: bool, last: Option<i64>) {
+        if complete {
+            self.unread.remove(key);
+        } else if let Some(unread) = self.unread.get_mut(key) {
+            unread.reading = false;
+            if let Some(last) = last {
+                unread.from = last.saturating_add(1);
+            }
+        }
     }
 
     /// The next job to send: the oldest of the lane ready longest.

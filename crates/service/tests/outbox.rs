@@ -469,3 +469,38 @@ async fn a_group_that_cannot_be_delivered_holds_back_only_itself() {
     assert!(s.hub.store().dead_letters(10).await.unwrap().is_empty());
     outbox.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_with_more_failing_jobs_than_the_outbox_holds_holds_back_nobody() {
+    let mut s = scene().await;
+    let other = create_group(&s.hub, &mut s.alice, &[BOB]).await;
+    let first = s.group_id.clone();
+    s.federation.stalled.lock().unwrap().insert(first.local_id);
+    // More of the first group's jobs than a worker holds of all groups
+    // (256) wait for b.example before the other group's.
+    let sent_first = s.send_in(&first, 300).await;
+    let sent_other = s.send_in(&other, 5).await;
+    let outbox = s.start_outbox(Duration::from_secs(3600));
+    for _ in 0..2000 {
+        if s.queue_of(BOB, &other).await.len() > sent_other.len() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(s.queue_of(BOB, &other).await[1..], sent_other[..]);
+    assert!(s.queue_of(BOB, &first).await.is_empty());
+    // Then the first group's, every one once, in hub order.
+    s.federation.stalled.lock().unwrap().clear();
+    for _ in 0..3000 {
+        if s.queue_of(BOB, &first).await.len() > sent_first.len() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(s.queue_of(BOB, &first).await[1..], sent_first[..]);
+    s.wait_for(CAROL, 301).await;
+    assert_eq!(s.messages(CAROL, 1).await, sent_first);
+    assert!(s.hub.store().dead_letters(10).await.unwrap().is_empty());
+    outbox.abort();
+}

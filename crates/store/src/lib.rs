@@ -440,6 +440,18 @@ pub trait Store: Send + Sync + 'static {
         limit: u32,
     ) -> impl Future<Output = Result<Vec<Job>, StoreError>> + Send;
 
+    /// Jobs for `destination` of the group `group_id` (MLS bytes) with ids
+    /// from `from` to `to`, both included, oldest first: the outbox reads a
+    /// group's jobs again that it had to leave unread.
+    fn pending_group_jobs(
+        &self,
+        destination: &str,
+        group_id: &[u8],
+        from: i64,
+        to: i64,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<Job>, StoreError>> + Send;
+
     /// Removes a delivered job (and its message once no job refers to it).
     fn complete_job(&self, id: i64) -> impl Future<Output = Result<(), StoreError>> + Send;
 

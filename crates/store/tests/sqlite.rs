@@ -298,6 +298,37 @@ async fn jobs_are_read_on_from_a_cursor_and_completed_together() {
     assert_eq!(count(&mut conn, "messages").await, 2);
     assert_eq!(count(&mut conn, "jobs").await, 2);
     store.complete_jobs(Vec::new()).await.expect("nothing");
+
+    // By group: another group's job to the same destination is not one of
+    // them, and `to` bounds the walk.
+    let other = b"group-other";
+    store
+        .commit(step(other, None, put(b"s1")))
+        .await
+        .expect("create other");
+    let mut keep = step(other, Some(1), GroupWrite::Keep);
+    keep.messages = vec![message(4, "four")];
+    keep.jobs = vec![job("b.example", 4, "bob")];
+    store.commit(keep).await.expect("keep other");
+    let b = store.pending_jobs("b.example", 10).await.expect("jobs");
+    assert_eq!(b.len(), 2);
+    let ours = store
+        .pending_group_jobs("b.example", g, 0, i64::MAX, 10)
+        .await
+        .expect("group jobs");
+    assert_eq!(ours, all[2..].to_vec());
+    let theirs = store
+        .pending_group_jobs("b.example", other, 0, i64::MAX, 10)
+        .await
+        .expect("group jobs");
+    assert_eq!(theirs, b[1..].to_vec());
+    assert!(
+        store
+            .pending_group_jobs("b.example", other, 0, b[1].id - 1, 10)
+            .await
+            .expect("group jobs")
+            .is_empty()
+    );
     conn.close().await.expect("close raw");
     store.close().await.expect("close");
 }

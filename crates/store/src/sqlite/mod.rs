@@ -275,6 +275,17 @@ impl Store for SqliteStore {
         reads::pending_jobs(&self.readers, destination, after, limit).await
     }
 
+    async fn pending_group_jobs(
+        &self,
+        destination: &str,
+        group_id: &[u8],
+        from: i64,
+        to: i64,
+        limit: u32,
+    ) -> Result<Vec<Job>, StoreError> {
+        reads::pending_group_jobs(&self.readers, destination, group_id, from, to, limit).await
+    }
+
     /// Completing a job that does not exist (already completed) succeeds.
     async fn complete_job(&self, id: i64) -> Result<(), StoreError> {
         self.submit(Op::CompleteJob(id)).await

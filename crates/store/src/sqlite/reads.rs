@@ -125,6 +125,38 @@ pub(super) async fn pending_jobs(
     rows.iter().map(job_from_row).collect()
 }
 
+/// [`Store::pending_group_jobs`](crate::Store::pending_group_jobs): a walk
+/// of the destination's jobs from `from` to `to` (the index on
+/// `(destination, id)`), keeping the group's.
+pub(super) async fn pending_group_jobs(
+    readers: &SqlitePool,
+    destination: &str,
+    group_id: &[u8],
+    from: i64,
+    to: i64,
+    limit: u32,
+) -> Result<Vec<Job>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT j.id, j.destination, j.message_id, \
+                COALESCE(rs.recipients, j.recipients) AS recipients, m.body, j.attempts, \
+                j.created_at \
+         FROM jobs j JOIN messages m ON m.message_id = j.message_id \
+         LEFT JOIN recipient_sets rs ON rs.hash = j.recipient_set \
+         WHERE j.destination = ?1 AND j.id >= ?2 AND j.id <= ?3 AND m.group_id = ?4 \
+         ORDER BY j.id \
+         LIMIT ?5",
+    )
+    .bind(destination)
+    .bind(from)
+    .bind(to)
+    .bind(group_id)
+    .bind(i64::from(limit))
+    .fetch_all(readers)
+    .await
+    .map_err(db)?;
+    rows.iter().map(job_from_row).collect()
+}
+
 /// [`Store::job_destinations`](crate::Store::job_destinations): the
 /// distinct values of the index on `(destination, id)`.
 pub(super) async fn job_destinations(readers: &SqlitePool) -> Result<Vec<String>, StoreError> {
