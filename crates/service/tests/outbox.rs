@@ -240,16 +240,18 @@ impl Scene {
         sent
     }
 
-    async fn queue(&self, client: &str) -> Vec<Vec<u8>> {
+    async fn queued(&self, client: &str) -> Vec<mimid_store::Queued> {
         let store = match client {
             BOB => &self.federation.remotes["b.example"].store,
             CAROL => &self.federation.remotes["c.example"].store,
             _ => self.hub.store(),
         };
-        store
-            .client_queue(client, 0, 10_000)
+        store.client_queue(client, 0, 10_000).await.unwrap()
+    }
+
+    async fn queue(&self, client: &str) -> Vec<Vec<u8>> {
+        self.queued(client)
             .await
-            .unwrap()
             .into_iter()
             .map(|q| q.message)
             .collect()
@@ -272,17 +274,27 @@ impl Scene {
 
     /// `client`'s queued messages of `group_id`, in queue order.
     async fn queue_of(&self, client: &str, group_id: &GroupId) -> Vec<Vec<u8>> {
-        let store = &self.federation.remotes["b.example"].store;
-        assert_eq!(client, BOB, "queue_of reads b.example");
         let group = group_id.to_mls_bytes();
-        store
-            .client_queue(client, 0, 10_000)
+        self.queued(client)
             .await
-            .unwrap()
             .into_iter()
             .filter(|q| q.group_id == group)
             .map(|q| q.message)
             .collect()
+    }
+
+    /// Waits (up to 30 s) until `client` holds `n` messages of `group_id`.
+    async fn wait_for_in(&self, client: &str, group_id: &GroupId, n: usize) {
+        for _ in 0..3000 {
+            if self.queue_of(client, group_id).await.len() >= n {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!(
+            "{client} got {} of {n} messages of the group",
+            self.queue_of(client, group_id).await.len()
+        );
     }
 
     /// Skips the Welcomes the add sent: only the application messages.
@@ -443,12 +455,7 @@ async fn a_group_that_cannot_be_delivered_holds_back_only_itself() {
     }
     // The other group's Welcome and messages reach Bob, in order, while
     // the first group's wait behind its failing deliveries.
-    for _ in 0..2000 {
-        if s.queue_of(BOB, &other).await.len() > sent_other.len() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    s.wait_for_in(BOB, &other, sent_other.len() + 1).await;
     assert_eq!(s.queue_of(BOB, &other).await[1..], sent_other[..]);
     assert!(s.queue_of(BOB, &first).await.is_empty());
     assert!(s.queue(CAROL).await.is_empty());
@@ -456,12 +463,7 @@ async fn a_group_that_cannot_be_delivered_holds_back_only_itself() {
     // Welcome and every message once, in hub order.
     s.federation.stalled.lock().unwrap().clear();
     s.wait_for(CAROL, 11).await;
-    for _ in 0..2000 {
-        if s.queue_of(BOB, &first).await.len() > sent_first.len() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    s.wait_for_in(BOB, &first, sent_first.len() + 1).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(s.queue_of(BOB, &first).await[1..], sent_first[..]);
     assert_eq!(s.messages(CAROL, 1).await, sent_first);
@@ -481,22 +483,12 @@ async fn a_group_with_more_failing_jobs_than_the_outbox_holds_holds_back_nobody(
     let sent_first = s.send_in(&first, 300).await;
     let sent_other = s.send_in(&other, 5).await;
     let outbox = s.start_outbox(Duration::from_secs(3600));
-    for _ in 0..2000 {
-        if s.queue_of(BOB, &other).await.len() > sent_other.len() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    s.wait_for_in(BOB, &other, sent_other.len() + 1).await;
     assert_eq!(s.queue_of(BOB, &other).await[1..], sent_other[..]);
     assert!(s.queue_of(BOB, &first).await.is_empty());
     // Then the first group's, every one once, in hub order.
     s.federation.stalled.lock().unwrap().clear();
-    for _ in 0..3000 {
-        if s.queue_of(BOB, &first).await.len() > sent_first.len() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    s.wait_for_in(BOB, &first, sent_first.len() + 1).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(s.queue_of(BOB, &first).await[1..], sent_first[..]);
     s.wait_for(CAROL, 301).await;

@@ -196,28 +196,33 @@ pub(super) fn queue_local<'a>(
         })
         .collect();
     // A group's consecutive messages go to the same clients: their set is
-    // looked up once per batch.
-    let mut sets: HashMap<Vec<String>, i64> = HashMap::new();
+    // looked up once per batch, by the list as the step named it (no copy).
+    let mut sets: HashMap<&'a [String], Option<i64>> = HashMap::new();
     for &(delivery, now) in deliveries {
-        let recipients: Vec<String> = delivery
-            .recipients
-            .iter()
-            .filter(|c| known.contains(c.as_str()))
-            .cloned()
-            .collect();
-        if recipients.is_empty() {
-            continue;
-        }
         // Checked by `Plan::add` before the step was accepted.
         let epoch = to_i64(delivery.epoch, "epoch").map_err(|e| e.to_string())?;
         let now = to_i64(now, "time").map_err(|e| e.to_string())?;
-        let set_id = match sets.get(&recipients) {
+        let named = delivery.recipients.as_slice();
+        let set_id = match sets.get(named) {
             Some(&id) => id,
             None => {
-                let id = recipient_set(conn, script, &recipients, now)?;
-                sets.insert(recipients, id);
+                let recipients: Vec<String> = named
+                    .iter()
+                    .filter(|c| known.contains(c.as_str()))
+                    .cloned()
+                    .collect();
+                let id = if recipients.is_empty() {
+                    None
+                } else {
+                    Some(recipient_set(conn, script, &recipients, now)?)
+                };
+                sets.insert(named, id);
                 id
             }
+        };
+        // None of them is in the directory.
+        let Some(set_id) = set_id else {
+            continue;
         };
         push_inbox(
             script,

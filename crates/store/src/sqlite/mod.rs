@@ -272,7 +272,8 @@ impl Store for SqliteStore {
         after: i64,
         limit: u32,
     ) -> Result<Vec<Job>, StoreError> {
-        reads::pending_jobs(&self.readers, destination, after, limit).await
+        let from = after.saturating_add(1);
+        reads::pending_jobs(&self.readers, destination, None, from, i64::MAX, limit).await
     }
 
     async fn pending_group_jobs(
@@ -283,7 +284,7 @@ impl Store for SqliteStore {
         to: i64,
         limit: u32,
     ) -> Result<Vec<Job>, StoreError> {
-        reads::pending_group_jobs(&self.readers, destination, group_id, from, to, limit).await
+        reads::pending_jobs(&self.readers, destination, Some(group_id), from, to, limit).await
     }
 
     /// Completing a job that does not exist (already completed) succeeds.

@@ -99,39 +99,15 @@ pub(super) async fn load_snapshot(
     .transpose()
 }
 
-/// [`Store::pending_jobs_after`](crate::Store::pending_jobs_after).
+/// [`Store::pending_jobs_after`](crate::Store::pending_jobs_after) (all
+/// groups: `group_id` `None`, `to` `i64::MAX`) and
+/// [`Store::pending_group_jobs`](crate::Store::pending_group_jobs): a walk
+/// of the destination's jobs with ids from `from` to `to` (the index on
+/// `(destination, id)`), keeping those of `group_id` if given.
 pub(super) async fn pending_jobs(
     readers: &SqlitePool,
     destination: &str,
-    after: i64,
-    limit: u32,
-) -> Result<Vec<Job>, StoreError> {
-    let rows = sqlx::query(
-        "SELECT j.id, j.destination, j.message_id, \
-                COALESCE(rs.recipients, j.recipients) AS recipients, m.body, j.attempts, \
-                j.created_at \
-         FROM jobs j JOIN messages m ON m.message_id = j.message_id \
-         LEFT JOIN recipient_sets rs ON rs.hash = j.recipient_set \
-         WHERE j.destination = ?1 AND j.id > ?3 \
-         ORDER BY j.id \
-         LIMIT ?2",
-    )
-    .bind(destination)
-    .bind(i64::from(limit))
-    .bind(after)
-    .fetch_all(readers)
-    .await
-    .map_err(db)?;
-    rows.iter().map(job_from_row).collect()
-}
-
-/// [`Store::pending_group_jobs`](crate::Store::pending_group_jobs): a walk
-/// of the destination's jobs from `from` to `to` (the index on
-/// `(destination, id)`), keeping the group's.
-pub(super) async fn pending_group_jobs(
-    readers: &SqlitePool,
-    destination: &str,
-    group_id: &[u8],
+    group_id: Option<&[u8]>,
     from: i64,
     to: i64,
     limit: u32,
@@ -142,7 +118,8 @@ pub(super) async fn pending_group_jobs(
                 j.created_at \
          FROM jobs j JOIN messages m ON m.message_id = j.message_id \
          LEFT JOIN recipient_sets rs ON rs.hash = j.recipient_set \
-         WHERE j.destination = ?1 AND j.id >= ?2 AND j.id <= ?3 AND m.group_id = ?4 \
+         WHERE j.destination = ?1 AND j.id >= ?2 AND j.id <= ?3 \
+               AND (?4 IS NULL OR m.group_id = ?4) \
          ORDER BY j.id \
          LIMIT ?5",
     )
