@@ -430,9 +430,40 @@ fn main() {
         sender: a.clone(),
         recipient: b.clone(),
         message_id: MessageId([0x42; 16]),
-        payload: QueueingServicePayload::DeliverMessage(deliver),
+        payload: QueueingServicePayload::DeliverMessage(deliver.clone()),
     };
     out.add("deliver_message", &qs_deliver);
+    // Two messages of the group in one request, each under its own id.
+    let first = BatchedMessage {
+        message_id: MessageId([0x43; 16]),
+        deliver_message: deliver.clone(),
+    };
+    out.add("first_of_two", &first);
+    let second_message = DeliverMessage {
+        recipients: vec![
+            cid("mimi://b.example/d/bob/phone"),
+            cid("mimi://b.example/d/bob/laptop"),
+        ],
+        ..deliver.clone()
+    };
+    let batch = DeliverMessages {
+        messages: vec![
+            first,
+            BatchedMessage {
+                message_id: MessageId([0x44; 16]),
+                deliver_message: second_message,
+            },
+        ],
+    };
+    out.add("two_messages", &batch);
+    out.add(
+        "deliver_messages",
+        &QueueingServiceRequest {
+            message_id: MessageId([0x43; 16]),
+            payload: QueueingServicePayload::DeliverMessages(batch),
+            ..qs_deliver.clone()
+        },
+    );
     let conn = ConnectionRequest {
         sender_user: uid("mimi://a.example/u/alice"),
         recipient_user: uid("mimi://b.example/u/bob"),
@@ -1275,6 +1306,45 @@ fn negative_vectors(p: &Parts<'_>) -> Vec<serde_json::Value> {
         offset: 2 + 10 + 10 + 16 + 1 + gid_field.len() + 8,
         section: "1.4",
         description: "a deliver_message request for no recipient",
+    });
+    let batched = |recipients: Vec<ClientId>| BatchedMessage {
+        message_id: MessageId([0x45; 16]),
+        deliver_message: DeliverMessage {
+            group_id: p.gid.clone(),
+            epoch: 1,
+            recipients,
+            message: DeliverableMessage::from_bytes(p.send.request_body_message()).unwrap(),
+        },
+    };
+    let with_bob = batched(vec![cid("mimi://b.example/d/bob/phone")]);
+    let qs_batch = |messages: Vec<BatchedMessage>| QueueingServiceRequest {
+        payload: QueueingServicePayload::DeliverMessages(DeliverMessages { messages }),
+        ..p.qs_deliver.clone()
+    };
+    neg.add(Neg {
+        ty: "QueueingServiceRequest",
+        name: "no_messages",
+        bytes: enc(&qs_batch(vec![])),
+        code: Malformed,
+        kind: "empty",
+        path: "QueueingServiceRequest.payload.deliver_messages.messages",
+        offset: 2 + 10 + 10 + 16 + 1,
+        section: "1.4",
+        description: "a deliver_messages request without messages",
+    });
+    // The tag, the length of `messages` (2 bytes: more than 63), the
+    // first message, then the second's id, group_id and epoch.
+    let at = 2 + 10 + 10 + 16 + 1 + 2 + enc(&with_bob).len() + 16 + gid_field.len() + 8;
+    neg.add(Neg {
+        ty: "QueueingServiceRequest",
+        name: "batched_message_without_recipients",
+        bytes: enc(&qs_batch(vec![with_bob.clone(), batched(vec![])])),
+        code: Malformed,
+        kind: "empty",
+        path: "QueueingServiceRequest.payload.deliver_messages.messages[1].deliver_message.recipients",
+        offset: at,
+        section: "1.4",
+        description: "a deliver_messages request whose second message names no recipient",
     });
     neg.add(Neg {
         ty: "KeyPackagesOk",

@@ -1,10 +1,13 @@
 //! The guest side against a store (`docs/protocol.md` 7): a delivery from a
-//! hub is checked by the core ([`mimid_core::guest`]), answered as before
-//! if it is a repeat, and otherwise stored once, in the queue of every
-//! known recipient, and remembered, in one transaction, before the answer.
+//! hub is checked by the core ([`mimid_core::guest`]); its messages are
+//! stored once each, in the queue of every known recipient, and remembered,
+//! in one transaction, before the answer; those remembered already are
+//! answered as before.
+
+use std::collections::HashSet;
 
 use mimid_core::HubError;
-use mimid_core::guest::{self, Earlier, QsEndpoint};
+use mimid_core::guest::{self, CheckedMessage, Earlier, QsEndpoint};
 use mimid_store::{Inbound, Store, StoreError};
 use mimid_wire::{
     Limits, ProviderDomain, QueueingServiceOk, QueueingServiceRequest, QueueingServiceResponse,
@@ -21,6 +24,10 @@ pub struct Guest {
     in_flight: crate::InFlight,
 }
 
+/// Times a delivery is tried again when a concurrent repeat of one of its
+/// messages got in first (each time with the messages still unremembered).
+const CONFLICTS: usize = 3;
+
 impl Guest {
     pub fn new(domain: ProviderDomain) -> Self {
         Guest {
@@ -33,85 +40,127 @@ impl Guest {
         &self.domain
     }
 
-    /// Handles a queueing request that `authenticated` sent on `endpoint`,
-    /// whose exact body hashes to `body_sha256`; `now` in seconds since the
-    /// Unix epoch. A repeat of an accepted request is answered as it was,
-    /// and queues nothing.
+    /// Handles a queueing request that `authenticated` sent on `endpoint`;
+    /// `now` in seconds since the Unix epoch. Its messages are queued in
+    /// order, all or none; a message delivered before (alone or in another
+    /// batch) is answered as it was and queued nothing.
     pub async fn deliver<S: Store>(
         &self,
         store: &S,
         authenticated: &ProviderDomain,
         endpoint: QsEndpoint,
         request: &QueueingServiceRequest,
-        body_sha256: [u8; 32],
         now: u64,
     ) -> Result<QueueingServiceOk, ServiceError> {
         let in_flight = self.in_flight.enter();
         let checked = guest::check_delivery(&self.domain, authenticated, endpoint, request)?;
         let sender = checked.sender.as_str();
-        let message_id = checked.message_id.0;
-        // Stored first, asked after: a repeat is rare, and the insert
-        // that remembers the delivery refuses one (`Conflict`) without
-        // changing anything, so the common case reads nothing to rule it out.
-        let deliver = checked.deliver;
-        let ids: Vec<String> = deliver
-            .recipients
+        // Every recipient once, looked up together.
+        let mut ids: Vec<&str> = checked
+            .messages
+            .iter()
+            .flat_map(|m| m.deliver.recipients.iter().map(|c| c.as_str()))
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let ids: Vec<String> = ids.into_iter().map(str::to_owned).collect();
+        let flags = store.known_clients(&ids).await?;
+        let known: HashSet<&str> = ids
+            .iter()
+            .zip(flags)
+            .filter(|(_, known)| *known)
+            .map(|(id, _)| id.as_str())
+            .collect();
+        let mut todo: Vec<(&CheckedMessage<'_>, guest::Accepted<'_>)> = checked
+            .messages
+            .iter()
+            .map(|m| (m, guest::accept(m, |c| known.contains(c.as_str()))))
+            .collect();
+        let mut answers: Vec<QueueingServiceOk> = Vec::with_capacity(todo.len());
+        // Stored first, asked after: a repeat is rare, and the store
+        // refuses one (`Conflict`) without changing anything, so the
+        // common case reads nothing to rule it out.
+        for _ in 0..CONFLICTS {
+            let inbound = todo
+                .iter()
+                .map(|(m, accepted)| inbound(sender, m, accepted, now))
+                .collect::<Result<Vec<_>, _>>()?;
+            match in_flight.durable(store.deliver(inbound).await?).await {
+                Ok(()) => {
+                    answers.extend(todo.into_iter().map(|(_, accepted)| accepted.answer));
+                    return Ok(guest::merge(answers));
+                }
+                Err(StoreError::Conflict) => {}
+                Err(e) => return Err(e.into()),
+            }
+            // Some were delivered before, or by a concurrent repeat that
+            // won the race: answered as then (or refused if another message
+            // came under the id); the rest are tried again.
+            let mut rest = Vec::with_capacity(todo.len());
+            for (m, accepted) in todo {
+                match store.remembered(sender, m.message_id.0).await? {
+                    Some(e) => {
+                        let answer = guest::repeat(
+                            m,
+                            Earlier {
+                                body_sha256: &e.body_sha256,
+                                answer: &e.answer,
+                            },
+                        )?;
+                        answers.push(
+                            QueueingServiceOk::decode_exact(answer, &Limits::default()).map_err(
+                                |e| HubError::Internal(format!("remembered answer: {e}")),
+                            )?,
+                        );
+                    }
+                    None => rest.push((m, accepted)),
+                }
+            }
+            if rest.is_empty() {
+                return Ok(guest::merge(answers));
+            }
+            todo = rest;
+        }
+        Err(
+            StoreError::Unavailable("repeats of this delivery keep arriving meanwhile".into())
+                .into(),
+        )
+    }
+}
+
+/// What the store keeps of an accepted message.
+fn inbound(
+    sender: &str,
+    message: &CheckedMessage<'_>,
+    accepted: &guest::Accepted<'_>,
+    now: u64,
+) -> Result<Inbound, HubError> {
+    let answer = accepted
+        .answer
+        .to_bytes()
+        .map_err(|e| HubError::Internal(format!("answer: {e}")))?;
+    let deliver = message.deliver;
+    Ok(Inbound {
+        sender: sender.to_owned(),
+        message_id: message.message_id.0,
+        body_sha256: message.sha256,
+        answer,
+        group_id: deliver.group_id.0.to_mls_bytes(),
+        epoch: deliver.epoch,
+        message: deliver.message.as_bytes().to_vec(),
+        recipients: accepted
+            .queued
             .iter()
             .map(|c| c.as_str().to_owned())
-            .collect();
-        let known = store.known_clients(&ids).await?;
-        let accepted = guest::accept(&checked, &known)?;
-        let answer = accepted
-            .answer
-            .to_bytes()
-            .map_err(|e| HubError::Internal(format!("answer: {e}")))?;
-        let inbound = Inbound {
-            sender: sender.to_owned(),
-            message_id,
-            body_sha256,
-            answer,
-            group_id: deliver.group_id.0.to_mls_bytes(),
-            epoch: deliver.epoch,
-            message: deliver.message.as_bytes().to_vec(),
-            recipients: accepted
-                .queued
-                .iter()
-                .map(|c| c.as_str().to_owned())
-                .collect(),
-            now,
-        };
-        match in_flight.durable(store.deliver(inbound).await?).await {
-            Ok(()) => return Ok(accepted.answer),
-            Err(StoreError::Conflict) => {}
-            Err(e) => return Err(e.into()),
-        }
-        // A repeat (or a concurrent one that won the race): remembered by
-        // now, answered as the first, or refused if its body differs.
-        let earlier = store.remembered(sender, message_id).await?;
-        let repeated = guest::repeat(
-            &checked,
-            &body_sha256,
-            earlier.as_ref().map(|e| Earlier {
-                body_sha256: &e.body_sha256,
-                answer: &e.answer,
-            }),
-        )?;
-        match repeated {
-            Some(answer) => QueueingServiceOk::decode_exact(answer, &Limits::default())
-                .map_err(|e| HubError::Internal(format!("remembered answer: {e}")).into()),
-            // Remembered when the insert was refused, gone since: pruned
-            // (after `delivery_expiry` + 1 day) in between. Try again.
-            None => {
-                Err(StoreError::Unavailable("a repeated delivery was just pruned".into()).into())
-            }
-        }
-    }
+            .collect(),
+        now,
+    })
 }
 
 impl Guest {
     /// [`Guest::deliver`] of a request that reaches it without HTTP (from
-    /// this provider's own hub, or another hub in one process), its body
-    /// hashed as encoded, the outcome as the outbox takes an answer.
+    /// this provider's own hub, or another hub in one process), the
+    /// outcome as the outbox takes an answer.
     pub async fn deliver_sent<S: Store>(
         &self,
         store: &S,
@@ -119,21 +168,8 @@ impl Guest {
         request: &QueueingServiceRequest,
         now: u64,
     ) -> crate::outbox::Sent {
-        use sha2::Digest;
-        let body = match request.to_bytes() {
-            Ok(body) => body,
-            Err(e) => return crate::outbox::Sent::Refused(format!("unencodable: {e}")),
-        };
-        let hash: [u8; 32] = sha2::Sha256::digest(&body).into();
         match self
-            .deliver(
-                store,
-                sender,
-                QsEndpoint::DeliverMessage,
-                request,
-                hash,
-                now,
-            )
+            .deliver(store, sender, QsEndpoint::DeliverMessage, request, now)
             .await
         {
             Ok(ok) => crate::outbox::Sent::Delivered(ok),

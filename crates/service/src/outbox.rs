@@ -2,7 +2,9 @@
 //! commit are sent by one worker per destination provider, oldest first,
 //! in lanes: a group's jobs one request at a time, so that a provider
 //! receives a group's messages in hub order, and up to `lanes` groups side
-//! by side. A failing destination backs off alone (randomised
+//! by side. What a group has waiting goes in one request (`deliver_messages`,
+//! up to 64 messages), so a busy group is not held to one message per round
+//! trip. A failing destination backs off alone (randomised
 //! exponential backoff, at least its `Retry-After`); a job its destination
 //! refuses for good, or one still undelivered after `delivery_expiry`, goes
 //! to the dead letters with the reason, so one poisoned message cannot
@@ -12,6 +14,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::hash::BuildHasher;
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,8 +22,8 @@ use futures_util::FutureExt;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use mimid_store::{Job, Store};
 use mimid_wire::{
-    DeliverMessage, Limits, MessageId, ProviderDomain, QueueingServiceOk, QueueingServicePayload,
-    QueueingServiceRequest, Wire,
+    BatchedMessage, DeliverMessage, DeliverMessages, Limits, MAX_BATCH, MessageId, ProviderDomain,
+    QueueingServiceOk, QueueingServicePayload, QueueingServiceRequest, Wire,
 };
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
@@ -145,6 +148,15 @@ const HELD: usize = 256;
 /// stop the reads for the others.
 const PER_LANE: usize = 64;
 
+/// Bytes of stored messages one `deliver_messages` request carries, at most
+/// (a batch always takes its first message): far below any sane body limit.
+const BATCH_BYTES: usize = 512 * 1024;
+
+/// How long a destination that refused a batch gets its messages one at a
+/// time (it may not take batches, or one of the messages was bad: the
+/// messages are sent again one by one, so that only a bad one is refused).
+const UNBATCHED: u64 = 600;
+
 /// Delivered jobs completed in one store write, at most.
 const COMPLETE: usize = 32;
 
@@ -225,6 +237,9 @@ impl<S: Store, C: Courier> Outbox<S, C> {
             return;
         };
         let domain = Arc::new(domain);
+        // Until when (seconds since the Unix epoch) this destination gets
+        // one message per request.
+        let unbatched = Arc::new(AtomicU64::new(0));
         let mut lanes = Lanes::default();
         // The lanes' sends run inside this task: a settled send continues
         // here without a wake-up of another task.
@@ -299,16 +314,22 @@ impl<S: Store, C: Courier> Outbox<S, C> {
                     }
                 }
             }
+            let batch = if (self.config.now)() >= unbatched.load(Ordering::Relaxed) {
+                MAX_BATCH
+            } else {
+                1
+            };
             while sends.len() < self.config.lanes.max(1) {
-                let Some((key, job, request)) = lanes.next() else {
+                let Some((key, jobs)) = lanes.next(batch) else {
                     break;
                 };
                 let outbox = self.clone();
                 let domain = domain.clone();
+                let unbatched = unbatched.clone();
                 sends.push(
                     AssertUnwindSafe(async move {
-                        let delivered = outbox.settle(&domain, &job, &request).await;
-                        (key, delivered)
+                        let delivered = outbox.settle(&domain, &jobs, &unbatched).await;
+                        (key, jobs.len(), delivered)
                     })
                     .catch_unwind(),
                 );
@@ -340,8 +361,8 @@ impl<S: Store, C: Courier> Outbox<S, C> {
             }
             tokio::select! {
                 sent = sends.next() => match sent {
-                    Some(Ok((key, settled))) => {
-                        lanes.settled(key);
+                    Some(Ok((key, sent, settled))) => {
+                        lanes.settled(key, sent);
                         delivered.extend(settled);
                     }
                     // A send does not panic. Should one, this worker stops
@@ -361,9 +382,77 @@ impl<S: Store, C: Courier> Outbox<S, C> {
         }
     }
 
+    /// Sends a lane's jobs until each is settled: delivered (its id
+    /// returned, to be completed), dead or expired. Several go in one
+    /// request; if the destination refuses it for good, or one of them
+    /// expires meanwhile, they are sent again one by one, in order, and the
+    /// destination gets one message per request for a while.
+    async fn settle(
+        &self,
+        destination: &ProviderDomain,
+        jobs: &[Prepared],
+        unbatched: &AtomicU64,
+    ) -> Vec<i64> {
+        if let [(job, request)] = jobs {
+            return self
+                .settle_one(destination, job, request)
+                .await
+                .into_iter()
+                .collect();
+        }
+        if let Some(delivered) = self.settle_batch(destination, jobs).await {
+            return delivered;
+        }
+        unbatched.store(
+            (self.config.now)().saturating_add(UNBATCHED),
+            Ordering::Relaxed,
+        );
+        let mut delivered = Vec::with_capacity(jobs.len());
+        for (job, request) in jobs {
+            delivered.extend(self.settle_one(destination, job, request).await);
+        }
+        delivered
+    }
+
+    /// Sends `jobs` in one `deliver_messages` request until it is
+    /// delivered (their ids returned); `None` once it is refused for good
+    /// or one of them has expired.
+    async fn settle_batch(
+        &self,
+        destination: &ProviderDomain,
+        jobs: &[Prepared],
+    ) -> Option<Vec<i64>> {
+        let request = batch_request(jobs)?;
+        let mut failures: u32 = 0;
+        loop {
+            let now = (self.config.now)();
+            match self.courier.send(destination, &request).await {
+                Sent::Delivered(ok) => {
+                    self.delivered(destination, &ok);
+                    return Some(jobs.iter().map(|(job, _)| job.id).collect());
+                }
+                Sent::Refused(reason) => {
+                    tracing::info!(%destination, %reason, "outbox: a batch was refused, sending its messages one by one");
+                    return None;
+                }
+                Sent::Retry { .. } if jobs.iter().any(|(job, _)| self.expired(job, now)) => {
+                    return None;
+                }
+                Sent::Retry { after, reason } => {
+                    tracing::info!(%destination, %reason, "outbox: delivery failed, will retry");
+                    failures = failures.saturating_add(1);
+                    for (job, _) in jobs {
+                        let _ = self.hub.store().record_attempt(job.id).await;
+                    }
+                    tokio::time::sleep(self.delay(destination.as_str(), failures, after)).await;
+                }
+            }
+        }
+    }
+
     /// Sends one job until it is settled: delivered (its id returned, to be
     /// completed), dead or expired. Each failure waits longer.
-    async fn settle(
+    async fn settle_one(
         &self,
         destination: &ProviderDomain,
         job: &Job,
@@ -393,7 +482,7 @@ impl<S: Store, C: Courier> Outbox<S, C> {
         request: &Result<QueueingServiceRequest, String>,
     ) -> Settled {
         let now = (self.config.now)();
-        let expired = now.saturating_sub(job.created_at) > self.config.delivery_expiry.as_secs();
+        let expired = self.expired(job, now);
         let request = match request {
             Ok(request) => request,
             Err(reason) => {
@@ -404,13 +493,7 @@ impl<S: Store, C: Courier> Outbox<S, C> {
         };
         match self.courier.send(destination, request).await {
             Sent::Delivered(ok) => {
-                if !ok.unknown_recipients.is_empty() {
-                    tracing::warn!(
-                        %destination,
-                        unknown = ?ok.unknown_recipients,
-                        "outbox: the destination does not know these recipients"
-                    );
-                }
+                self.delivered(destination, &ok);
                 Settled::Delivered
             }
             Sent::Refused(reason) => self.dead(job, format!("refused: {reason}"), now).await,
@@ -425,6 +508,22 @@ impl<S: Store, C: Courier> Outbox<S, C> {
                 tracing::info!(%destination, %reason, "outbox: delivery failed, will retry");
                 Settled::No(after)
             }
+        }
+    }
+
+    /// Whether `job` was committed longer than `delivery_expiry` ago.
+    fn expired(&self, job: &Job, now: u64) -> bool {
+        now.saturating_sub(job.created_at) > self.config.delivery_expiry.as_secs()
+    }
+
+    /// Logs the recipients a destination said it does not know.
+    fn delivered(&self, destination: &ProviderDomain, ok: &QueueingServiceOk) {
+        if !ok.unknown_recipients.is_empty() {
+            tracing::warn!(
+                %destination,
+                unknown = ?ok.unknown_recipients,
+                "outbox: the destination does not know these recipients"
+            );
         }
     }
 
@@ -591,33 +690,72 @@ impl Lanes {
         }
     }
 
-    /// The next job to send: the oldest of the lane ready longest.
-    fn next(&mut self) -> Option<(LaneKey, Job, Result<QueueingServiceRequest, String>)> {
+    /// The next jobs to send: the oldest of the lane ready longest, and as
+    /// many after it as wait, up to `max` and [`BATCH_BYTES`].
+    fn next(&mut self, max: usize) -> Option<(LaneKey, Vec<Prepared>)> {
         while let Some(key) = self.ready.pop_front() {
             let Some(queue) = self.waiting.get_mut(&key) else {
                 continue;
             };
-            let Some((job, request)) = queue.pop_front() else {
-                self.waiting.remove(&key);
-                continue;
-            };
+            let mut jobs = Vec::new();
+            let mut bytes: usize = 0;
+            while let Some((job, _)) = queue.front() {
+                let size = job.body.len().saturating_add(job.recipients.len());
+                if !jobs.is_empty()
+                    && (jobs.len() >= max || bytes.saturating_add(size) > BATCH_BYTES)
+                {
+                    break;
+                }
+                bytes = bytes.saturating_add(size);
+                jobs.extend(queue.pop_front());
+            }
             if queue.is_empty() {
                 self.waiting.remove(&key);
             }
+            if jobs.is_empty() {
+                continue;
+            }
             self.busy.insert(key.clone());
-            return Some((key, job, request));
+            return Some((key, jobs));
         }
         None
     }
 
-    /// The lane's job in flight is settled: its next job may go.
-    fn settled(&mut self, key: LaneKey) {
-        self.held = self.held.saturating_sub(1);
+    /// The lane's `sent` jobs in flight are settled: its next may go.
+    fn settled(&mut self, key: LaneKey, sent: usize) {
+        self.held = self.held.saturating_sub(sent);
         self.busy.remove(&key);
         if self.waiting.contains_key(&key) {
             self.ready.push_back(key);
         }
     }
+}
+
+/// One `deliver_messages` request for a lane's jobs (all of them requests
+/// built for one destination), under the first one's id; `None` if one of
+/// them is no message.
+fn batch_request(jobs: &[Prepared]) -> Option<QueueingServiceRequest> {
+    let mut messages = Vec::with_capacity(jobs.len());
+    let mut first: Option<&QueueingServiceRequest> = None;
+    for (_, request) in jobs {
+        let request = request.as_ref().ok()?;
+        let QueueingServicePayload::DeliverMessage(deliver) = &request.payload else {
+            return None;
+        };
+        first.get_or_insert(request);
+        messages.push(BatchedMessage {
+            message_id: request.message_id,
+            deliver_message: deliver.clone(),
+        });
+    }
+    let first = first?;
+    Some(QueueingServiceRequest {
+        version: first.version,
+        sender: first.sender.clone(),
+        recipient: first.recipient.clone(),
+        message_id: first.message_id,
+        payload: QueueingServicePayload::DeliverMessages(DeliverMessages { messages }),
+    })
 }
 
 fn log_completion(completed: Result<Result<(), mimid_store::StoreError>, tokio::task::JoinError>) {

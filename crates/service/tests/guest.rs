@@ -11,11 +11,10 @@ use mimid_service::ServiceError;
 use mimid_service::guest::Guest;
 use mimid_store::{Durability, SqliteStore, Store};
 use mimid_wire::{
-    ClientId, ConnectionRequest, DSRequestBody, DeliverMessage, DeliverableMessage, ErrorCode,
-    GroupId, GroupIdField, GroupKind, MessageId, ProviderDomain, QueueingServicePayload,
-    QueueingServiceRequest, Wire,
+    BatchedMessage, ClientId, ConnectionRequest, DSRequestBody, DeliverMessage, DeliverMessages,
+    DeliverableMessage, ErrorCode, GroupId, GroupIdField, GroupKind, MessageId, ProviderDomain,
+    QueueingServicePayload, QueueingServiceRequest,
 };
-use sha2::{Digest, Sha256};
 
 const NOW: u64 = 1_795_000_000;
 
@@ -69,8 +68,25 @@ fn delivery(
     }
 }
 
-fn hash(request: &QueueingServiceRequest) -> [u8; 32] {
-    Sha256::digest(request.to_bytes().unwrap()).into()
+/// The `deliver_message` requests `singles` sent together, as a
+/// `deliver_messages` under the first one's id.
+fn batch(singles: &[QueueingServiceRequest]) -> QueueingServiceRequest {
+    let messages = singles
+        .iter()
+        .map(|r| {
+            let QueueingServicePayload::DeliverMessage(d) = &r.payload else {
+                panic!("not a deliver_message")
+            };
+            BatchedMessage {
+                message_id: r.message_id,
+                deliver_message: d.clone(),
+            }
+        })
+        .collect();
+    QueueingServiceRequest {
+        payload: QueueingServicePayload::DeliverMessages(DeliverMessages { messages }),
+        ..singles[0].clone()
+    }
 }
 
 const BOB: &str = "mimi://b.example/d/bob/phone";
@@ -114,7 +130,6 @@ impl Provider {
                 &domain(from),
                 QsEndpoint::DeliverMessage,
                 request,
-                hash(request),
                 NOW,
             )
             .await
@@ -206,6 +221,133 @@ async fn a_reused_message_id_with_another_body_is_refused_and_changes_nothing() 
         ErrorCode::MessageIdReuse
     );
     assert_eq!(b.queues().await, before);
+}
+
+#[tokio::test]
+async fn a_batch_is_queued_in_order_and_a_message_delivered_before_in_any_form_is_not_queued_again()
+{
+    let b = provider_b().await;
+    let (group_id, messages) = messages(4);
+    let one =
+        |i: usize, recipients: &[&str]| delivery(&group_id, &messages[i], i as u8 + 1, recipients);
+    let bytes = |range: std::ops::Range<usize>| -> Vec<Vec<u8>> {
+        messages[range]
+            .iter()
+            .map(|m| m.as_bytes().to_vec())
+            .collect()
+    };
+    // Messages 0 and 1 together; the answer names the unknown client once.
+    let unknown = b
+        .deliver(
+            "a.example",
+            &batch(&[one(0, &[BOB, GHOST]), one(1, &[GHOST, BOB_LAPTOP])]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(unknown, vec![GHOST.to_string()]);
+    assert_eq!(b.queue(BOB).await, bytes(0..1));
+    assert_eq!(b.queue(BOB_LAPTOP).await, bytes(1..2));
+    // Message 0 again on its own (its batch's answer was lost, say):
+    // answered as then, queued nothing.
+    assert_eq!(
+        b.deliver("a.example", &one(0, &[BOB, GHOST]))
+            .await
+            .unwrap(),
+        vec![GHOST.to_string()]
+    );
+    // Message 2 alone, then a batch of 1 (delivered before), 2 (too) and 3:
+    // only 3 is new.
+    b.deliver("a.example", &one(2, &[BOB])).await.unwrap();
+    let unknown = b
+        .deliver(
+            "a.example",
+            &batch(&[one(1, &[GHOST, BOB_LAPTOP]), one(2, &[BOB]), one(3, &[BOB])]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(unknown, vec![GHOST.to_string()]);
+    assert_eq!(b.queue(BOB).await, [bytes(0..1), bytes(2..4)].concat());
+    assert_eq!(b.queue(BOB_LAPTOP).await, bytes(1..2));
+    // The same message twice under one id counts once.
+    let b2 = provider_b().await;
+    b2.deliver(
+        "a.example",
+        &batch(&[one(0, &[BOB]), one(0, &[BOB]), one(1, &[BOB])]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(b2.queue(BOB).await, bytes(0..2));
+}
+
+#[tokio::test]
+async fn a_batch_with_one_bad_message_is_refused_whole_and_changes_nothing() {
+    let b = provider_b().await;
+    let (group_id, messages) = messages(3);
+    let one =
+        |i: usize, id: u8, recipients: &[&str]| delivery(&group_id, &messages[i], id, recipients);
+    b.deliver("a.example", &one(0, 1, &[BOB])).await.unwrap();
+    let before = b.queues().await;
+    let foreign = GroupId {
+        hub_domain: domain("c.example"),
+        local_id: [9; 16],
+    };
+    let cases: Vec<(&str, QueueingServiceRequest, ErrorCode)> = vec![
+        // A new message, then one under the id of message 0 with other contents.
+        (
+            "reused id",
+            batch(&[one(1, 2, &[BOB]), one(2, 1, &[BOB])]),
+            ErrorCode::MessageIdReuse,
+        ),
+        // One id twice, with two different messages.
+        (
+            "id twice",
+            batch(&[one(1, 3, &[BOB]), one(2, 3, &[BOB])]),
+            ErrorCode::MessageIdReuse,
+        ),
+        // A recipient of another provider in the second message.
+        (
+            "foreign recipient",
+            batch(&[
+                one(1, 4, &[BOB]),
+                one(2, 5, &["mimi://c.example/d/carol/phone"]),
+            ]),
+            ErrorCode::WrongRecipient,
+        ),
+        // A message of a group a.example is not the hub of.
+        (
+            "not the hub",
+            batch(&[
+                one(1, 6, &[BOB]),
+                delivery(&foreign, &messages[2], 7, &[BOB]),
+            ]),
+            ErrorCode::OperationNotAllowed,
+        ),
+    ];
+    for (name, request, want) in cases {
+        assert_eq!(code(b.deliver("a.example", &request).await), want, "{name}");
+        assert_eq!(b.queues().await, before, "{name}");
+    }
+    // Batches belong on /deliver_message.
+    let request = batch(&[one(1, 8, &[BOB])]);
+    let refused = b
+        .guest
+        .deliver(
+            &b.store,
+            &domain("a.example"),
+            QsEndpoint::ConnectionRequest,
+            &request,
+            NOW,
+        )
+        .await
+        .map(|_| Vec::new());
+    assert_eq!(code(refused), ErrorCode::WrongEndpoint);
+    assert_eq!(b.queues().await, before);
+    // None of the refused requests was remembered: the good messages of
+    // one go through later, under their ids.
+    b.deliver("a.example", &batch(&[one(1, 2, &[BOB]), one(2, 4, &[BOB])]))
+        .await
+        .unwrap();
+    assert_eq!(b.queue(BOB).await.len(), 3);
 }
 
 #[tokio::test]

@@ -20,9 +20,8 @@ use mimid_service::{HubService, ServiceConfig};
 use mimid_store::{Durability, SqliteStore, Store};
 use mimid_wire::{
     DSAuthData, DSRequest, DSRequestBody, DSResponseBody, GroupId, GroupIdField, GroupKind,
-    ProviderDomain, QueueingServiceRequest, Wire,
+    ProviderDomain, QueueingServicePayload, QueueingServiceRequest,
 };
-use sha2::{Digest, Sha256};
 
 const ALICE: &str = "mimi://a.example/d/alice/laptop";
 const DAN: &str = "mimi://a.example/d/dan/desk";
@@ -44,6 +43,11 @@ struct Federation {
     /// Groups (by local id) whose deliveries every provider answers with
     /// "try again later" (503), as if their requests failed on the way.
     stalled: Mutex<HashSet<[u8; 16]>>,
+    /// Providers that refuse `deliver_messages` for good, as one that
+    /// predates it does (400 `malformed_message`).
+    unbatched: Mutex<HashSet<String>>,
+    /// Messages per request that reached each remote provider's guest side.
+    requests: Mutex<HashMap<String, Vec<usize>>>,
 }
 
 impl Courier for Federation {
@@ -57,17 +61,34 @@ impl Courier for Federation {
                 reason: "connection refused".into(),
             };
         }
-        if let mimid_wire::QueueingServicePayload::DeliverMessage(d) = &request.payload
-            && self
-                .stalled
-                .lock()
-                .unwrap()
-                .contains(&d.group_id.0.local_id)
-        {
+        let groups: Vec<[u8; 16]> = match &request.payload {
+            QueueingServicePayload::DeliverMessage(d) => vec![d.group_id.0.local_id],
+            QueueingServicePayload::DeliverMessages(b) => b
+                .messages
+                .iter()
+                .map(|m| m.deliver_message.group_id.0.local_id)
+                .collect(),
+            QueueingServicePayload::ConnectionRequest(_) => vec![],
+        };
+        let stalled = {
+            let stalled = self.stalled.lock().unwrap();
+            groups.iter().any(|g| stalled.contains(g))
+        };
+        if stalled {
             return Sent::Retry {
                 after: None,
                 reason: "503 service unavailable".into(),
             };
+        }
+        let batch = matches!(request.payload, QueueingServicePayload::DeliverMessages(_));
+        if batch
+            && self
+                .unbatched
+                .lock()
+                .unwrap()
+                .contains(destination.as_str())
+        {
+            return Sent::Refused("400 malformed_message: unknown request_type 2".into());
         }
         let Some(remote) = self.remotes.get(destination.as_str()) else {
             return Sent::Retry {
@@ -75,6 +96,12 @@ impl Courier for Federation {
                 reason: "no such provider".into(),
             };
         };
+        self.requests
+            .lock()
+            .unwrap()
+            .entry(destination.to_string())
+            .or_default()
+            .push(groups.len());
         remote
             .guest
             .deliver_sent(
@@ -183,6 +210,8 @@ async fn scene() -> Scene {
         remotes,
         down: Mutex::new(HashSet::new()),
         stalled: Mutex::new(HashSet::new()),
+        unbatched: Mutex::new(HashSet::new()),
+        requests: Mutex::new(HashMap::new()),
     });
     Scene {
         hub,
@@ -323,6 +352,37 @@ async fn every_queue_gets_every_message_once_in_hub_order() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_goes_in_batches_and_one_by_one_to_a_provider_that_refuses_them() {
+    let mut s = scene().await;
+    // c.example takes no batches.
+    s.federation
+        .unbatched
+        .lock()
+        .unwrap()
+        .insert("c.example".into());
+    // 150 messages wait (with the Welcome, 151 jobs per provider).
+    let sent = s.send(150).await;
+    let outbox = s.start_outbox(Duration::from_secs(3600));
+    s.wait_for(BOB, 151).await;
+    s.wait_for(CAROL, 151).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(s.messages(BOB, 1).await, sent);
+    assert_eq!(s.messages(CAROL, 1).await, sent);
+    let requests = s.federation.requests.lock().unwrap().clone();
+    // b.example: in requests of at most 64, every job once.
+    let to_b = &requests["b.example"];
+    assert_eq!(to_b.iter().sum::<usize>(), 151, "{to_b:?}");
+    assert!(to_b.len() <= 5, "{to_b:?}");
+    assert!(to_b.iter().all(|&n| n <= 64), "{to_b:?}");
+    // c.example refused the first batch, then got one message per request.
+    let to_c = &requests["c.example"];
+    assert_eq!(to_c.len(), 151, "{to_c:?}");
+    assert!(to_c.iter().all(|&n| n == 1), "{to_c:?}");
+    assert!(s.hub.store().dead_letters(10).await.unwrap().is_empty());
+    outbox.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_destination_that_is_down_delays_nobody_and_catches_up_in_order() {
     let mut s = scene().await;
     s.federation.down.lock().unwrap().insert("b.example".into());
@@ -373,14 +433,12 @@ async fn a_message_refused_for_good_is_a_dead_letter_and_the_queue_moves_on() {
             message: mimid_wire::DeliverableMessage::from_bytes(&sent[0]).unwrap(),
         }),
     };
-    let body = request.to_bytes().unwrap();
     b.guest
         .deliver(
             &b.store,
             &"a.example".parse().unwrap(),
             QsEndpoint::DeliverMessage,
             &request,
-            Sha256::digest(&body).into(),
             0,
         )
         .await

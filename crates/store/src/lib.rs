@@ -537,11 +537,14 @@ pub trait Store: Send + Sync + 'static {
         message_id: [u8; 16],
     ) -> impl Future<Output = Result<Option<Remembered>, StoreError>> + Send;
 
-    /// Queues an accepted delivery. Fails with [`StoreError::Conflict`],
-    /// changing nothing, if a delivery with its `(sender, message_id)` was
-    /// accepted before (a concurrent repeat).
-    fn deliver(&self, inbound: Inbound)
-    -> impl Future<Output = Result<Pending, StoreError>> + Send;
+    /// Queues accepted deliveries of one sender, in order, in one
+    /// transaction: all or none. Fails with [`StoreError::Conflict`],
+    /// changing nothing, if a delivery with one of their `(sender,
+    /// message_id)` was accepted before (a repeat, or a concurrent one).
+    fn deliver(
+        &self,
+        inbound: Vec<Inbound>,
+    ) -> impl Future<Output = Result<Pending, StoreError>> + Send;
 
     /// The client's queue after position `after` (and after what it
     /// acknowledged), oldest first.

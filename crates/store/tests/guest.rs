@@ -41,7 +41,7 @@ async fn deliver(store: &SqliteStore, n: u8, recipients: &[&str], now: u64) {
         recipients: recipients.iter().map(|c| c.to_string()).collect(),
         now,
     };
-    store.deliver(inbound).await.unwrap().await.unwrap();
+    store.deliver(vec![inbound]).await.unwrap().await.unwrap();
 }
 
 /// The messages in `client`'s queue after `after`, as (position, number).

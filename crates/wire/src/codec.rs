@@ -502,18 +502,39 @@ pub mod rules {
         }
     }
 
-    /// `QueueingServiceRequest`: a `deliver_message` names at least one
-    /// recipient. (The rule is on the request, the body a receiver
-    /// decodes: a `DeliverMessage` on its own, such as the per-message
-    /// template a hub stores, may list none.)
+    /// `QueueingServiceRequest`: a `deliver_message`, and every message of
+    /// a `deliver_messages`, names at least one recipient. (The rule is on
+    /// the request, the body a receiver decodes: a `DeliverMessage` on its
+    /// own, such as the per-message template a hub stores, may list none.)
     pub fn deliver_recipients(p: &QueueingServicePayload) -> Result<(), DecodeError> {
+        use crate::queueing::DeliverMessage;
+        /// Where `d`'s recipients start, from the start of `d`.
+        fn recipients_at(d: &DeliverMessage) -> usize {
+            d.group_id.encoded_len() + 8
+        }
+        let empty = |at: usize| DecodeError::new(at, DecodeErrorKind::Empty).within("recipients");
         match p {
             QueueingServicePayload::DeliverMessage(d) if d.recipients.is_empty() => {
-                // The tag, group_id<V> and epoch come first.
-                let at = 1 + d.group_id.encoded_len() + 8;
-                Err(DecodeError::new(at, DecodeErrorKind::Empty)
-                    .within("recipients")
-                    .within("deliver_message"))
+                // After the tag.
+                Err(empty(1 + recipients_at(d)).within("deliver_message"))
+            }
+            QueueingServicePayload::DeliverMessages(batch) => {
+                // After the tag and the length of `messages`.
+                let content: usize = batch.messages.iter().map(|m| m.encoded_len()).sum();
+                let mut at = 1 + crate::codec::vec_len_len(content);
+                for (index, m) in batch.messages.iter().enumerate() {
+                    if m.deliver_message.recipients.is_empty() {
+                        let at =
+                            at + m.message_id.encoded_len() + recipients_at(&m.deliver_message);
+                        return Err(empty(at)
+                            .within("deliver_message")
+                            .within_index(index)
+                            .within("messages")
+                            .within("deliver_messages"));
+                    }
+                    at += m.encoded_len();
+                }
+                Ok(())
             }
             _ => Ok(()),
         }

@@ -26,7 +26,7 @@ pub use group_ext::*;
 pub use ident::*;
 pub use key_packages::*;
 pub use keys::*;
-pub use limits::{DEFAULT_BODY_LIMIT, DEFAULT_GROUP_INFO_EXTENSIONS, Limits};
+pub use limits::{DEFAULT_BODY_LIMIT, DEFAULT_GROUP_INFO_EXTENSIONS, Limits, MAX_BATCH};
 pub use mls::{
     DeliverableMessage, GroupInfoExtensions, GroupInfoMessage, KeyPackage, LeafNode, Mls, MlsKind,
     PrivateMessage, ProtocolMessage, PublicMessage, RatchetTree, WelcomeMessage, content_type_name,

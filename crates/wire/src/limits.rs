@@ -12,6 +12,11 @@ pub struct Limits {
     pub max_vector_bytes: usize,
     /// Recipients in one `DeliverMessage`.
     pub max_recipients: usize,
+    /// Messages in one `deliver_messages` request. Senders send at most
+    /// [`MAX_BATCH`]; a receiver that allows fewer refuses larger batches
+    /// (400), and mimid's outbox then sends that provider's messages one
+    /// at a time.
+    pub max_batch: usize,
     /// Welcome messages in one add operation.
     pub max_welcomes: usize,
     /// KeyPackages in one key-package response.
@@ -35,6 +40,10 @@ pub struct Limits {
 /// carries it), far below the body limit.
 pub const DEFAULT_GROUP_INFO_EXTENSIONS: usize = 64 * 1024;
 
+/// Messages a sender puts in one `deliver_messages` request, at most; the
+/// default of [`Limits::max_batch`].
+pub const MAX_BATCH: usize = 64;
+
 /// Default HTTP body limit; also the default bound of one vector.
 pub const DEFAULT_BODY_LIMIT: usize = 4 * 1024 * 1024;
 
@@ -43,6 +52,7 @@ impl Default for Limits {
         Limits {
             max_vector_bytes: DEFAULT_BODY_LIMIT,
             max_recipients: 10_000,
+            max_batch: MAX_BATCH,
             max_welcomes: 1_000,
             max_key_packages: 256,
             max_clients: 256,

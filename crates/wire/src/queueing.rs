@@ -17,6 +17,23 @@ wire_struct! {
 }
 
 wire_struct! {
+    /// One message of a `deliver_messages` request: a `DeliverMessage` with
+    /// the id it is remembered by, as if it had come on its own.
+    pub struct BatchedMessage {
+        pub message_id: MessageId,
+        pub deliver_message: DeliverMessage,
+    }
+}
+
+wire_struct! {
+    /// Several messages of one hub in one request, queued in their order, in
+    /// one transaction: all or none (`docs/protocol.md` 7).
+    pub struct DeliverMessages {
+        pub messages: Vec<BatchedMessage> [max_batch] where rules::non_empty,
+    }
+}
+
+wire_struct! {
     /// A Welcome into a connection group, for one user of the receiver.
     pub struct ConnectionRequest {
         pub sender_user: UserId,
@@ -32,6 +49,7 @@ wire_enum! {
     pub enum QueueingServicePayload: u8 as "request_type" {
         DeliverMessage(DeliverMessage) = 0 as "deliver_message",
         ConnectionRequest(ConnectionRequest) = 1 as "connection_request",
+        DeliverMessages(DeliverMessages) = 2 as "deliver_messages",
     }
 }
 

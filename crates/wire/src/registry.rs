@@ -83,6 +83,8 @@ pub static TYPES: &[TypeEntry] = entries![
     DSResponseBody,
     DSResponse,
     DeliverMessage,
+    BatchedMessage,
+    DeliverMessages,
     ConnectionRequest,
     QueueingServiceRequest,
     QueueingServiceOk,

@@ -12,7 +12,7 @@ use std::collections::{HashMap, HashSet};
 use rusqlite::types::Value;
 use sha2::{Digest, Sha256};
 
-use super::script::{LookupRow, Script, push_in, push_values};
+use super::script::{LookupRow, MAX_ROWS_PER_STATEMENT, Script, push_in, push_values};
 use super::to_i64;
 use super::writer::Op;
 use crate::{Inbound, LocalDelivery, StoreError};
@@ -112,51 +112,88 @@ pub(super) fn apply<'a>(
     Ok(Ok(()))
 }
 
-/// Remembers the delivery and stores its message once, for the set of its
-/// recipients; a delivery whose `(sender, message_id)` is remembered already
-/// changes nothing and fails with `Conflict`.
+/// Remembers the deliveries and stores each message once, for the set of
+/// its recipients, in order; if a delivery with one of their `(sender,
+/// message_id)` is remembered already, changes nothing and fails with
+/// `Conflict`.
 fn deliver<'a>(
     conn: &rusqlite::Connection,
     script: &mut Script<'a>,
-    inbound: &'a Inbound,
+    inbound: &'a [Inbound],
 ) -> Result<Result<(), StoreError>, String> {
-    let (now, epoch) = match (to_i64(inbound.now, "time"), to_i64(inbound.epoch, "epoch")) {
-        (Ok(now), Ok(epoch)) => (now, epoch),
-        (Err(e), _) | (_, Err(e)) => return Ok(Err(e)),
-    };
-    script
-        .statement()
-        .push(
-            "INSERT INTO inbound (sender, message_id, body_sha256, answer, received_at) \
-             VALUES (",
-        )
-        .push_bind(inbound.sender.as_str())
-        .push(", ")
-        .push_bind(&inbound.message_id[..])
-        .push(", ")
-        .push_bind(&inbound.body_sha256[..])
-        .push(", ")
-        .push_bind(inbound.answer.as_slice())
-        .push(", ")
-        .push_bind(now)
-        .push(") ON CONFLICT DO NOTHING RETURNING 1");
-    if script.fetch(conn)?.is_empty() {
+    let mut rows = Vec::with_capacity(inbound.len());
+    for i in inbound {
+        match (to_i64(i.now, "time"), to_i64(i.epoch, "epoch")) {
+            (Ok(now), Ok(epoch)) => rows.push((i, now, epoch)),
+            (Err(e), _) | (_, Err(e)) => return Ok(Err(e)),
+        }
+    }
+    // Looked up first, so that a repeat among them changes nothing: by
+    // sender, each sender's ids in one statement (on the primary key).
+    let mut senders: Vec<&str> = inbound.iter().map(|i| i.sender.as_str()).collect();
+    senders.sort_unstable();
+    senders.dedup();
+    for sender in senders {
+        let ids: Vec<&'a [u8]> = inbound
+            .iter()
+            .filter(|i| i.sender == sender)
+            .map(|i| &i.message_id[..])
+            .collect();
+        for chunk in ids.chunks(MAX_ROWS_PER_STATEMENT) {
+            let statement = script.statement();
+            statement
+                .push("SELECT 1 FROM inbound WHERE sender = ")
+                .push_bind(sender)
+                .push(" AND message_id IN (");
+            let mut list = statement.separated(", ");
+            for id in chunk {
+                list.push_bind(*id);
+            }
+            list.push_unseparated(") LIMIT 1");
+        }
+    }
+    if !script.fetch(conn)?.is_empty() {
         return Ok(Err(StoreError::Conflict));
     }
-    if inbound.recipients.is_empty() {
-        return Ok(Ok(()));
-    }
-    let set_id = recipient_set(conn, script, &inbound.recipients, now)?;
-    push_inbox(
+    push_values(
         script,
-        &inbound.sender,
-        &inbound.message_id,
-        &inbound.group_id,
-        epoch,
-        &inbound.message,
-        now,
-        set_id,
+        "INSERT INTO inbound (sender, message_id, body_sha256, answer, received_at) ",
+        "",
+        &rows,
+        |mut row, &(i, now, _)| {
+            row.push_bind(i.sender.as_str())
+                .push_bind(&i.message_id[..])
+                .push_bind(&i.body_sha256[..])
+                .push_bind(i.answer.as_slice())
+                .push_bind(now);
+        },
     );
+    // Consecutive messages of a group go to the same clients: their set is
+    // looked up once.
+    let mut sets: HashMap<&'a [String], i64> = HashMap::new();
+    for (i, now, epoch) in rows {
+        if i.recipients.is_empty() {
+            continue;
+        }
+        let set_id = match sets.get(i.recipients.as_slice()) {
+            Some(&id) => id,
+            None => {
+                let id = recipient_set(conn, script, &i.recipients, now)?;
+                sets.insert(i.recipients.as_slice(), id);
+                id
+            }
+        };
+        push_inbox(
+            script,
+            &i.sender,
+            &i.message_id,
+            &i.group_id,
+            epoch,
+            &i.message,
+            now,
+            set_id,
+        );
+    }
     Ok(Ok(()))
 }
 

@@ -374,7 +374,7 @@ impl Store for SqliteStore {
         reads::remembered(&self.inline, sender, message_id)
     }
 
-    async fn deliver(&self, inbound: Inbound) -> Result<Pending, StoreError> {
+    async fn deliver(&self, inbound: Vec<Inbound>) -> Result<Pending, StoreError> {
         self.queue(Op::Deliver(inbound)).await
     }
 

@@ -10,7 +10,7 @@ use crate::sql::{List, Statement};
 /// At most this many rows per multi-row statement (and values per `IN`
 /// list). With at most 5 parameters a row, that stays far below SQLite's
 /// bound-parameter limit (32766).
-const MAX_ROWS_PER_STATEMENT: usize = 500;
+pub(super) const MAX_ROWS_PER_STATEMENT: usize = 500;
 
 /// At most this many `OR`ed terms per snapshot `DELETE`, far below SQLite's
 /// expression depth limit (1000).

@@ -55,7 +55,7 @@ pub(super) enum Op {
         now: i64,
     },
     /// Queue an accepted delivery (`Conflict` if its id was seen).
-    Deliver(crate::Inbound),
+    Deliver(Vec<crate::Inbound>),
     /// Drop a client's queue up to a position.
     Acknowledge {
         client_id: String,

@@ -1,5 +1,6 @@
 //! `/deliver_message` (`docs/protocol.md` 7): signed; a hub delivers a
-//! message for this provider's clients, who find it in their queues.
+//! message, or several in order, for this provider's clients, who find
+//! them in their queues.
 
 use std::sync::Arc;
 
@@ -8,7 +9,6 @@ use axum::response::Response;
 use mimid_core::guest::QsEndpoint;
 use mimid_store::Store;
 use mimid_wire::{Limits, MessageId, ProviderDomain, QueueingServiceRequest, Reader, Wire};
-use sha2::{Digest, Sha256};
 
 use super::{AppState, Endpoint, Failure, Signed, ok_body};
 use crate::error::TransportError;
@@ -27,7 +27,6 @@ pub(super) async fn handle<S: Store>(
             }
         })?;
     let message_id = decoded.message_id;
-    let body_sha256: [u8; 32] = Sha256::digest(&request.body).into();
     let ok = state
         .guest
         .deliver(
@@ -35,7 +34,6 @@ pub(super) async fn handle<S: Store>(
             request.peer.domain(),
             QsEndpoint::DeliverMessage,
             &decoded,
-            body_sha256,
             crate::clock::Clock::now(&crate::clock::SystemClock),
         )
         .await
