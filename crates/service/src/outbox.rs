@@ -22,8 +22,9 @@ use futures_util::FutureExt;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use mimid_store::{Job, Store};
 use mimid_wire::{
-    BatchedMessage, DeliverMessage, DeliverMessages, Limits, MAX_BATCH, MessageId, ProviderDomain,
-    QueueingServiceOk, QueueingServicePayload, QueueingServiceRequest, Wire,
+    BatchedMessage, DeliverMessage, DeliverMessages, GroupIdField, Limits, MAX_BATCH, MessageId,
+    ProviderDomain, QueueingServiceOk, QueueingServicePayload, QueueingServiceRequest, Reader,
+    Wire,
 };
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
@@ -142,10 +143,12 @@ const BATCH: usize = 64;
 /// kilobytes per destination.
 const HELD: usize = 256;
 
-/// Jobs of one group a worker holds at most: the rest of that group's jobs
-/// are left unread, and read again by group once the lane has sent these,
-/// so that a group whose deliveries keep failing cannot fill the hold and
-/// stop the reads for the others.
+/// Jobs of one group a worker always takes; beyond these, only while the
+/// worker holds fewer than `HELD - BATCH` jobs in all. The rest of the
+/// group's jobs are left unread, and read again by group once the lane has
+/// sent what it holds, so that groups whose deliveries keep failing cannot
+/// fill the hold and stop the reads for the others (room for one more read
+/// is always left), while a lone busy group is read once, in order.
 const PER_LANE: usize = 64;
 
 /// Bytes of stored messages one `deliver_messages` request carries, at most
@@ -276,8 +279,7 @@ impl<S: Store, C: Courier> Outbox<S, C> {
                         for job in jobs {
                             after = after.max(job.id);
                             // Built once, sent as often as it takes.
-                            let request = self.request(&domain, &job);
-                            lanes.push(job, request);
+                            lanes.push(job, |job| self.request(&domain, job));
                         }
                     }
                     Err(e) => {
@@ -580,6 +582,17 @@ impl<S: Store, C: Courier> Outbox<S, C> {
     }
 }
 
+/// The lane of a job: its message's group, read from the start of its
+/// stored `DeliverMessage` (the rest is decoded only for a job that is
+/// taken), or, if that does not decode, the job alone.
+fn lane_key(job: &Job) -> LaneKey {
+    let limits = Limits::default();
+    match GroupIdField::decode(&mut Reader::new(&job.body, &limits)) {
+        Ok(group_id) => LaneKey::Group(group_id.0.to_mls_bytes()),
+        Err(_) => LaneKey::Job(job.id),
+    }
+}
+
 /// What keeps jobs in one lane: the group of the job's message, or, for a
 /// job whose stored request does not decode, the job alone (it goes to the
 /// dead letters at its first attempt).
@@ -620,22 +633,23 @@ struct Lanes {
 
 impl Lanes {
     /// Adds a job read from the store (in id order) to its lane, or, when
-    /// the lane holds `PER_LANE` already or has jobs left unread, leaves
-    /// it unread (read again by group later, in order).
-    fn push(&mut self, job: Job, request: Result<QueueingServiceRequest, String>) {
-        let key = match &request {
-            Ok(QueueingServiceRequest {
-                payload: QueueingServicePayload::DeliverMessage(deliver),
-                ..
-            }) => LaneKey::Group(deliver.group_id.0.to_mls_bytes()),
-            _ => LaneKey::Job(job.id),
-        };
+    /// the lane holds `PER_LANE` already and the worker has no room to
+    /// spare, or the lane has jobs left unread, leaves it unread (read
+    /// again by group later, in order).
+    /// Its request is built (by `build`) only if it is taken.
+    fn push(
+        &mut self,
+        job: Job,
+        build: impl FnOnce(&Job) -> Result<QueueingServiceRequest, String>,
+    ) {
+        let key = lane_key(&job);
         // A group with jobs left unread: this one, later, is unread too.
         if let Some(unread) = self.unread.get_mut(&key) {
             unread.from = unread.from.min(job.id);
             return;
         }
-        if self.waiting.get(&key).is_some_and(|q| q.len() >= PER_LANE) {
+        let spare = self.held < HELD.saturating_sub(BATCH);
+        if !spare && self.waiting.get(&key).is_some_and(|q| q.len() >= PER_LANE) {
             self.unread.insert(
                 key,
                 Unread {
@@ -645,11 +659,20 @@ impl Lanes {
             );
             return;
         }
+        let request = build(&job);
         self.refill(&key, job, request);
     }
 
-    /// Adds a job to the lane `key`, after the ones it holds.
+    /// Adds a job to the lane `key`, after the ones it holds (or, if its
+    /// request could not be built, to a lane of its own).
     fn refill(&mut self, key: &LaneKey, job: Job, request: Result<QueueingServiceRequest, String>) {
+        let alone;
+        let key = if request.is_ok() {
+            key
+        } else {
+            alone = LaneKey::Job(job.id);
+            &alone
+        };
         let queue = self.waiting.entry(key.clone()).or_default();
         if queue.is_empty() && !self.busy.contains(key) {
             self.ready.push_back(key.clone());
