@@ -44,6 +44,18 @@ pub enum HubError {
     /// A repeated `(sender, message_id)` with another body (7).
     #[error("message id {0} was used for another message")]
     MessageIdReuse(String),
+    /// No such user of this provider (`docs/protocol.md` 9).
+    #[error("{0}")]
+    UnknownUser(String),
+    /// No such client of this provider.
+    #[error("{0}")]
+    UnknownClient(String),
+    /// The target user has no connection with the requester (9).
+    #[error("{0}")]
+    NotConnected(String),
+    /// None of the target's clients has a KeyPackage of the kind (9).
+    #[error("{0}")]
+    NoKeyPackages(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -82,6 +94,10 @@ impl HubError {
             HubError::Malformed(_) => ErrorCode::MalformedMessage,
             HubError::ProviderAuthentication(_) => ErrorCode::ProviderAuthenticationFailed,
             HubError::MessageIdReuse(_) => ErrorCode::MessageIdReuse,
+            HubError::UnknownUser(_) => ErrorCode::UnknownUser,
+            HubError::UnknownClient(_) => ErrorCode::UnknownClient,
+            HubError::NotConnected(_) => ErrorCode::NotConnected,
+            HubError::NoKeyPackages(_) => ErrorCode::NoKeyPackages,
             HubError::Internal(_) => ErrorCode::InternalError,
         }
     }

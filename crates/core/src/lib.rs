@@ -14,6 +14,7 @@ mod fanout;
 pub mod guest;
 pub mod hub;
 mod ops;
+pub mod people;
 mod signer;
 pub mod state;
 pub mod step;

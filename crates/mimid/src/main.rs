@@ -52,6 +52,27 @@ enum Command {
     Serve(ConfigArgs),
     /// List the outbox jobs that could not be delivered.
     DeadLetters(ConfigArgs),
+    /// Add, remove or list the provider's users.
+    User(UserArgs),
+}
+
+#[derive(Args)]
+struct UserArgs {
+    /// The configuration file.
+    #[arg(long, value_name = "FILE")]
+    config: PathBuf,
+    #[command(subcommand)]
+    action: UserAction,
+}
+
+#[derive(Subcommand)]
+enum UserAction {
+    /// Add a user: a name (on the configured domain) or a whole UserID.
+    Add { name: String },
+    /// Remove a user, its clients, their KeyPackages and its connections.
+    Remove { name: String },
+    /// List the users and their clients.
+    List,
 }
 
 #[derive(Args)]
@@ -144,6 +165,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::DeadLetters(args) => {
             let config = config::Config::load(&args.config)?;
             tokio::runtime::Runtime::new()?.block_on(serve::dead_letters(config))
+        }
+        Command::User(args) => {
+            let config = config::Config::load(&args.config)?;
+            let action = match args.action {
+                UserAction::Add { name } => serve::UserAction::Add(name),
+                UserAction::Remove { name } => serve::UserAction::Remove(name),
+                UserAction::List => serve::UserAction::List,
+            };
+            tokio::runtime::Runtime::new()?.block_on(serve::users(config, action))
         }
     }
 }

@@ -139,3 +139,77 @@ pub async fn dead_letters(config: Config) -> anyhow::Result<()> {
     store.close().await?;
     Ok(())
 }
+
+/// What `mimid user` does.
+pub enum UserAction {
+    Add(String),
+    Remove(String),
+    List,
+}
+
+/// `mimid user`: the provider's users, on its store.
+pub async fn users(config: Config, action: UserAction) -> anyhow::Result<()> {
+    let store = SqliteStore::open(&config.store.path, durability(config.store.durability))
+        .await
+        .context("store.path")?;
+    let domain = &config.provider.domain;
+    let user_id = |name: &str| -> anyhow::Result<mimid_wire::UserId> {
+        let id = if name.contains("://") {
+            name.to_owned()
+        } else {
+            format!("mimi://{domain}/u/{name}")
+        };
+        let id: mimid_wire::UserId = id
+            .parse()
+            .map_err(|e| anyhow::anyhow!("{name:?} is no user name or UserID: {e}"))?;
+        anyhow::ensure!(
+            id.domain().as_str() == domain.as_str(),
+            "{id} is not a user of this provider ({domain})"
+        );
+        Ok(id)
+    };
+    let outcome = match action {
+        UserAction::Add(name) => {
+            let id = user_id(&name)?;
+            use mimid_transport::Clock as _;
+            match store
+                .add_user(id.to_string(), mimid_transport::SystemClock.now())
+                .await
+            {
+                Ok(()) => {
+                    println!("added {id}");
+                    Ok(())
+                }
+                Err(mimid_store::StoreError::Conflict) => {
+                    Err(anyhow::anyhow!("{id} exists already"))
+                }
+                Err(e) => Err(e.into()),
+            }
+        }
+        UserAction::Remove(name) => {
+            let id = user_id(&name)?;
+            if store.user_exists(id.as_str()).await? {
+                store.remove_user(id.to_string()).await?;
+                println!("removed {id}");
+                Ok(())
+            } else {
+                Err(anyhow::anyhow!("no user {id}"))
+            }
+        }
+        UserAction::List => {
+            let users = store.users().await?;
+            if users.is_empty() {
+                println!("no users");
+            }
+            for user in users {
+                println!("{} (since {})", user.user_id, user.created_at);
+                for client in user.clients {
+                    println!("  {client}");
+                }
+            }
+            Ok(())
+        }
+    };
+    store.close().await?;
+    outcome
+}

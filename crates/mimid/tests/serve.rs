@@ -163,3 +163,52 @@ fn a_bad_configuration_fails_at_start_naming_the_setting() {
         assert!(stderr.contains(setting), "{setting}: {stderr}");
     }
 }
+
+/// Runs `mimid user ARGS` on the configuration; its status and output.
+fn user(config: &std::path::Path, args: &[&str]) -> (bool, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_mimid"))
+        .arg("user")
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout).to_string()
+        + &String::from_utf8_lossy(&output.stderr);
+    (output.status.success(), text)
+}
+
+#[test]
+fn users_are_added_listed_and_removed_on_the_store() {
+    let files = files();
+    let config = files.write(&files.config());
+    let (ok, out) = user(&config, &["add", "alice"]);
+    assert!(ok, "{out}");
+    assert!(out.contains("added mimi://a.example/u/alice"), "{out}");
+    let (ok, out) = user(&config, &["add", "mimi://a.example/u/bob"]);
+    assert!(ok, "{out}");
+    // Twice, or of another provider, or no name: refused, saying why.
+    let (ok, out) = user(&config, &["add", "alice"]);
+    assert!(!ok && out.contains("exists already"), "{out}");
+    let (ok, out) = user(&config, &["add", "mimi://b.example/u/carol"]);
+    assert!(!ok && out.contains("not a user of this provider"), "{out}");
+    let (ok, out) = user(&config, &["add", "Not A Name"]);
+    assert!(!ok && out.contains("no user name or UserID"), "{out}");
+    let (ok, out) = user(&config, &["list"]);
+    assert!(ok, "{out}");
+    let listed: Vec<&str> = out.lines().filter_map(|l| l.split(' ').next()).collect();
+    assert_eq!(
+        listed,
+        ["mimi://a.example/u/alice", "mimi://a.example/u/bob"],
+        "{out}"
+    );
+    let (ok, out) = user(&config, &["remove", "alice"]);
+    assert!(
+        ok && out.contains("removed mimi://a.example/u/alice"),
+        "{out}"
+    );
+    let (ok, out) = user(&config, &["remove", "alice"]);
+    assert!(!ok && out.contains("no user"), "{out}");
+    let (_, out) = user(&config, &["list"]);
+    assert!(!out.contains("alice") && out.contains("u/bob"), "{out}");
+}

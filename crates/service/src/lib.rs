@@ -14,6 +14,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 mod ahead;
 pub mod guest;
 pub mod outbox;
+pub mod people;
 mod verifier;
 pub use verifier::BatchVerifier;
 

@@ -172,6 +172,57 @@ pub struct Inbound {
     pub now: u64,
 }
 
+/// The two kinds of KeyPackage a client publishes (`docs/protocol.md` 9).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum KeyPackageKind {
+    /// For groups (`/group_key_packages`).
+    Regular,
+    /// Marked `mimi_connection_key_package`, for connection groups
+    /// (`/connection_key_packages`).
+    Connection,
+}
+
+impl KeyPackageKind {
+    /// The value stored for the kind.
+    pub fn code(self) -> i64 {
+        match self {
+            KeyPackageKind::Regular => 0,
+            KeyPackageKind::Connection => 1,
+        }
+    }
+}
+
+/// A KeyPackage a client published, validated, as the store keeps it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PublishedKeyPackage {
+    pub kind: KeyPackageKind,
+    /// Handed out whenever no one-time package of its kind is left, and
+    /// kept; a one-time package is handed out once.
+    pub last_resort: bool,
+    /// End of its lifetime (seconds since the Unix epoch): never handed
+    /// out after.
+    pub not_after: u64,
+    /// The bare RFC 9420 `KeyPackage`.
+    pub key_package: Vec<u8>,
+}
+
+/// A user of this provider and its clients.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct User {
+    pub user_id: String,
+    pub created_at: u64,
+    pub clients: Vec<String>,
+}
+
+/// How many KeyPackages of a kind a client has left to hand out.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KeyPackageStock {
+    /// Unexpired one-time packages not handed out yet.
+    pub one_time: u64,
+    /// Whether an unexpired last-resort package is there.
+    pub last_resort: bool,
+}
+
 /// What a guest remembers of an accepted delivery.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Remembered {
@@ -564,6 +615,81 @@ pub trait Store: Send + Sync + 'static {
         client_id: String,
         up_to: u64,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Adds a user of this provider; [`StoreError::Conflict`] if it is
+    /// there already.
+    fn add_user(
+        &self,
+        user_id: String,
+        now: u64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Removes a user with its clients, their KeyPackages and its
+    /// connections (nothing if there is no such user). What is queued for
+    /// its clients goes as their queues are pruned.
+    fn remove_user(&self, user_id: String) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The users with their clients, by user id.
+    fn users(&self) -> impl Future<Output = Result<Vec<User>, StoreError>> + Send;
+
+    /// Whether the user exists.
+    fn user_exists(&self, user_id: &str) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Stores KeyPackages a client published (checked by the caller).
+    fn publish_key_packages(
+        &self,
+        client_id: String,
+        packages: Vec<PublishedKeyPackage>,
+        now: u64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Hands out one KeyPackage of `kind` for each client of `user_id`
+    /// (only those in `clients`, if given, that are the user's), in one
+    /// transaction: the oldest unexpired one-time package not handed out
+    /// before, else the newest unexpired last-resort one; clients with
+    /// neither are left out. A one-time package is handed out once, also
+    /// to concurrent requests. `token` names the request (16 random bytes,
+    /// never reused). Returns (client id, KeyPackage) by client id.
+    fn claim_key_packages(
+        &self,
+        token: [u8; 16],
+        user_id: String,
+        kind: KeyPackageKind,
+        clients: Option<Vec<String>>,
+        now: u64,
+    ) -> impl Future<Output = Result<Vec<(String, Vec<u8>)>, StoreError>> + Send;
+
+    /// What a client has left to hand out of `kind` at `now`.
+    fn key_package_stock(
+        &self,
+        client_id: &str,
+        kind: KeyPackageKind,
+        now: u64,
+    ) -> impl Future<Output = Result<KeyPackageStock, StoreError>> + Send;
+
+    /// Drops KeyPackages that expired before `now`, and one-time packages
+    /// handed out (with the record of who got what) before `claimed_before`.
+    fn prune_key_packages(
+        &self,
+        now: u64,
+        claimed_before: u64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Records that `user_id` (of this provider) accepted a connection with
+    /// `peer`, or asked for one (nothing if recorded already).
+    fn add_connection(
+        &self,
+        user_id: String,
+        peer: String,
+        now: u64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Whether `user_id` has a connection with `peer`.
+    fn connected(
+        &self,
+        user_id: &str,
+        peer: &str,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
     /// Number of stored messages, for metrics and tests.
     fn message_count(&self) -> impl Future<Output = Result<u64, StoreError>> + Send;

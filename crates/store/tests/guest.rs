@@ -303,3 +303,106 @@ async fn a_steps_messages_for_the_hubs_own_clients_are_queued_with_it() {
     };
     assert_eq!(sender, "b.example");
 }
+
+#[tokio::test]
+async fn removing_a_user_releases_what_was_queued_for_its_clients() {
+    let (_dir, path, store) = fresh().await;
+    for client in [BOB, LAPTOP] {
+        store
+            .add_client(client.into(), "bob".into(), 10)
+            .await
+            .unwrap();
+    }
+    store
+        .add_client(CAROL.into(), "carol".into(), 10)
+        .await
+        .unwrap();
+    deliver(&store, 1, &[BOB, LAPTOP], 10).await;
+    deliver(&store, 2, &[BOB, CAROL], 10).await;
+    deliver(&store, 3, &[CAROL], 10).await;
+    store.remove_user("bob".into()).await.unwrap();
+    // Only Bob's clients had message 1: gone. Carol still has 2 and 3.
+    assert_eq!(rows(&path, "inbox").await, 2);
+    assert_eq!(
+        names(&queue(&store, CAROL, 0).await),
+        ["message 2", "message 3"]
+    );
+    let users = store.users().await.unwrap();
+    assert_eq!(users.len(), 1);
+    assert_eq!(users[0].user_id, "carol");
+    assert_eq!(users[0].clients, [CAROL]);
+    assert!(!store.user_exists("bob").await.unwrap());
+    // Carol reads hers: the inbox is empty.
+    let last = queue(&store, CAROL, 0).await.last().unwrap().0;
+    ack(&store, CAROL, last).await;
+    assert_eq!(rows(&path, "inbox").await, 0);
+}
+
+#[tokio::test]
+async fn key_packages_are_pruned_when_expired_or_handed_out() {
+    use mimid_store::{KeyPackageKind, PublishedKeyPackage};
+    let (_dir, path, store) = fresh().await;
+    store
+        .add_client(BOB.into(), "bob".into(), 10)
+        .await
+        .unwrap();
+    let package = |n: u8, last_resort: bool, not_after: u64| PublishedKeyPackage {
+        kind: KeyPackageKind::Regular,
+        last_resort,
+        not_after,
+        key_package: vec![n],
+    };
+    store
+        .publish_key_packages(
+            BOB.into(),
+            vec![
+                package(1, false, 1_000),
+                package(2, false, 100),
+                package(3, true, 1_000),
+            ],
+            10,
+        )
+        .await
+        .unwrap();
+    // At 50 the oldest one-time package goes, then the second, then the
+    // last-resort one, and at 200 the second would have expired.
+    let claim = |token: u8, now: u64| {
+        store.claim_key_packages(
+            [token; 16],
+            "bob".into(),
+            KeyPackageKind::Regular,
+            None,
+            now,
+        )
+    };
+    assert_eq!(claim(1, 50).await.unwrap(), [(BOB.to_string(), vec![1])]);
+    assert_eq!(claim(2, 50).await.unwrap(), [(BOB.to_string(), vec![2])]);
+    assert_eq!(claim(3, 50).await.unwrap(), [(BOB.to_string(), vec![3])]);
+    assert_eq!(claim(4, 50).await.unwrap(), [(BOB.to_string(), vec![3])]);
+    // Nothing for another kind, a client not named, or once expired.
+    let none = store
+        .claim_key_packages([5; 16], "bob".into(), KeyPackageKind::Connection, None, 50)
+        .await
+        .unwrap();
+    assert!(none.is_empty());
+    let none = store
+        .claim_key_packages(
+            [6; 16],
+            "bob".into(),
+            KeyPackageKind::Regular,
+            Some(vec![]),
+            50,
+        )
+        .await
+        .unwrap();
+    assert!(none.is_empty());
+    assert!(claim(7, 1_000).await.unwrap().is_empty());
+    // Pruned at 200, handed out before 60: both one-time ones (handed out),
+    // the last-resort one stays (not expired, never spent).
+    store.prune_key_packages(200, 60).await.unwrap();
+    assert_eq!(rows(&path, "key_packages").await, 1);
+    assert_eq!(rows(&path, "key_package_claims").await, 0);
+    // Once it expires, it goes too.
+    store.prune_key_packages(1_001, 60).await.unwrap();
+    assert_eq!(rows(&path, "key_packages").await, 0);
+}

@@ -149,6 +149,15 @@ impl Node {
                     if let Err(e) = maintained.store().prune_inbound(before).await {
                         tracing::warn!(error = %e, "pruning remembered deliveries failed");
                     }
+                    // Expired KeyPackages, and handed-out ones a day later.
+                    let now = clock.now();
+                    let pruned = maintained
+                        .store()
+                        .prune_key_packages(now, now.saturating_sub(86_400))
+                        .await;
+                    if let Err(e) = pruned {
+                        tracing::warn!(error = %e, "pruning KeyPackages failed");
+                    }
                     tokio::time::sleep(MAINTENANCE).await;
                 }
             }),

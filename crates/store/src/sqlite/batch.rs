@@ -7,11 +7,11 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 
 use rusqlite::types::Value;
 
-use super::guest;
 use super::plan::Plan;
 use super::script::{LookupRow, Script, push_in};
 use super::to_u64;
 use super::writer::{Op, Request};
+use super::{guest, people};
 use crate::{Step, StoreError};
 
 /// The outcome of each request of a batch, in the batch's order.
@@ -148,6 +148,18 @@ fn apply_batch<'a>(
                 // After the requests queued before it, before those after.
                 std::mem::take(&mut sub).apply(conn, script, &mut outcomes)?;
                 let outcome = guest::apply(conn, script, &request.op)?;
+                if let Some(slot) = outcomes.get_mut(index) {
+                    *slot = outcome;
+                }
+            }
+            Op::AddUser { .. }
+            | Op::RemoveUser(_)
+            | Op::PublishKeyPackages { .. }
+            | Op::ClaimKeyPackages { .. }
+            | Op::PruneKeyPackages { .. }
+            | Op::AddConnection { .. } => {
+                std::mem::take(&mut sub).apply(conn, script, &mut outcomes)?;
+                let outcome = people::apply(conn, script, &request.op)?;
                 if let Some(slot) = outcomes.get_mut(index) {
                     *slot = outcome;
                 }

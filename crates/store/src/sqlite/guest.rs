@@ -60,6 +60,13 @@ pub(super) fn apply<'a>(
         } => {
             script
                 .statement()
+                .push("INSERT INTO users (user_id, created_at) VALUES (")
+                .push_bind(user_id.as_str())
+                .push(", ")
+                .push_bind(*now)
+                .push(") ON CONFLICT DO NOTHING");
+            script
+                .statement()
                 .push("INSERT INTO clients (client_id, user_id, created_at) VALUES (")
                 .push_bind(client_id.as_str())
                 .push(", ")
@@ -70,46 +77,84 @@ pub(super) fn apply<'a>(
         }
         Op::Deliver(inbound) => return deliver(conn, script, inbound),
         Op::Acknowledge { client_id, up_to } => {
-            // The cursor moves forward only, and never past the newest
-            // message: a position beyond it must not swallow later ones.
-            let up_to = *up_to;
-            script
-                .statement()
-                .push("INSERT INTO client_cursors (client_id, acked) VALUES (")
-                .push_bind(client_id.as_str())
-                .push(", MIN(")
-                .push_bind(up_to)
-                .push(
-                    ", (SELECT COALESCE(MAX(id), 0) FROM inbox))) \
-                     ON CONFLICT (client_id) DO UPDATE SET acked = MAX(acked, excluded.acked)",
-                );
-            // The messages of this client's sets that every client of
-            // their set has now acknowledged.
-            script
-                .statement()
-                .push(
-                    "DELETE FROM inbox WHERE id IN (\
-                     SELECT i.id FROM (\
-                       SELECT m.set_id, MIN(COALESCE(c.acked, 0)) AS low \
-                       FROM guest_set_members mine \
-                       JOIN guest_set_members m ON m.set_id = mine.set_id \
-                       LEFT JOIN client_cursors c ON c.client_id = m.client_id \
-                       WHERE mine.client_id = ",
-                )
-                .push_bind(client_id.as_str())
-                .push(
-                    " AND EXISTS (SELECT 1 FROM inbox x WHERE x.recipient_set = mine.set_id \
-                         AND x.id <= ",
-                )
-                .push_bind(up_to)
-                .push(
-                    ") GROUP BY m.set_id\
-                     ) s CROSS JOIN inbox i ON i.recipient_set = s.set_id AND i.id <= s.low)",
-                );
+            acknowledge(script, Clients::One(client_id), *up_to);
         }
         _ => return Err("not a guest write".into()),
     }
     Ok(Ok(()))
+}
+
+/// Whose queues an acknowledgement moves.
+pub(super) enum Clients<'a> {
+    One(&'a str),
+    /// Every client of a user.
+    OfUser(&'a str),
+}
+
+impl<'a> Clients<'a> {
+    /// `= ?` or `IN (...)`, for a `client_id` column.
+    fn push_condition(&self, statement: &mut crate::sql::Statement<'a>) {
+        match *self {
+            Clients::One(client_id) => {
+                statement.push(" = ").push_bind(client_id);
+            }
+            Clients::OfUser(user_id) => {
+                statement
+                    .push(" IN (SELECT client_id FROM clients WHERE user_id = ")
+                    .push_bind(user_id)
+                    .push(")");
+            }
+        }
+    }
+}
+
+/// Moves the queues of `clients` up to `up_to`, and drops the messages
+/// every client of their set has now acknowledged.
+pub(super) fn acknowledge<'a>(script: &mut Script<'a>, clients: Clients<'a>, up_to: i64) {
+    // The cursor moves forward only, and never past the newest message: a
+    // position beyond it must not swallow later ones.
+    let statement = script.statement();
+    statement.push("INSERT INTO client_cursors (client_id, acked) SELECT ");
+    match clients {
+        Clients::One(client_id) => statement.push_bind(client_id),
+        Clients::OfUser(_) => statement.push("client_id"),
+    };
+    statement
+        .push(", MIN(")
+        .push_bind(up_to)
+        .push(", (SELECT COALESCE(MAX(id), 0) FROM inbox))");
+    if let Clients::OfUser(user_id) = clients {
+        statement
+            .push(" FROM clients WHERE user_id = ")
+            .push_bind(user_id);
+    } else {
+        // (A `WHERE` keeps `ON CONFLICT` from reading as a join's `ON`.)
+        statement.push(" WHERE 1");
+    }
+    statement.push(" ON CONFLICT (client_id) DO UPDATE SET acked = MAX(acked, excluded.acked)");
+    // The messages of these clients' sets that every client of their set
+    // has now acknowledged.
+    let statement = script.statement();
+    statement.push(
+        "DELETE FROM inbox WHERE id IN (\
+         SELECT i.id FROM (\
+           SELECT m.set_id, MIN(COALESCE(c.acked, 0)) AS low \
+           FROM guest_set_members mine \
+           JOIN guest_set_members m ON m.set_id = mine.set_id \
+           LEFT JOIN client_cursors c ON c.client_id = m.client_id \
+           WHERE mine.client_id",
+    );
+    clients.push_condition(statement);
+    statement
+        .push(
+            " AND EXISTS (SELECT 1 FROM inbox x WHERE x.recipient_set = mine.set_id \
+             AND x.id <= ",
+        )
+        .push_bind(up_to)
+        .push(
+            ") GROUP BY m.set_id\
+             ) s CROSS JOIN inbox i ON i.recipient_set = s.set_id AND i.id <= s.low)",
+        );
 }
 
 /// Remembers the deliveries and stores each message once, for the set of

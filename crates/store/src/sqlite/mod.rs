@@ -64,6 +64,7 @@ mod guest;
 mod inline;
 mod migrate;
 mod pages;
+mod people;
 mod plan;
 mod reads;
 mod script;
@@ -82,8 +83,8 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::{
-    DeadLetter, Inbound, Job, Pending, Queued, Remembered, Snapshot, Step, Store, StoreError,
-    StoredGroup,
+    DeadLetter, Inbound, Job, KeyPackageKind, KeyPackageStock, Pending, PublishedKeyPackage,
+    Queued, Remembered, Snapshot, Step, Store, StoreError, StoredGroup, User,
 };
 use writer::{Op, Writer};
 
@@ -360,6 +361,108 @@ impl Store for SqliteStore {
             now,
         })
         .await
+    }
+
+    async fn add_user(&self, user_id: String, now: u64) -> Result<(), StoreError> {
+        let now = to_i64(now, "time")?;
+        self.submit(Op::AddUser { user_id, now }).await
+    }
+
+    async fn remove_user(&self, user_id: String) -> Result<(), StoreError> {
+        self.submit(Op::RemoveUser(user_id)).await
+    }
+
+    async fn users(&self) -> Result<Vec<User>, StoreError> {
+        people::users(&self.inline)
+    }
+
+    async fn user_exists(&self, user_id: &str) -> Result<bool, StoreError> {
+        people::exists(
+            &self.inline,
+            "SELECT 1 FROM users WHERE user_id = ?1",
+            &[user_id],
+        )
+    }
+
+    async fn publish_key_packages(
+        &self,
+        client_id: String,
+        packages: Vec<PublishedKeyPackage>,
+        now: u64,
+    ) -> Result<(), StoreError> {
+        let now = to_i64(now, "time")?;
+        let packages = packages
+            .into_iter()
+            .map(|p| {
+                Ok((
+                    p.kind.code(),
+                    p.last_resort,
+                    to_i64(p.not_after, "time")?,
+                    p.key_package,
+                ))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        self.submit(Op::PublishKeyPackages {
+            client_id,
+            packages,
+            now,
+        })
+        .await
+    }
+
+    async fn claim_key_packages(
+        &self,
+        token: [u8; 16],
+        user_id: String,
+        kind: KeyPackageKind,
+        clients: Option<Vec<String>>,
+        now: u64,
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let now = to_i64(now, "time")?;
+        self.submit(Op::ClaimKeyPackages {
+            token,
+            user_id,
+            kind: kind.code(),
+            clients,
+            now,
+        })
+        .await?;
+        people::claimed(&self.inline, &token)
+    }
+
+    async fn key_package_stock(
+        &self,
+        client_id: &str,
+        kind: KeyPackageKind,
+        now: u64,
+    ) -> Result<KeyPackageStock, StoreError> {
+        people::stock(&self.inline, client_id, kind, to_i64(now, "time")?)
+    }
+
+    async fn prune_key_packages(&self, now: u64, claimed_before: u64) -> Result<(), StoreError> {
+        self.submit(Op::PruneKeyPackages {
+            now: last_before(now),
+            claimed_before: last_before(claimed_before),
+        })
+        .await
+    }
+
+    async fn add_connection(
+        &self,
+        user_id: String,
+        peer: String,
+        now: u64,
+    ) -> Result<(), StoreError> {
+        let now = to_i64(now, "time")?;
+        self.submit(Op::AddConnection { user_id, peer, now }).await
+    }
+
+    async fn connected(&self, user_id: &str, peer: &str) -> Result<bool, StoreError> {
+        people::exists(
+            &self.inline,
+            "SELECT 1 FROM connections WHERE user_id = ?1 AND peer = ?2",
+            &[user_id, peer],
+        )
     }
 
     async fn known_clients(&self, client_ids: &[String]) -> Result<Vec<bool>, StoreError> {

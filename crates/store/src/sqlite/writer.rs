@@ -61,6 +61,38 @@ pub(super) enum Op {
         client_id: String,
         up_to: i64,
     },
+    /// Add a user (`Conflict` if it exists).
+    AddUser {
+        user_id: String,
+        now: i64,
+    },
+    /// Remove a user with its clients, KeyPackages and connections.
+    RemoveUser(String),
+    /// Store a client's KeyPackages: (kind, last resort, not after, bytes).
+    PublishKeyPackages {
+        client_id: String,
+        packages: Vec<(i64, bool, i64, Vec<u8>)>,
+        now: i64,
+    },
+    /// Hand out one KeyPackage per client of a user, recorded under `token`.
+    ClaimKeyPackages {
+        token: [u8; 16],
+        user_id: String,
+        kind: i64,
+        clients: Option<Vec<String>>,
+        now: i64,
+    },
+    /// Drop expired KeyPackages, and handed-out ones claimed before.
+    PruneKeyPackages {
+        now: i64,
+        claimed_before: i64,
+    },
+    /// Record a user's connection with a peer.
+    AddConnection {
+        user_id: String,
+        peer: String,
+        now: i64,
+    },
 }
 
 /// A write and where to send its outcome.

@@ -33,10 +33,12 @@ use crate::discovery::WELL_KNOWN_PATH;
 use crate::error::TransportError;
 use crate::keys::ProviderKeys;
 
+mod connection_key_packages;
 mod deliver_message;
 mod ds;
 mod external_commit_information;
 mod extract;
+mod group_key_packages;
 mod group_operation;
 mod listen;
 mod verification_key;
@@ -60,6 +62,8 @@ pub struct ServerConfig {
     pub request_timeout: Duration,
     pub limits: Limits,
     pub auth: AuthConfig,
+    /// KeyPackages (`/connection_key_packages`, `/group_key_packages`).
+    pub people: mimid_service::people::PeopleConfig,
 }
 
 impl ServerConfig {
@@ -71,6 +75,7 @@ impl ServerConfig {
             request_timeout: Duration::from_secs(30),
             limits: Limits::default(),
             auth: AuthConfig::default(),
+            people: mimid_service::people::PeopleConfig::default(),
         }
     }
 }
@@ -80,6 +85,8 @@ pub struct AppState<S: Store> {
     service: Arc<HubService<S>>,
     /// The guest side: what hubs deliver for this provider's clients.
     guest: mimid_service::guest::Guest,
+    /// This provider's users' KeyPackages.
+    people: mimid_service::people::People,
     auth: Authenticator,
     keys: ProviderKeys,
     config: ServerConfig,
@@ -105,6 +112,10 @@ impl<S: Store> AppState<S> {
         );
         Arc::new(AppState {
             guest: mimid_service::guest::Guest::new(config.domain.clone()),
+            people: mimid_service::people::People::new(
+                config.domain.clone(),
+                config.people.clone(),
+            ),
             service,
             auth,
             keys,
@@ -121,16 +132,20 @@ pub enum Endpoint {
     ExternalCommitInformation,
     VerificationKey,
     DeliverMessage,
+    ConnectionKeyPackages,
+    GroupKeyPackages,
     WellKnown,
 }
 
 impl Endpoint {
-    pub const ALL: [Endpoint; 6] = [
+    pub const ALL: [Endpoint; 8] = [
         Endpoint::GroupOperation,
         Endpoint::WelcomeInformation,
         Endpoint::ExternalCommitInformation,
         Endpoint::VerificationKey,
         Endpoint::DeliverMessage,
+        Endpoint::ConnectionKeyPackages,
+        Endpoint::GroupKeyPackages,
         Endpoint::WellKnown,
     ];
 
@@ -141,6 +156,8 @@ impl Endpoint {
             Endpoint::ExternalCommitInformation => "/external_commit_information",
             Endpoint::VerificationKey => "/verification_key",
             Endpoint::DeliverMessage => "/deliver_message",
+            Endpoint::ConnectionKeyPackages => "/connection_key_packages",
+            Endpoint::GroupKeyPackages => "/group_key_packages",
             Endpoint::WellKnown => WELL_KNOWN_PATH,
         }
     }
@@ -167,6 +184,16 @@ impl Endpoint {
             Some(Endpoint::VerificationKey) => VerificationKeyResponse {
                 version: 1,
                 result: VerificationKeyResult::Error(error.clone()),
+            }
+            .to_bytes(),
+            Some(Endpoint::ConnectionKeyPackages) => mimid_wire::ConnectionKeyPackageResponse {
+                version: 1,
+                result: mimid_wire::KeyPackagesResult::Error(error.clone()),
+            }
+            .to_bytes(),
+            Some(Endpoint::GroupKeyPackages) => mimid_wire::GroupKeyPackageResponse {
+                version: 1,
+                result: mimid_wire::KeyPackagesResult::Error(error.clone()),
             }
             .to_bytes(),
             _ => DSResponse {
@@ -269,8 +296,8 @@ async fn timed_out(uri: Uri, error: tower::BoxError) -> Failure {
     }
 }
 
-/// The router: one handler per endpoint; `/connection_request` and the
-/// key-package endpoints are not routed yet (404).
+/// The router: one handler per endpoint; `/connection_request` is not
+/// routed yet (404).
 pub fn router<S: Store>(state: Arc<AppState<S>>) -> Router {
     let timeout = state.config.request_timeout;
     Router::new()
@@ -302,6 +329,14 @@ pub fn router<S: Store>(state: Arc<AppState<S>>) -> Router {
         .route(
             Endpoint::DeliverMessage.path(),
             post(deliver_message::handle::<S>).fallback(method_not_allowed),
+        )
+        .route(
+            Endpoint::ConnectionKeyPackages.path(),
+            post(connection_key_packages::handle::<S>).fallback(method_not_allowed),
+        )
+        .route(
+            Endpoint::GroupKeyPackages.path(),
+            post(group_key_packages::handle::<S>).fallback(method_not_allowed),
         )
         .route(
             Endpoint::WellKnown.path(),
