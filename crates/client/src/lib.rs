@@ -9,6 +9,8 @@
 
 use std::collections::HashMap;
 
+pub mod api;
+
 use mimid_wire::{
     self as wire, ClientId, DSAuthData, DSRequest, DSRequestBody, GroupId, GroupIdField, GroupKind,
     MimiDsGroup, PROTOCOL_VERSION, Wire,

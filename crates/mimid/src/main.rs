@@ -73,6 +73,14 @@ enum UserAction {
     Remove { name: String },
     /// List the users and their clients.
     List,
+    /// Print a one-time secret with which one new client of the user
+    /// enrols through the client API (docs/client-api.md).
+    Invite {
+        name: String,
+        /// Hours the secret is good for.
+        #[arg(long, default_value_t = 168)]
+        valid_hours: u64,
+    },
 }
 
 #[derive(Args)]
@@ -172,6 +180,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 UserAction::Add { name } => serve::UserAction::Add(name),
                 UserAction::Remove { name } => serve::UserAction::Remove(name),
                 UserAction::List => serve::UserAction::List,
+                UserAction::Invite { name, valid_hours } => {
+                    serve::UserAction::Invite(name, valid_hours)
+                }
             };
             tokio::runtime::Runtime::new()?.block_on(serve::users(config, action))
         }

@@ -145,6 +145,8 @@ pub enum UserAction {
     Add(String),
     Remove(String),
     List,
+    /// A user and the hours its secret is good for.
+    Invite(String, u64),
 }
 
 /// `mimid user`: the provider's users, on its store.
@@ -191,6 +193,32 @@ pub async fn users(config: Config, action: UserAction) -> anyhow::Result<()> {
             if store.user_exists(id.as_str()).await? {
                 store.remove_user(id.to_string()).await?;
                 println!("removed {id}");
+                Ok(())
+            } else {
+                Err(anyhow::anyhow!("no user {id}"))
+            }
+        }
+        UserAction::Invite(name, hours) => {
+            let id = user_id(&name)?;
+            if store.user_exists(id.as_str()).await? {
+                use base64::Engine as _;
+                use mimid_transport::Clock as _;
+                use sha2::Digest as _;
+                let mut secret = [0u8; 32];
+                getrandom::fill(&mut secret).map_err(|e| anyhow::anyhow!("randomness: {e}"))?;
+                let secret = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret);
+                let now = mimid_transport::SystemClock.now();
+                let expires = now.saturating_add(hours.saturating_mul(3600));
+                store
+                    .add_enrolment(
+                        sha2::Sha256::digest(secret.as_bytes()).into(),
+                        id.to_string(),
+                        expires,
+                        now,
+                    )
+                    .await?;
+                println!("enrolment secret for one client of {id}, good until {expires}:");
+                println!("{secret}");
                 Ok(())
             } else {
                 Err(anyhow::anyhow!("no user {id}"))

@@ -684,6 +684,36 @@ pub trait Store: Send + Sync + 'static {
         now: u64,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
+    /// Records a one-time enrolment secret (by its SHA-256) for a client
+    /// of `user_id`, good until `expires_at`.
+    fn add_enrolment(
+        &self,
+        secret_sha256: [u8; 32],
+        user_id: String,
+        expires_at: u64,
+        now: u64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Spends an enrolment secret on a new client of its user, known from
+    /// then on by `public_key`, in one transaction. Fails with
+    /// [`StoreError::Conflict`], changing nothing, if the secret is unknown,
+    /// spent or expired at `now`, if `client_id` is not of the secret's
+    /// user, or if the client exists.
+    fn enrol_client(
+        &self,
+        secret_sha256: [u8; 32],
+        client_id: String,
+        user_id: String,
+        public_key: Vec<u8>,
+        now: u64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The request signing key of a client of the client API.
+    fn client_key(
+        &self,
+        client_id: &str,
+    ) -> impl Future<Output = Result<Option<Vec<u8>>, StoreError>> + Send;
+
     /// Whether `user_id` has a connection with `peer`.
     fn connected(
         &self,

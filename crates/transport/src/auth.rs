@@ -121,14 +121,23 @@ fn fail(reason: impl Into<String>) -> TransportError {
     TransportError::Authentication(reason.into())
 }
 
-/// `(sender, nonce)` pairs seen in the replay window, expiring in order.
-#[derive(Default)]
-struct ReplayCache {
-    seen: HashMap<(ProviderDomain, [u8; 16]), u64>,
-    order: VecDeque<(u64, ProviderDomain, [u8; 16])>,
+/// `(sender, nonce)` pairs seen in the replay window, expiring in order;
+/// senders are providers, or clients of the client API.
+pub(crate) struct ReplayCache<K = ProviderDomain> {
+    seen: HashMap<(K, [u8; 16]), u64>,
+    order: VecDeque<(u64, K, [u8; 16])>,
 }
 
-impl ReplayCache {
+impl<K> Default for ReplayCache<K> {
+    fn default() -> Self {
+        ReplayCache {
+            seen: HashMap::new(),
+            order: VecDeque::new(),
+        }
+    }
+}
+
+impl<K: Clone + Eq + std::hash::Hash> ReplayCache<K> {
     fn expire(&mut self, now: u64) {
         while let Some((expires, _, _)) = self.order.front() {
             if *expires > now {
@@ -141,9 +150,9 @@ impl ReplayCache {
     }
 
     /// Remembers a pair; `Err` when it was seen or the cache is full.
-    fn remember(
+    pub(crate) fn remember(
         &mut self,
-        sender: &ProviderDomain,
+        sender: &K,
         nonce: [u8; 16],
         now: u64,
         window: u64,

@@ -4,6 +4,7 @@
 //! No IO, no async, no cryptography beyond hashing a key id. MLS structs are
 //! decoded by OpenMLS and carried as their exact bytes.
 
+pub mod client_api;
 mod codec;
 pub mod ds;
 pub mod dserror;

@@ -157,7 +157,9 @@ fn apply_batch<'a>(
             | Op::PublishKeyPackages { .. }
             | Op::ClaimKeyPackages { .. }
             | Op::PruneKeyPackages { .. }
-            | Op::AddConnection { .. } => {
+            | Op::AddConnection { .. }
+            | Op::AddEnrolment { .. }
+            | Op::EnrolClient { .. } => {
                 std::mem::take(&mut sub).apply(conn, script, &mut outcomes)?;
                 let outcome = people::apply(conn, script, &request.op)?;
                 if let Some(slot) = outcomes.get_mut(index) {

@@ -457,6 +457,44 @@ impl Store for SqliteStore {
         self.submit(Op::AddConnection { user_id, peer, now }).await
     }
 
+    async fn add_enrolment(
+        &self,
+        secret_sha256: [u8; 32],
+        user_id: String,
+        expires_at: u64,
+        now: u64,
+    ) -> Result<(), StoreError> {
+        self.submit(Op::AddEnrolment {
+            secret_sha256,
+            user_id,
+            expires_at: to_i64(expires_at, "time")?,
+            now: to_i64(now, "time")?,
+        })
+        .await
+    }
+
+    async fn enrol_client(
+        &self,
+        secret_sha256: [u8; 32],
+        client_id: String,
+        user_id: String,
+        public_key: Vec<u8>,
+        now: u64,
+    ) -> Result<(), StoreError> {
+        self.submit(Op::EnrolClient {
+            secret_sha256,
+            client_id,
+            user_id,
+            public_key,
+            now: to_i64(now, "time")?,
+        })
+        .await
+    }
+
+    async fn client_key(&self, client_id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        people::client_key(&self.inline, client_id)
+    }
+
     async fn connected(&self, user_id: &str, peer: &str) -> Result<bool, StoreError> {
         people::exists(
             &self.inline,

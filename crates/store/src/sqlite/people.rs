@@ -112,6 +112,66 @@ pub(super) fn apply<'a>(
                 .push_bind(*now)
                 .push(") ON CONFLICT DO NOTHING");
         }
+        Op::AddEnrolment {
+            secret_sha256,
+            user_id,
+            expires_at,
+            now,
+        } => {
+            script
+                .statement()
+                .push("INSERT INTO enrolments (secret_sha256, user_id, expires_at, created_at) VALUES (")
+                .push_bind(&secret_sha256[..])
+                .push(", ")
+                .push_bind(user_id.as_str())
+                .push(", ")
+                .push_bind(*expires_at)
+                .push(", ")
+                .push_bind(*now)
+                .push(")");
+        }
+        Op::EnrolClient {
+            secret_sha256,
+            client_id,
+            user_id,
+            public_key,
+            now,
+        } => {
+            // The secret goes as it is spent: only an unspent, unexpired
+            // one of this user returns its row.
+            script
+                .statement()
+                .push("DELETE FROM enrolments WHERE secret_sha256 = ")
+                .push_bind(&secret_sha256[..])
+                .push(" AND user_id = ")
+                .push_bind(user_id.as_str())
+                .push(" AND expires_at > ")
+                .push_bind(*now)
+                .push(" AND NOT EXISTS (SELECT 1 FROM clients WHERE client_id = ")
+                .push_bind(client_id.as_str())
+                .push(") RETURNING 1");
+            if script.fetch(conn)?.is_empty() {
+                return Ok(Err(StoreError::Conflict));
+            }
+            script
+                .statement()
+                .push("INSERT INTO users (user_id, created_at) VALUES (")
+                .push_bind(user_id.as_str())
+                .push(", ")
+                .push_bind(*now)
+                .push(") ON CONFLICT DO NOTHING");
+            script
+                .statement()
+                .push("INSERT INTO clients (client_id, user_id, created_at, public_key) VALUES (")
+                .push_bind(client_id.as_str())
+                .push(", ")
+                .push_bind(user_id.as_str())
+                .push(", ")
+                .push_bind(*now)
+                .push(", ")
+                .push_bind(public_key.as_slice())
+                .push(")");
+        }
         _ => return Err("not a write about people".into()),
     }
     Ok(Ok(()))
@@ -254,5 +314,18 @@ pub(super) fn exists(
             .query_row(rusqlite::params_from_iter(params), |_| Ok(()))
             .optional()
             .map(|row| row.is_some())
+    })
+}
+
+/// [`Store::client_key`](crate::Store::client_key).
+pub(super) fn client_key(
+    reader: &InlineReader,
+    client_id: &str,
+) -> Result<Option<Vec<u8>>, StoreError> {
+    reader.read(|conn| {
+        conn.prepare_cached("SELECT public_key FROM clients WHERE client_id = ?1")?
+            .query_row([client_id], |row| row.get::<_, Option<Vec<u8>>>(0))
+            .optional()
+            .map(Option::flatten)
     })
 }

@@ -87,6 +87,21 @@ pub(super) enum Op {
         now: i64,
         claimed_before: i64,
     },
+    /// Record an enrolment secret's hash.
+    AddEnrolment {
+        secret_sha256: [u8; 32],
+        user_id: String,
+        expires_at: i64,
+        now: i64,
+    },
+    /// Spend an enrolment secret on a new client.
+    EnrolClient {
+        secret_sha256: [u8; 32],
+        client_id: String,
+        user_id: String,
+        public_key: Vec<u8>,
+        now: i64,
+    },
     /// Record a user's connection with a peer.
     AddConnection {
         user_id: String,

@@ -33,6 +33,7 @@ use crate::discovery::WELL_KNOWN_PATH;
 use crate::error::TransportError;
 use crate::keys::ProviderKeys;
 
+pub mod client_api;
 mod connection_key_packages;
 mod deliver_message;
 mod ds;
@@ -87,6 +88,9 @@ pub struct AppState<S: Store> {
     guest: mimid_service::guest::Guest,
     /// This provider's users' KeyPackages.
     people: mimid_service::people::People,
+    /// Nonces of client API requests seen in their window.
+    client_replay: client_api::ClientReplay,
+    clock: Arc<dyn Clock>,
     auth: Authenticator,
     keys: ProviderKeys,
     config: ServerConfig,
@@ -106,7 +110,7 @@ impl<S: Store> AppState<S> {
             config.auth.clone(),
             config.domain.clone(),
             config.limits.clone(),
-            clock,
+            clock.clone(),
             client,
             service.batch_verifier(),
         );
@@ -116,6 +120,8 @@ impl<S: Store> AppState<S> {
                 config.domain.clone(),
                 config.people.clone(),
             ),
+            client_replay: client_api::ClientReplay::default(),
+            clock,
             service,
             auth,
             keys,
@@ -344,6 +350,7 @@ pub fn router<S: Store>(state: Arc<AppState<S>>) -> Router {
                 .head(method_not_allowed)
                 .fallback(method_not_allowed),
         )
+        .merge(client_api::routes::<S>())
         .fallback(not_found)
         .with_state(state)
         .layer(

@@ -1,0 +1,323 @@
+//! The client API of a client's own provider (`docs/client-api.md`): enrol
+//! with the secret the operator handed out, then publish KeyPackages and
+//! read and acknowledge the queue, every request signed with the key the
+//! client enrolled with.
+//!
+//! ```no_run
+//! # async fn demo(http: reqwest::Client) -> Result<(), mimid_client::api::ApiError> {
+//! use mimid_client::api::{ProviderApi, SigningKey};
+//! let key = SigningKey::generate()?;
+//! let api = ProviderApi::enrol(
+//!     http,
+//!     "https://a.example",
+//!     "a.example",
+//!     "secret from the operator",
+//!     &"mimi://a.example/u/alice".parse().expect("a UserID"),
+//!     "phone",
+//!     key,
+//! )
+//! .await?;
+//! let queued = api.queue(0, 25).await?;
+//! if let Some(last) = queued.last() {
+//!     api.acknowledge(last.seq).await?;
+//! }
+//! # Ok(()) }
+//! ```
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use ed25519_dalek::Signer as _;
+use mimid_wire::client_api::{
+    CLIENT_HEADER, NONCE_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, client_request_content,
+};
+use mimid_wire::{ClientId, KeyPackage, UserId};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("HTTP: {0}")]
+    Http(#[from] reqwest::Error),
+    /// The provider refused: HTTP status, error code name and message.
+    #[error("refused ({status} {code}): {message}")]
+    Refused {
+        status: u16,
+        code: String,
+        message: String,
+    },
+    #[error("unexpected answer: {0}")]
+    Answer(String),
+    #[error("randomness: {0}")]
+    Random(String),
+}
+
+/// The Ed25519 key a client signs its requests with.
+pub struct SigningKey(ed25519_dalek::SigningKey);
+
+impl std::fmt::Debug for SigningKey {
+    /// The public key only.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SigningKey({})", hex::encode(self.public_key()))
+    }
+}
+
+impl SigningKey {
+    pub fn generate() -> Result<Self, ApiError> {
+        let mut seed = [0u8; 32];
+        getrandom::fill(&mut seed).map_err(|e| ApiError::Random(e.to_string()))?;
+        Ok(SigningKey(ed25519_dalek::SigningKey::from_bytes(&seed)))
+    }
+
+    /// A key from its 32 secret bytes (as kept by the client).
+    pub fn from_bytes(secret: &[u8; 32]) -> Self {
+        SigningKey(ed25519_dalek::SigningKey::from_bytes(secret))
+    }
+
+    /// The 32 secret bytes, to keep.
+    pub fn to_bytes(&self) -> [u8; 32] {
+        self.0.to_bytes()
+    }
+
+    pub fn public_key(&self) -> [u8; 32] {
+        self.0.verifying_key().to_bytes()
+    }
+}
+
+/// One message of the client's queue.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueuedMessage {
+    /// Its position: acknowledge up to it once it is handled.
+    pub seq: u64,
+    /// The hub that delivered it.
+    pub sender: String,
+    /// The MLS `group_id`.
+    pub group_id: Vec<u8>,
+    pub epoch: u64,
+    /// The `MLSMessage`.
+    pub message: Vec<u8>,
+    pub received_at: u64,
+}
+
+/// An enrolled client's connection to its provider's client API.
+#[derive(Debug)]
+pub struct ProviderApi {
+    http: reqwest::Client,
+    base: String,
+    provider: String,
+    client: ClientId,
+    key: SigningKey,
+}
+
+#[derive(Serialize)]
+struct Enrol<'a> {
+    secret: &'a str,
+    user: &'a str,
+    device: &'a str,
+    public_key: String,
+}
+
+#[derive(Deserialize)]
+struct Enrolled {
+    client_id: String,
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    code: String,
+    message: String,
+}
+
+#[derive(Deserialize)]
+struct WireQueued {
+    seq: u64,
+    sender: String,
+    group_id: String,
+    epoch: u64,
+    message: String,
+    received_at: u64,
+}
+
+#[derive(Deserialize)]
+struct Messages {
+    messages: Vec<WireQueued>,
+}
+
+fn unbase64(value: &str) -> Result<Vec<u8>, ApiError> {
+    URL_SAFE_NO_PAD
+        .decode(value)
+        .map_err(|e| ApiError::Answer(format!("not base64url: {e}")))
+}
+
+/// The answer's body if it is a success, else the provider's refusal.
+async fn answer(response: reqwest::Response) -> Result<bytes::Bytes, ApiError> {
+    let status = response.status().as_u16();
+    let body = response.bytes().await?;
+    if status == 200 {
+        return Ok(body);
+    }
+    match serde_json::from_slice::<ErrorBody>(&body) {
+        Ok(e) => Err(ApiError::Refused {
+            status,
+            code: e.code,
+            message: e.message,
+        }),
+        Err(_) => Err(ApiError::Refused {
+            status,
+            code: String::new(),
+            message: String::from_utf8_lossy(&body).into_owned(),
+        }),
+    }
+}
+
+fn json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| ApiError::Answer(e.to_string()))
+}
+
+impl ProviderApi {
+    /// Enrols a new client `device` of `user` at the provider whose client
+    /// API is at `base` (`https://host[:port]`) and whose domain is
+    /// `provider`, with the operator's one-time `secret`.
+    pub async fn enrol(
+        http: reqwest::Client,
+        base: &str,
+        provider: &str,
+        secret: &str,
+        user: &UserId,
+        device: &str,
+        key: SigningKey,
+    ) -> Result<ProviderApi, ApiError> {
+        let body = serde_json::to_vec(&Enrol {
+            secret,
+            user: user.as_str(),
+            device,
+            public_key: URL_SAFE_NO_PAD.encode(key.public_key()),
+        })
+        .map_err(|e| ApiError::Answer(e.to_string()))?;
+        let response = http
+            .post(format!("{base}/client/v1/enrol"))
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body)
+            .send()
+            .await?;
+        let enrolled: Enrolled = json(&answer(response).await?)?;
+        let client = enrolled
+            .client_id
+            .parse()
+            .map_err(|e| ApiError::Answer(format!("client_id: {e}")))?;
+        Ok(ProviderApi {
+            http,
+            base: base.to_owned(),
+            provider: provider.to_owned(),
+            client,
+            key,
+        })
+    }
+
+    /// A client enrolled before, with its key.
+    pub fn resume(
+        http: reqwest::Client,
+        base: &str,
+        provider: &str,
+        client: ClientId,
+        key: SigningKey,
+    ) -> ProviderApi {
+        ProviderApi {
+            http,
+            base: base.to_owned(),
+            provider: provider.to_owned(),
+            client,
+            key,
+        }
+    }
+
+    pub fn client_id(&self) -> &ClientId {
+        &self.client
+    }
+
+    /// Sends a request signed with the client's key.
+    async fn signed(
+        &self,
+        method: reqwest::Method,
+        path_and_query: &str,
+        body: Vec<u8>,
+    ) -> Result<bytes::Bytes, ApiError> {
+        let timestamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let mut nonce = [0u8; 16];
+        getrandom::fill(&mut nonce).map_err(|e| ApiError::Random(e.to_string()))?;
+        let body_sha256: [u8; 32] = Sha256::digest(&body).into();
+        let content = client_request_content(
+            &self.provider,
+            self.client.as_str(),
+            method.as_str(),
+            path_and_query,
+            timestamp,
+            &nonce,
+            &body_sha256,
+        );
+        let signature = self.key.0.sign(&content);
+        let mut request = self
+            .http
+            .request(method, format!("{}{path_and_query}", self.base))
+            .header(CLIENT_HEADER, self.client.as_str())
+            .header(TIMESTAMP_HEADER, timestamp.to_string())
+            .header(NONCE_HEADER, hex::encode(nonce))
+            .header(
+                SIGNATURE_HEADER,
+                URL_SAFE_NO_PAD.encode(signature.to_bytes()),
+            );
+        if !body.is_empty() {
+            request = request
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body);
+        }
+        answer(request.send().await?).await
+    }
+
+    /// Publishes KeyPackages (all stored, or none).
+    pub async fn publish_key_packages(&self, packages: &[KeyPackage]) -> Result<(), ApiError> {
+        let encoded: Vec<String> = packages
+            .iter()
+            .map(|kp| URL_SAFE_NO_PAD.encode(kp.as_bytes()))
+            .collect();
+        let body = serde_json::to_vec(&serde_json::json!({ "key_packages": encoded }))
+            .map_err(|e| ApiError::Answer(e.to_string()))?;
+        self.signed(reqwest::Method::POST, "/client/v1/key_packages", body)
+            .await
+            .map(|_| ())
+    }
+
+    /// The queue after position `after` (and after what was acknowledged),
+    /// waiting up to `wait` seconds (at most 25) for a message if there is
+    /// none yet.
+    pub async fn queue(&self, after: u64, wait: u64) -> Result<Vec<QueuedMessage>, ApiError> {
+        let path = format!("/client/v1/queue?after={after}&wait={wait}");
+        let body = self.signed(reqwest::Method::GET, &path, Vec::new()).await?;
+        let messages: Messages = json(&body)?;
+        messages
+            .messages
+            .into_iter()
+            .map(|m| {
+                Ok(QueuedMessage {
+                    seq: m.seq,
+                    sender: m.sender,
+                    group_id: unbase64(&m.group_id)?,
+                    epoch: m.epoch,
+                    message: unbase64(&m.message)?,
+                    received_at: m.received_at,
+                })
+            })
+            .collect()
+    }
+
+    /// Acknowledges the queue up to position `up_to`: those messages are
+    /// not read again.
+    pub async fn acknowledge(&self, up_to: u64) -> Result<(), ApiError> {
+        let body = serde_json::to_vec(&serde_json::json!({ "up_to": up_to }))
+            .map_err(|e| ApiError::Answer(e.to_string()))?;
+        self.signed(reqwest::Method::POST, "/client/v1/ack", body)
+            .await
+            .map(|_| ())
+    }
+}

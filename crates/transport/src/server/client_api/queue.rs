@@ -1,0 +1,103 @@
+//! `GET /client/v1/queue` and `POST /client/v1/ack`: the client's own
+//! queue, read from a position on (waiting up to `wait` seconds for
+//! something to arrive: long polling), and acknowledged up to a position.
+//! What a client has not acknowledged it gets again on its next read, from
+//! any connection.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use mimid_store::Store;
+use serde::{Deserialize, Serialize};
+
+use super::super::AppState;
+use super::auth::ClientSigned;
+use super::{ApiFailure, base64, json, parse};
+use crate::error::TransportError;
+
+/// Longest wait of a read (seconds).
+const MAX_WAIT: u64 = 25;
+
+/// Messages in one answer, at most.
+const MAX_READ: u32 = 256;
+
+/// How often a waiting read looks again.
+const POLL: Duration = Duration::from_millis(50);
+
+#[derive(Deserialize)]
+pub(super) struct ReadQuery {
+    /// Messages after this position (default: all not acknowledged).
+    #[serde(default)]
+    after: u64,
+    /// Seconds to wait for a message if there is none (0 to 25: under the
+    /// server's request timeout).
+    #[serde(default)]
+    wait: u64,
+}
+
+#[derive(Serialize)]
+struct Queued {
+    seq: u64,
+    sender: String,
+    group_id: String,
+    epoch: u64,
+    message: String,
+    received_at: u64,
+}
+
+#[derive(Serialize)]
+struct Messages {
+    messages: Vec<Queued>,
+}
+
+pub(super) async fn read<S: Store>(
+    State(state): State<Arc<AppState<S>>>,
+    Query(query): Query<ReadQuery>,
+    request: ClientSigned,
+) -> Result<Response, ApiFailure> {
+    let deadline = Instant::now() + Duration::from_secs(query.wait.min(MAX_WAIT));
+    let store = state.service.store();
+    loop {
+        let queued = store
+            .client_queue(request.client.as_str(), query.after, MAX_READ)
+            .await
+            .map_err(|e| TransportError::Service(e.into()))?;
+        if !queued.is_empty() || Instant::now() >= deadline {
+            let messages = queued
+                .into_iter()
+                .map(|q| Queued {
+                    seq: q.seq,
+                    sender: q.sender,
+                    group_id: base64(&q.group_id),
+                    epoch: q.epoch,
+                    message: base64(&q.message),
+                    received_at: q.received_at,
+                })
+                .collect();
+            return Ok(json(StatusCode::OK, &Messages { messages }));
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+#[derive(Deserialize)]
+struct Ack {
+    up_to: u64,
+}
+
+pub(super) async fn acknowledge<S: Store>(
+    State(state): State<Arc<AppState<S>>>,
+    request: ClientSigned,
+) -> Result<Response, ApiFailure> {
+    let asked: Ack = parse(&request.body)?;
+    state
+        .service
+        .store()
+        .acknowledge(request.client.as_str().to_owned(), asked.up_to)
+        .await
+        .map_err(|e| TransportError::Service(e.into()))?;
+    Ok(json(StatusCode::OK, &serde_json::json!({})))
+}

@@ -1,0 +1,260 @@
+//! The client API over real HTTPS (`docs/client-api.md`; three providers on
+//! loopback): clients enrol with one-time secrets, publish KeyPackages and
+//! read their queues with the SDK (`mimid_client::api`); a client cannot
+//! act as another or read another's queue, a replayed request is refused,
+//! and a client that reconnects gets exactly what it had not acknowledged.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use ed25519_dalek::Signer as _;
+use mimid_client::MimiClient;
+use mimid_client::api::{ApiError, ProviderApi, SigningKey};
+use mimid_core::DsEndpoint;
+use mimid_store::{KeyPackageKind, Store};
+use mimid_transport::auth::AuthMode;
+use mimid_transport::loopback::Loopback;
+use mimid_transport::{Clock as _, SystemClock, tls};
+use mimid_wire::client_api::{
+    CLIENT_HEADER, NONCE_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, client_request_content,
+};
+use mimid_wire::{
+    DSAuthData, DSRequest, DSRequestBody, DSResponseBody, GroupIdField, GroupKind, UserId,
+};
+use sha2::{Digest, Sha256};
+
+const ALICE: &str = "mimi://a.example/u/alice";
+const PHONE: &str = "mimi://a.example/d/alice/phone";
+const LAPTOP: &str = "mimi://a.example/d/alice/laptop";
+
+/// An HTTPS client that trusts the loopback CA and finds a.example.
+fn http(f: &Loopback) -> reqwest::Client {
+    let roots = tls::root_store(&tls::load_certs(f.ca_path()).unwrap(), false).unwrap();
+    let config = tls::client_config(roots, None).unwrap();
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(config)
+        .resolve("a.example", f.node("a.example").unwrap().local_addr())
+        .build()
+        .unwrap()
+}
+
+fn base(f: &Loopback) -> String {
+    format!("https://a.example:{}", f.port())
+}
+
+/// Records a one-time secret for a client of Alice.
+async fn invite(f: &Loopback, secret: &str) {
+    let store = f.node("a.example").unwrap().service.store();
+    let now = SystemClock.now();
+    store
+        .add_enrolment(
+            Sha256::digest(secret.as_bytes()).into(),
+            ALICE.into(),
+            now + 3600,
+            now,
+        )
+        .await
+        .unwrap();
+}
+
+async fn enrol(f: &Loopback, secret: &str, device: &str) -> Result<ProviderApi, ApiError> {
+    ProviderApi::enrol(
+        http(f),
+        &base(f),
+        "a.example",
+        secret,
+        &ALICE.parse::<UserId>().unwrap(),
+        device,
+        SigningKey::generate().unwrap(),
+    )
+    .await
+}
+
+fn refused(result: Result<impl std::fmt::Debug, ApiError>) -> (u16, String) {
+    match result {
+        Err(ApiError::Refused { status, code, .. }) => (status, code),
+        other => panic!("not refused: {other:?}"),
+    }
+}
+
+/// A signed queue read built by hand: `as_client` in the header, signed
+/// with `key`, with the nonce given.
+async fn raw_read(
+    f: &Loopback,
+    as_client: &str,
+    key: &ed25519_dalek::SigningKey,
+    nonce: [u8; 16],
+) -> u16 {
+    let path = "/client/v1/queue?after=0&wait=0";
+    let timestamp = SystemClock.now();
+    let content = client_request_content(
+        "a.example",
+        as_client,
+        "GET",
+        path,
+        timestamp,
+        &nonce,
+        &Sha256::digest(b"").into(),
+    );
+    http(f)
+        .get(format!("{}{path}", base(f)))
+        .header(CLIENT_HEADER, as_client)
+        .header(TIMESTAMP_HEADER, timestamp.to_string())
+        .header(NONCE_HEADER, hex::encode(nonce))
+        .header(
+            SIGNATURE_HEADER,
+            URL_SAFE_NO_PAD.encode(key.sign(&content).to_bytes()),
+        )
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_enrol_publish_and_read_only_their_own_queues() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = Loopback::start(
+        dir.path(),
+        &["a.example", "b.example", "c.example"],
+        AuthMode::Signature,
+    )
+    .await
+    .unwrap();
+    let a = f.node("a.example").unwrap();
+    let store = a.service.store();
+    store
+        .add_user(ALICE.into(), SystemClock.now())
+        .await
+        .unwrap();
+
+    // Enrolment: a secret is good once, for its user only.
+    invite(&f, "first secret").await;
+    invite(&f, "second secret").await;
+    let phone_api = enrol(&f, "first secret", "phone").await.unwrap();
+    assert_eq!(phone_api.client_id().as_str(), PHONE);
+    assert_eq!(
+        refused(enrol(&f, "first secret", "tablet").await),
+        (401, "provider_authentication_failed".into())
+    );
+    assert_eq!(refused(enrol(&f, "no such secret", "tablet").await).0, 401);
+    // The device name is taken: the secret is not spent on it.
+    assert_eq!(refused(enrol(&f, "second secret", "phone").await).0, 401);
+    let laptop_key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+    let laptop_api = ProviderApi::enrol(
+        http(&f),
+        &base(&f),
+        "a.example",
+        "second secret",
+        &ALICE.parse::<UserId>().unwrap(),
+        "laptop",
+        signing_key(&laptop_key),
+    )
+    .await
+    .unwrap();
+    assert_eq!(laptop_api.client_id().as_str(), LAPTOP);
+
+    // KeyPackages: a client publishes its own, not another's.
+    let phone = MimiClient::new(PHONE.parse().unwrap()).unwrap();
+    let mut laptop = MimiClient::new(LAPTOP.parse().unwrap()).unwrap();
+    phone_api
+        .publish_key_packages(&[
+            phone.key_package(false, false).unwrap(),
+            phone.key_package(false, true).unwrap(),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(
+        refused(
+            phone_api
+                .publish_key_packages(&[laptop.key_package(false, false).unwrap()])
+                .await
+        ),
+        (403, "operation_not_allowed".into())
+    );
+    let stock = store
+        .key_package_stock(PHONE, KeyPackageKind::Regular, SystemClock.now())
+        .await
+        .unwrap();
+    assert_eq!((stock.one_time, stock.last_resort), (1, true));
+
+    // A group on a.example: the laptop creates it and adds the phone; the
+    // phone's queue gets the Welcome and three messages.
+    let ask = DSRequest {
+        version: 1,
+        request_body: DSRequestBody::RequestGroupId,
+        authentication_data: DSAuthData::Anonymous,
+    };
+    let DSResponseBody::GroupId(GroupIdField(group)) =
+        a.submit(DsEndpoint::GroupOperation, &ask).await.unwrap()
+    else {
+        panic!("no group id")
+    };
+    let create = laptop.create_group(&group, GroupKind::Regular).unwrap();
+    a.submit(DsEndpoint::GroupOperation, &create).await.unwrap();
+    let add = laptop
+        .add(&group, &[phone.key_package(false, false).unwrap()], true)
+        .unwrap();
+    a.submit(DsEndpoint::GroupOperation, &add).await.unwrap();
+    laptop.merge_pending_commit(&group).unwrap();
+    let mut sent = Vec::new();
+    for i in 0..3 {
+        let request = laptop
+            .send_message(&group, format!("hi {i}").as_bytes())
+            .unwrap();
+        let DSRequestBody::SendMessage(m) = &request.request_body else {
+            unreachable!()
+        };
+        sent.push(m.application_message.as_bytes().to_vec());
+        a.submit(DsEndpoint::GroupOperation, &request)
+            .await
+            .unwrap();
+    }
+    let queued = phone_api.queue(0, 0).await.unwrap();
+    assert_eq!(queued.len(), 4);
+    let messages: Vec<Vec<u8>> = queued[1..].iter().map(|q| q.message.clone()).collect();
+    assert_eq!(messages, sent);
+    assert_eq!(queued[0].group_id, group.to_mls_bytes());
+    // The laptop sent them: its own queue is empty. It cannot read the
+    // phone's: a request naming the phone, signed with the laptop's key,
+    // is refused, as is a replay of the laptop's own request.
+    assert!(laptop_api.queue(0, 0).await.unwrap().is_empty());
+    assert_eq!(raw_read(&f, PHONE, &laptop_key, [1; 16]).await, 401);
+    assert_eq!(raw_read(&f, LAPTOP, &laptop_key, [2; 16]).await, 200);
+    assert_eq!(raw_read(&f, LAPTOP, &laptop_key, [2; 16]).await, 401);
+    // Nor acknowledge for it: the phone's queue is as it was.
+    assert_eq!(phone_api.queue(0, 0).await.unwrap().len(), 4);
+
+    // The phone acknowledges the Welcome and the first message, then
+    // "reconnects" (a new session with its key): it gets exactly the rest.
+    phone_api.acknowledge(queued[1].seq).await.unwrap();
+    let again = phone_api.queue(0, 0).await.unwrap();
+    assert_eq!(again, queued[2..]);
+
+    // A waiting read hears of a message as it arrives.
+    let phone_api = Arc::new(phone_api);
+    let last = again.last().unwrap().seq;
+    let waiting = {
+        let phone_api = phone_api.clone();
+        tokio::spawn(async move { phone_api.queue(last, 20).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let request = laptop.send_message(&group, b"late").unwrap();
+    a.submit(DsEndpoint::GroupOperation, &request)
+        .await
+        .unwrap();
+    let heard = waiting.await.unwrap().unwrap();
+    assert_eq!(heard.len(), 1);
+    let DSRequestBody::SendMessage(m) = &request.request_body else {
+        unreachable!()
+    };
+    assert_eq!(heard[0].message, m.application_message.as_bytes());
+}
+
+/// The SDK's key from raw bytes (so the test can also sign by hand).
+fn signing_key(key: &ed25519_dalek::SigningKey) -> SigningKey {
+    SigningKey::from_bytes(&key.to_bytes())
+}
