@@ -98,6 +98,50 @@ pub struct QueuedMessage {
     pub received_at: u64,
 }
 
+/// A connection request waiting for the client's user.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IncomingConnection {
+    /// Names it when settling it.
+    pub id: i64,
+    /// Who asks to connect.
+    pub sender_user: UserId,
+    /// The connection group's MLS `group_id`.
+    pub group_id: Vec<u8>,
+    pub epoch: u64,
+    /// The Welcome into the connection group (`MLSMessage`).
+    pub welcome: Vec<u8>,
+    pub received_at: u64,
+}
+
+/// What the user does with a connection request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decision {
+    Accept,
+    Decline,
+    /// Decline, and refuse the requester's later requests.
+    Block,
+}
+
+#[derive(Deserialize)]
+struct WireIncoming {
+    id: i64,
+    sender_user: String,
+    group_id: String,
+    epoch: u64,
+    welcome: String,
+    received_at: u64,
+}
+
+#[derive(Deserialize)]
+struct Requests {
+    requests: Vec<WireIncoming>,
+}
+
+#[derive(Deserialize)]
+struct Fetched {
+    key_packages: Vec<String>,
+}
+
 /// An enrolled client's connection to its provider's client API.
 #[derive(Debug)]
 pub struct ProviderApi {
@@ -309,6 +353,109 @@ impl ProviderApi {
                 })
             })
             .collect()
+    }
+
+    /// One KeyPackage per client of `target` (on any provider), through
+    /// this client's provider: connection packages (`connection`), or
+    /// regular ones, which `target` serves only once it has a connection
+    /// with this client's user; `clients` narrows them to those clients.
+    pub async fn fetch_key_packages(
+        &self,
+        target: &UserId,
+        connection: bool,
+        clients: &[ClientId],
+    ) -> Result<Vec<KeyPackage>, ApiError> {
+        let body = serde_json::to_vec(&serde_json::json!({
+            "target": target.as_str(),
+            "kind": if connection { "connection" } else { "regular" },
+            "clients": clients.iter().map(|c| c.as_str()).collect::<Vec<_>>(),
+        }))
+        .map_err(|e| ApiError::Answer(e.to_string()))?;
+        let body = self
+            .signed(reqwest::Method::POST, "/client/v1/key_packages/fetch", body)
+            .await?;
+        let fetched: Fetched = json(&body)?;
+        fetched
+            .key_packages
+            .iter()
+            .map(|kp| {
+                KeyPackage::from_bytes(&unbase64(kp)?)
+                    .map_err(|e| ApiError::Answer(format!("KeyPackage: {e}")))
+            })
+            .collect()
+    }
+
+    /// Asks `target` to connect, with the Welcome into the connection group
+    /// (MLS `group_id`, its epoch). Once `target`'s provider has it, this
+    /// user has a connection with `target`.
+    pub async fn connect(
+        &self,
+        target: &UserId,
+        group_id: &[u8],
+        epoch: u64,
+        welcome: &[u8],
+    ) -> Result<(), ApiError> {
+        let body = serde_json::to_vec(&serde_json::json!({
+            "target": target.as_str(),
+            "group_id": URL_SAFE_NO_PAD.encode(group_id),
+            "epoch": epoch,
+            "welcome": URL_SAFE_NO_PAD.encode(welcome),
+        }))
+        .map_err(|e| ApiError::Answer(e.to_string()))?;
+        self.signed(reqwest::Method::POST, "/client/v1/connect", body)
+            .await
+            .map(|_| ())
+    }
+
+    /// The connection requests waiting for this client's user.
+    pub async fn connection_requests(&self) -> Result<Vec<IncomingConnection>, ApiError> {
+        let body = self
+            .signed(
+                reqwest::Method::GET,
+                "/client/v1/connection_requests",
+                Vec::new(),
+            )
+            .await?;
+        let requests: Requests = json(&body)?;
+        requests
+            .requests
+            .into_iter()
+            .map(|r| {
+                Ok(IncomingConnection {
+                    id: r.id,
+                    sender_user: r
+                        .sender_user
+                        .parse()
+                        .map_err(|e| ApiError::Answer(format!("sender_user: {e}")))?,
+                    group_id: unbase64(&r.group_id)?,
+                    epoch: r.epoch,
+                    welcome: unbase64(&r.welcome)?,
+                    received_at: r.received_at,
+                })
+            })
+            .collect()
+    }
+
+    /// Settles connection request `id` for the user.
+    pub async fn settle_connection_request(
+        &self,
+        id: i64,
+        decision: Decision,
+    ) -> Result<(), ApiError> {
+        let decision = match decision {
+            Decision::Accept => "accept",
+            Decision::Decline => "decline",
+            Decision::Block => "block",
+        };
+        let body = serde_json::to_vec(&serde_json::json!({ "id": id, "decision": decision }))
+            .map_err(|e| ApiError::Answer(e.to_string()))?;
+        self.signed(
+            reqwest::Method::POST,
+            "/client/v1/connection_requests/settle",
+            body,
+        )
+        .await
+        .map(|_| ())
     }
 
     /// Acknowledges the queue up to position `up_to`: those messages are

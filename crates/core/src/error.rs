@@ -53,6 +53,9 @@ pub enum HubError {
     /// The target user has no connection with the requester (9).
     #[error("{0}")]
     NotConnected(String),
+    /// The recipient user blocked the requester (7).
+    #[error("{0}")]
+    Blocked(String),
     /// None of the target's clients has a KeyPackage of the kind (9).
     #[error("{0}")]
     NoKeyPackages(String),
@@ -98,6 +101,7 @@ impl HubError {
             HubError::UnknownClient(_) => ErrorCode::UnknownClient,
             HubError::NotConnected(_) => ErrorCode::NotConnected,
             HubError::NoKeyPackages(_) => ErrorCode::NoKeyPackages,
+            HubError::Blocked(_) => ErrorCode::Blocked,
             HubError::Internal(_) => ErrorCode::InternalError,
         }
     }

@@ -7,8 +7,8 @@
 use std::collections::HashMap;
 
 use mimid_wire::{
-    ClientId, DeliverMessage, MessageId, ProviderDomain, QueueingServiceOk, QueueingServicePayload,
-    QueueingServiceRequest, Wire,
+    ClientId, ConnectionRequest, DeliverMessage, MessageId, ProviderDomain, QueueingServiceOk,
+    QueueingServicePayload, QueueingServiceRequest, Wire,
 };
 use sha2::{Digest, Sha256};
 
@@ -73,23 +73,12 @@ pub fn check_delivery<'a>(
             return Err(HubError::WrongEndpoint("deliver_messages"));
         }
         (P::ConnectionRequest(_), QsEndpoint::ConnectionRequest) => {
-            return Err(HubError::UnsupportedOperation(
-                "connection requests are not served yet".into(),
+            return Err(HubError::Internal(
+                "a connection request is checked by check_connection_request".into(),
             ));
         }
     };
-    if &request.sender != authenticated {
-        return Err(HubError::ProviderAuthentication(format!(
-            "the request names {} as its sender, but {authenticated} sent it",
-            request.sender
-        )));
-    }
-    if &request.recipient != domain {
-        return Err(HubError::WrongRecipient(format!(
-            "this is {domain}, not {}",
-            request.recipient
-        )));
-    }
+    check_envelope(domain, authenticated, request)?;
     let recipients = messages.iter().flat_map(|(_, d)| &d.recipients);
     if let Some(c) = recipients.clone().find(|c| &c.domain() != domain) {
         return Err(HubError::WrongRecipient(format!(
@@ -129,6 +118,82 @@ pub fn check_delivery<'a>(
     })
 }
 
+/// `sender` is the authenticated provider (401), `recipient` this one (421).
+fn check_envelope(
+    domain: &ProviderDomain,
+    authenticated: &ProviderDomain,
+    request: &QueueingServiceRequest,
+) -> Result<(), HubError> {
+    if &request.sender != authenticated {
+        return Err(HubError::ProviderAuthentication(format!(
+            "the request names {} as its sender, but {authenticated} sent it",
+            request.sender
+        )));
+    }
+    if &request.recipient != domain {
+        return Err(HubError::WrongRecipient(format!(
+            "this is {domain}, not {}",
+            request.recipient
+        )));
+    }
+    Ok(())
+}
+
+/// A connection request that passed [`check_connection_request`].
+#[derive(Debug)]
+pub struct CheckedConnectionRequest<'a> {
+    pub sender: &'a ProviderDomain,
+    pub message_id: &'a MessageId,
+    pub request: &'a ConnectionRequest,
+    /// SHA-256 of the encoded `ConnectionRequest`: what a repeat must carry.
+    pub sha256: [u8; 32],
+}
+
+/// The checks of 7 on a connection request that need nothing stored: the
+/// request type belongs to the endpoint (400), `sender` is the
+/// authenticated provider (401), `recipient` and `recipient_user` are this
+/// provider's (421), `sender_user` is the sender's (403). The caller then
+/// checks that the user exists (404) and has not blocked the requester
+/// (403 `blocked`).
+pub fn check_connection_request<'a>(
+    domain: &ProviderDomain,
+    authenticated: &'a ProviderDomain,
+    endpoint: QsEndpoint,
+    request: &'a QueueingServiceRequest,
+) -> Result<CheckedConnectionRequest<'a>, HubError> {
+    use QueueingServicePayload as P;
+    let connection = match (&request.payload, endpoint) {
+        (P::ConnectionRequest(c), QsEndpoint::ConnectionRequest) => c,
+        (P::ConnectionRequest(_), QsEndpoint::DeliverMessage) => {
+            return Err(HubError::WrongEndpoint("connection_request"));
+        }
+        (P::DeliverMessage(_), _) => return Err(HubError::WrongEndpoint("deliver_message")),
+        (P::DeliverMessages(_), _) => return Err(HubError::WrongEndpoint("deliver_messages")),
+    };
+    check_envelope(domain, authenticated, request)?;
+    if &connection.recipient_user.domain() != domain {
+        return Err(HubError::WrongRecipient(format!(
+            "{} is not a user of {domain}",
+            connection.recipient_user
+        )));
+    }
+    if &connection.sender_user.domain() != authenticated {
+        return Err(HubError::NotAllowed(format!(
+            "{authenticated} asks for {}, a user of another provider",
+            connection.sender_user
+        )));
+    }
+    let encoded = connection
+        .to_bytes()
+        .map_err(|e| HubError::Internal(format!("a decoded request: {e}")))?;
+    Ok(CheckedConnectionRequest {
+        sender: authenticated,
+        message_id: &request.message_id,
+        request: connection,
+        sha256: Sha256::digest(&encoded).into(),
+    })
+}
+
 fn reuse(message_id: &MessageId) -> HubError {
     HubError::MessageIdReuse(format!("{message_id:?}"))
 }
@@ -142,17 +207,18 @@ pub struct Earlier<'a> {
 }
 
 /// What a message remembered as delivered before means now: the same
-/// message again is answered as it was (the answer returned), another one
-/// under its id is 409 `message_id_reuse`. Only accepted deliveries are
-/// remembered (7).
+/// message again (`sha256`) is answered as it was (the answer returned),
+/// another one under its id is 409 `message_id_reuse`. Only accepted
+/// deliveries are remembered (7).
 pub fn repeat<'a>(
-    message: &CheckedMessage<'_>,
+    message_id: &MessageId,
+    sha256: &[u8; 32],
     earlier: Earlier<'a>,
 ) -> Result<&'a [u8], HubError> {
-    if earlier.body_sha256 == message.sha256 {
+    if earlier.body_sha256 == sha256 {
         Ok(earlier.answer)
     } else {
-        Err(reuse(message.message_id))
+        Err(reuse(message_id))
     }
 }
 

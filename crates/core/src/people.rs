@@ -105,3 +105,10 @@ pub fn check_request(
     }
     Ok(())
 }
+
+/// The ClientID a fetched KeyPackage is for (its credential's identity),
+/// which the fetching side checks is a client of the user it asked for (9).
+pub fn owner_of(key_package: &KeyPackage) -> Result<ClientId, HubError> {
+    client_of_credential(&key_package.parsed().unverified_credential().credential)
+        .map_err(|e| HubError::InvalidMls(format!("KeyPackage: {e}")))
+}

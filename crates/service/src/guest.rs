@@ -8,7 +8,7 @@ use std::collections::HashSet;
 
 use mimid_core::HubError;
 use mimid_core::guest::{self, CheckedMessage, Earlier, QsEndpoint};
-use mimid_store::{Inbound, Store, StoreError};
+use mimid_store::{Inbound, InboundConnectionRequest, Store, StoreError};
 use mimid_wire::{
     Limits, ProviderDomain, QueueingServiceOk, QueueingServiceRequest, QueueingServiceResponse,
     QueueingServiceResult, Wire,
@@ -101,7 +101,8 @@ impl Guest {
                 match store.remembered(sender, m.message_id.0).await? {
                     Some(e) => {
                         let answer = guest::repeat(
-                            m,
+                            m.message_id,
+                            &m.sha256,
                             Earlier {
                                 body_sha256: &e.body_sha256,
                                 answer: &e.answer,
@@ -125,6 +126,85 @@ impl Guest {
             StoreError::Unavailable("repeats of this delivery keep arriving meanwhile".into())
                 .into(),
         )
+    }
+}
+
+impl Guest {
+    /// Handles a connection request (`docs/protocol.md` 7) that
+    /// `authenticated` sent: checked, then stored for every client of its
+    /// recipient user to see, unless the user blocked the requester. A
+    /// repeat is answered as the first.
+    pub async fn connection_request<S: Store>(
+        &self,
+        store: &S,
+        authenticated: &ProviderDomain,
+        request: &QueueingServiceRequest,
+        now: u64,
+    ) -> Result<QueueingServiceOk, ServiceError> {
+        let in_flight = self.in_flight.enter();
+        let checked = guest::check_connection_request(
+            &self.domain,
+            authenticated,
+            QsEndpoint::ConnectionRequest,
+            request,
+        )?;
+        let c = checked.request;
+        if !store.user_exists(c.recipient_user.as_str()).await? {
+            return Err(HubError::UnknownUser(format!("no user {}", c.recipient_user)).into());
+        }
+        if store
+            .blocked(c.recipient_user.as_str(), c.sender_user.as_str())
+            .await?
+        {
+            return Err(HubError::Blocked(format!(
+                "{} does not take connection requests from {}",
+                c.recipient_user, c.sender_user
+            ))
+            .into());
+        }
+        let ok = QueueingServiceOk {
+            unknown_recipients: Vec::new(),
+        };
+        let answer = ok
+            .to_bytes()
+            .map_err(|e| HubError::Internal(format!("answer: {e}")))?;
+        let stored = store
+            .receive_connection_request(InboundConnectionRequest {
+                sender: checked.sender.as_str().to_owned(),
+                message_id: checked.message_id.0,
+                body_sha256: checked.sha256,
+                answer,
+                sender_user: c.sender_user.as_str().to_owned(),
+                recipient_user: c.recipient_user.as_str().to_owned(),
+                group_id: c.group_id.0.to_mls_bytes(),
+                epoch: c.epoch,
+                welcome: c.welcome.as_bytes().to_vec(),
+                now,
+            })
+            .await;
+        drop(in_flight);
+        match stored {
+            Ok(()) => Ok(ok),
+            Err(StoreError::Conflict) => {
+                let earlier = store
+                    .remembered(checked.sender.as_str(), checked.message_id.0)
+                    .await?
+                    .ok_or_else(|| {
+                        StoreError::Unavailable("a repeated request was just pruned".into())
+                    })?;
+                let answer = guest::repeat(
+                    checked.message_id,
+                    &checked.sha256,
+                    Earlier {
+                        body_sha256: &earlier.body_sha256,
+                        answer: &earlier.answer,
+                    },
+                )?;
+                QueueingServiceOk::decode_exact(answer, &Limits::default())
+                    .map_err(|e| HubError::Internal(format!("remembered answer: {e}")).into())
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 }
 

@@ -223,6 +223,47 @@ pub struct KeyPackageStock {
     pub last_resort: bool,
 }
 
+/// A connection request a user of this provider received (`docs/protocol.md`
+/// 7), to store: remembered like a delivery, by `(sender, message_id)`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InboundConnectionRequest {
+    /// The initiator's provider.
+    pub sender: String,
+    pub message_id: [u8; 16],
+    pub body_sha256: [u8; 32],
+    /// The encoded answer, repeated to a repeat.
+    pub answer: Vec<u8>,
+    pub sender_user: String,
+    pub recipient_user: String,
+    pub group_id: Vec<u8>,
+    pub epoch: u64,
+    /// The Welcome into the connection group.
+    pub welcome: Vec<u8>,
+    pub now: u64,
+}
+
+/// A connection request waiting for its user.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConnectionRequestEntry {
+    pub id: i64,
+    pub sender_user: String,
+    pub group_id: Vec<u8>,
+    pub epoch: u64,
+    pub welcome: Vec<u8>,
+    pub received_at: u64,
+}
+
+/// What a user does with a connection request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Connect: the requester may fetch the user's regular KeyPackages.
+    Accept,
+    /// Drop the request.
+    Decline,
+    /// Drop it and every request of the requester, and refuse later ones.
+    Block,
+}
+
 /// What a guest remembers of an accepted delivery.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Remembered {
@@ -713,6 +754,39 @@ pub trait Store: Send + Sync + 'static {
         &self,
         client_id: &str,
     ) -> impl Future<Output = Result<Option<Vec<u8>>, StoreError>> + Send;
+
+    /// Stores a connection request for every client of its recipient user
+    /// to see. Fails with [`StoreError::Conflict`], changing nothing, if a
+    /// delivery or request with its `(sender, message_id)` was accepted
+    /// before.
+    fn receive_connection_request(
+        &self,
+        request: InboundConnectionRequest,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The connection requests waiting for `user_id`, oldest first.
+    fn connection_requests(
+        &self,
+        user_id: &str,
+    ) -> impl Future<Output = Result<Vec<ConnectionRequestEntry>, StoreError>> + Send;
+
+    /// Settles `user_id`'s connection request `id` ([`Decision`]); fails
+    /// with [`StoreError::Conflict`], changing nothing, if the user has no
+    /// such request.
+    fn settle_connection_request(
+        &self,
+        user_id: String,
+        id: i64,
+        decision: Decision,
+        now: u64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Whether `user_id` blocked `peer`.
+    fn blocked(
+        &self,
+        user_id: &str,
+        peer: &str,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
     /// Whether `user_id` has a connection with `peer`.
     fn connected(

@@ -43,6 +43,10 @@ pub enum TransportError {
     /// The request took longer than the server allows (503 `unavailable`).
     #[error("request timed out")]
     Timeout,
+    /// Another provider refused what this one asked for a client of the
+    /// client API: its error, passed on.
+    #[error("{provider} refused: {error}")]
+    Peer { provider: String, error: DSError },
     /// 500 `internal_error`.
     #[error("internal error: {0}")]
     Internal(String),
@@ -74,6 +78,7 @@ impl TransportError {
             }
             TransportError::Service(e) => e.to_ds_error(),
             TransportError::Timeout => DSError::unavailable(1),
+            TransportError::Peer { error, .. } => error.clone(),
             TransportError::Internal(m) => DSError::text(ErrorCode::InternalError, m.clone()),
         }
     }

@@ -11,7 +11,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ed25519_dalek::Signer as _;
 use mimid_client::MimiClient;
-use mimid_client::api::{ApiError, ProviderApi, SigningKey};
+use mimid_client::api::{ApiError, Decision, ProviderApi, SigningKey};
 use mimid_core::DsEndpoint;
 use mimid_store::{KeyPackageKind, Store};
 use mimid_transport::auth::AuthMode;
@@ -29,29 +29,30 @@ const ALICE: &str = "mimi://a.example/u/alice";
 const PHONE: &str = "mimi://a.example/d/alice/phone";
 const LAPTOP: &str = "mimi://a.example/d/alice/laptop";
 
-/// An HTTPS client that trusts the loopback CA and finds a.example.
+/// An HTTPS client that trusts the loopback CA and finds every provider.
 fn http(f: &Loopback) -> reqwest::Client {
     let roots = tls::root_store(&tls::load_certs(f.ca_path()).unwrap(), false).unwrap();
     let config = tls::client_config(roots, None).unwrap();
-    reqwest::Client::builder()
-        .tls_backend_preconfigured(config)
-        .resolve("a.example", f.node("a.example").unwrap().local_addr())
-        .build()
-        .unwrap()
+    let mut builder = reqwest::Client::builder().tls_backend_preconfigured(config);
+    for node in f.nodes() {
+        builder = builder.resolve(node.domain.as_str(), node.local_addr());
+    }
+    builder.build().unwrap()
 }
 
-fn base(f: &Loopback) -> String {
-    format!("https://a.example:{}", f.port())
+fn base(f: &Loopback, domain: &str) -> String {
+    format!("https://{domain}:{}", f.port())
 }
 
-/// Records a one-time secret for a client of Alice.
-async fn invite(f: &Loopback, secret: &str) {
-    let store = f.node("a.example").unwrap().service.store();
+/// Records a one-time secret for a client of `user`.
+async fn invite(f: &Loopback, user: &str, secret: &str) {
+    let user: UserId = user.parse().unwrap();
+    let store = f.node(user.domain().as_str()).unwrap().service.store();
     let now = SystemClock.now();
     store
         .add_enrolment(
             Sha256::digest(secret.as_bytes()).into(),
-            ALICE.into(),
+            user.to_string(),
             now + 3600,
             now,
         )
@@ -59,17 +60,42 @@ async fn invite(f: &Loopback, secret: &str) {
         .unwrap();
 }
 
-async fn enrol(f: &Loopback, secret: &str, device: &str) -> Result<ProviderApi, ApiError> {
+/// Enrols `device` of `user` with `secret`.
+async fn enrol_as(
+    f: &Loopback,
+    user: &str,
+    secret: &str,
+    device: &str,
+) -> Result<ProviderApi, ApiError> {
+    let user: UserId = user.parse().unwrap();
+    let domain = user.domain();
     ProviderApi::enrol(
         http(f),
-        &base(f),
-        "a.example",
+        &base(f, domain.as_str()),
+        domain.as_str(),
         secret,
-        &ALICE.parse::<UserId>().unwrap(),
+        &user,
         device,
         SigningKey::generate().unwrap(),
     )
     .await
+}
+
+async fn enrol(f: &Loopback, secret: &str, device: &str) -> Result<ProviderApi, ApiError> {
+    enrol_as(f, ALICE, secret, device).await
+}
+
+/// A new user with a client enrolled and its MLS client.
+async fn user_with_client(f: &Loopback, user: &str, device: &str) -> (ProviderApi, MimiClient) {
+    let parsed: UserId = user.parse().unwrap();
+    let store = f.node(parsed.domain().as_str()).unwrap().service.store();
+    // The user may exist already (another device).
+    let _ = store.add_user(user.into(), SystemClock.now()).await;
+    let secret = format!("secret of {user} {device}");
+    invite(f, user, &secret).await;
+    let api = enrol_as(f, user, &secret, device).await.unwrap();
+    let mls = MimiClient::new(api.client_id().clone()).unwrap();
+    (api, mls)
 }
 
 fn refused(result: Result<impl std::fmt::Debug, ApiError>) -> (u16, String) {
@@ -99,7 +125,7 @@ async fn raw_read(
         &Sha256::digest(b"").into(),
     );
     http(f)
-        .get(format!("{}{path}", base(f)))
+        .get(format!("{}{path}", base(f, "a.example")))
         .header(CLIENT_HEADER, as_client)
         .header(TIMESTAMP_HEADER, timestamp.to_string())
         .header(NONCE_HEADER, hex::encode(nonce))
@@ -132,8 +158,8 @@ async fn clients_enrol_publish_and_read_only_their_own_queues() {
         .unwrap();
 
     // Enrolment: a secret is good once, for its user only.
-    invite(&f, "first secret").await;
-    invite(&f, "second secret").await;
+    invite(&f, ALICE, "first secret").await;
+    invite(&f, ALICE, "second secret").await;
     let phone_api = enrol(&f, "first secret", "phone").await.unwrap();
     assert_eq!(phone_api.client_id().as_str(), PHONE);
     assert_eq!(
@@ -146,7 +172,7 @@ async fn clients_enrol_publish_and_read_only_their_own_queues() {
     let laptop_key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
     let laptop_api = ProviderApi::enrol(
         http(&f),
-        &base(&f),
+        &base(&f, "a.example"),
         "a.example",
         "second secret",
         &ALICE.parse::<UserId>().unwrap(),
@@ -257,4 +283,158 @@ async fn clients_enrol_publish_and_read_only_their_own_queues() {
 /// The SDK's key from raw bytes (so the test can also sign by hand).
 fn signing_key(key: &ed25519_dalek::SigningKey) -> SigningKey {
     SigningKey::from_bytes(&key.to_bytes())
+}
+
+fn refused_code<T: std::fmt::Debug>(result: Result<T, ApiError>) -> String {
+    refused(result).1
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_connect_across_providers_and_a_blocked_requester_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = Loopback::start(
+        dir.path(),
+        &["a.example", "b.example", "c.example"],
+        AuthMode::Signature,
+    )
+    .await
+    .unwrap();
+    let (alice_api, mut alice) = user_with_client(&f, ALICE, "phone").await;
+    let (mallory_api, mut mallory) =
+        user_with_client(&f, "mimi://a.example/u/mallory", "phone").await;
+    let bob = "mimi://b.example/u/bob";
+    let (bob_phone_api, bob_phone) = user_with_client(&f, bob, "phone").await;
+    let (bob_laptop_api, bob_laptop) = user_with_client(&f, bob, "laptop").await;
+    let (carol_api, _) = user_with_client(&f, "mimi://b.example/u/carol", "phone").await;
+    let bob: UserId = bob.parse().unwrap();
+    for (api, mls) in [(&bob_phone_api, &bob_phone), (&bob_laptop_api, &bob_laptop)] {
+        api.publish_key_packages(&[
+            mls.key_package(true, false).unwrap(),
+            mls.key_package(true, true).unwrap(),
+            mls.key_package(false, false).unwrap(),
+        ])
+        .await
+        .unwrap();
+    }
+    alice_api
+        .publish_key_packages(&[alice.key_package(false, false).unwrap()])
+        .await
+        .unwrap();
+
+    // Alice fetches Bob's connection KeyPackages through a.example (one per
+    // client); his regular ones are not hers before they are connected.
+    let kps = alice_api.fetch_key_packages(&bob, true, &[]).await.unwrap();
+    assert_eq!(kps.len(), 2);
+    assert_eq!(
+        refused_code(alice_api.fetch_key_packages(&bob, false, &[]).await),
+        "not_connected"
+    );
+
+    // She makes a connection group on a.example with Bob's clients and asks
+    // him to connect, with its Welcome.
+    let a = f.node("a.example").unwrap();
+    let connect =
+        async |api: &ProviderApi, mls: &mut MimiClient, kps: &[mimid_wire::KeyPackage]| {
+            let ask = DSRequest {
+                version: 1,
+                request_body: DSRequestBody::RequestGroupId,
+                authentication_data: DSAuthData::Anonymous,
+            };
+            let DSResponseBody::GroupId(GroupIdField(group)) =
+                a.submit(DsEndpoint::GroupOperation, &ask).await.unwrap()
+            else {
+                panic!("no group id")
+            };
+            let create = mls.create_group(&group, GroupKind::Connection).unwrap();
+            a.submit(DsEndpoint::GroupOperation, &create).await.unwrap();
+            let add = mls.add(&group, kps, false).unwrap();
+            a.submit(DsEndpoint::GroupOperation, &add).await.unwrap();
+            mls.merge_pending_commit(&group).unwrap();
+            let DSRequestBody::AddUsers(users) = &add.request_body else {
+                panic!("not add_users")
+            };
+            let welcome = users.welcome_messages[0].as_bytes().to_vec();
+            api.connect(&bob, &group.to_mls_bytes(), 1, &welcome).await
+        };
+    connect(&alice_api, &mut alice, &kps).await.unwrap();
+
+    // Both of Bob's clients see the request; Carol's does not.
+    let seen = bob_phone_api.connection_requests().await.unwrap();
+    assert_eq!(seen, bob_laptop_api.connection_requests().await.unwrap());
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].sender_user, ALICE.parse::<UserId>().unwrap());
+    assert!(carol_api.connection_requests().await.unwrap().is_empty());
+    // Bob accepts on his laptop: Alice gets his regular KeyPackages, and he
+    // hers (she asked: a.example recorded the connection).
+    bob_laptop_api
+        .settle_connection_request(seen[0].id, Decision::Accept)
+        .await
+        .unwrap();
+    assert!(
+        bob_phone_api
+            .connection_requests()
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        alice_api
+            .fetch_key_packages(&bob, false, &[])
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    let alice_id: UserId = ALICE.parse().unwrap();
+    assert_eq!(
+        bob_phone_api
+            .fetch_key_packages(&alice_id, false, &[])
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+
+    // Mallory asks too; Bob blocks her; her next request is refused and
+    // reaches nobody.
+    let kps = mallory_api
+        .fetch_key_packages(&bob, true, &[])
+        .await
+        .unwrap();
+    connect(&mallory_api, &mut mallory, &kps).await.unwrap();
+    let seen = bob_phone_api.connection_requests().await.unwrap();
+    assert_eq!(seen.len(), 1);
+    bob_phone_api
+        .settle_connection_request(seen[0].id, Decision::Block)
+        .await
+        .unwrap();
+    let kps = mallory_api
+        .fetch_key_packages(&bob, true, &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        refused(connect(&mallory_api, &mut mallory, &kps).await),
+        (403, "blocked".into())
+    );
+    assert!(
+        bob_laptop_api
+            .connection_requests()
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        refused_code(mallory_api.fetch_key_packages(&bob, false, &[]).await),
+        "not_connected"
+    );
+    // A request that was settled cannot be settled again.
+    assert_eq!(
+        refused(
+            bob_phone_api
+                .settle_connection_request(seen[0].id, Decision::Accept)
+                .await
+        )
+        .0,
+        404
+    );
 }

@@ -302,7 +302,7 @@ async fn refusals_in_signature_mode_leave_no_trace() {
     assert_code(s, &body, ErrorCode::MethodNotAllowed);
     let (s, body, _) = raw(&http, &f, "HEAD", "/verification_key", &[], vec![]).await;
     assert_eq!(s, 405, "{body:?}");
-    for unknown in ["/connection_request", "/nope"] {
+    for unknown in ["/nope", "/client/v1/nope"] {
         let (s, body, _) = raw(
             &http,
             &f,

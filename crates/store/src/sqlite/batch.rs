@@ -159,7 +159,9 @@ fn apply_batch<'a>(
             | Op::PruneKeyPackages { .. }
             | Op::AddConnection { .. }
             | Op::AddEnrolment { .. }
-            | Op::EnrolClient { .. } => {
+            | Op::EnrolClient { .. }
+            | Op::ReceiveConnectionRequest(_)
+            | Op::SettleConnectionRequest { .. } => {
                 std::mem::take(&mut sub).apply(conn, script, &mut outcomes)?;
                 let outcome = people::apply(conn, script, &request.op)?;
                 if let Some(slot) = outcomes.get_mut(index) {

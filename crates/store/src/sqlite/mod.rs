@@ -83,8 +83,9 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::{
-    DeadLetter, Inbound, Job, KeyPackageKind, KeyPackageStock, Pending, PublishedKeyPackage,
-    Queued, Remembered, Snapshot, Step, Store, StoreError, StoredGroup, User,
+    ConnectionRequestEntry, DeadLetter, Decision, Inbound, InboundConnectionRequest, Job,
+    KeyPackageKind, KeyPackageStock, Pending, PublishedKeyPackage, Queued, Remembered, Snapshot,
+    Step, Store, StoreError, StoredGroup, User,
 };
 use writer::{Op, Writer};
 
@@ -493,6 +494,45 @@ impl Store for SqliteStore {
 
     async fn client_key(&self, client_id: &str) -> Result<Option<Vec<u8>>, StoreError> {
         people::client_key(&self.inline, client_id)
+    }
+
+    async fn receive_connection_request(
+        &self,
+        request: InboundConnectionRequest,
+    ) -> Result<(), StoreError> {
+        self.submit(Op::ReceiveConnectionRequest(request)).await
+    }
+
+    async fn connection_requests(
+        &self,
+        user_id: &str,
+    ) -> Result<Vec<ConnectionRequestEntry>, StoreError> {
+        people::connection_requests(&self.inline, user_id)
+    }
+
+    async fn settle_connection_request(
+        &self,
+        user_id: String,
+        id: i64,
+        decision: Decision,
+        now: u64,
+    ) -> Result<(), StoreError> {
+        let now = to_i64(now, "time")?;
+        self.submit(Op::SettleConnectionRequest {
+            user_id,
+            id,
+            decision,
+            now,
+        })
+        .await
+    }
+
+    async fn blocked(&self, user_id: &str, peer: &str) -> Result<bool, StoreError> {
+        people::exists(
+            &self.inline,
+            "SELECT 1 FROM blocks WHERE user_id = ?1 AND peer = ?2",
+            &[user_id, peer],
+        )
     }
 
     async fn connected(&self, user_id: &str, peer: &str) -> Result<bool, StoreError> {

@@ -8,9 +8,9 @@ use rusqlite::OptionalExtension;
 use super::guest::{Clients, acknowledge};
 use super::inline::InlineReader;
 use super::script::{Script, push_values};
-use super::to_u64;
 use super::writer::Op;
-use crate::{KeyPackageKind, KeyPackageStock, StoreError, User};
+use super::{to_i64, to_u64};
+use crate::{ConnectionRequestEntry, Decision, KeyPackageKind, KeyPackageStock, StoreError, User};
 
 /// Applies one write about people; `Err` fails the whole transaction,
 /// `Ok(Err(_))` only this request.
@@ -172,6 +172,107 @@ pub(super) fn apply<'a>(
                 .push_bind(public_key.as_slice())
                 .push(")");
         }
+        Op::ReceiveConnectionRequest(r) => {
+            let (now, epoch) = match (to_i64(r.now, "time"), to_i64(r.epoch, "epoch")) {
+                (Ok(now), Ok(epoch)) => (now, epoch),
+                (Err(e), _) | (_, Err(e)) => return Ok(Err(e)),
+            };
+            script
+                .statement()
+                .push(
+                    "INSERT INTO inbound (sender, message_id, body_sha256, answer, received_at) \
+                     VALUES (",
+                )
+                .push_bind(r.sender.as_str())
+                .push(", ")
+                .push_bind(&r.message_id[..])
+                .push(", ")
+                .push_bind(&r.body_sha256[..])
+                .push(", ")
+                .push_bind(r.answer.as_slice())
+                .push(", ")
+                .push_bind(now)
+                .push(") ON CONFLICT DO NOTHING RETURNING 1");
+            if script.fetch(conn)?.is_empty() {
+                return Ok(Err(StoreError::Conflict));
+            }
+            script
+                .statement()
+                .push(
+                    "INSERT INTO connection_requests \
+                     (sender, sender_user, recipient_user, group_id, epoch, welcome, received_at) \
+                     VALUES (",
+                )
+                .push_bind(r.sender.as_str())
+                .push(", ")
+                .push_bind(r.sender_user.as_str())
+                .push(", ")
+                .push_bind(r.recipient_user.as_str())
+                .push(", ")
+                .push_bind(r.group_id.as_slice())
+                .push(", ")
+                .push_bind(epoch)
+                .push(", ")
+                .push_bind(r.welcome.as_slice())
+                .push(", ")
+                .push_bind(now)
+                .push(")");
+        }
+        Op::SettleConnectionRequest {
+            user_id,
+            id,
+            decision,
+            now,
+        } => {
+            // The request's requester, if the user has that request.
+            script
+                .statement()
+                .push("SELECT sender_user FROM connection_requests WHERE id = ")
+                .push_bind(*id)
+                .push(" AND recipient_user = ")
+                .push_bind(user_id.as_str());
+            let peer = match script
+                .fetch(conn)?
+                .into_iter()
+                .next()
+                .and_then(|row| row.into_iter().next())
+            {
+                Some(rusqlite::types::Value::Text(peer)) => peer,
+                _ => return Ok(Err(StoreError::Conflict)),
+            };
+            let (insert, also) = match decision {
+                Decision::Accept => (
+                    Some("INSERT INTO connections (user_id, peer, since) VALUES ("),
+                    false,
+                ),
+                Decision::Decline => (None, false),
+                Decision::Block => (
+                    Some("INSERT INTO blocks (user_id, peer, since) VALUES ("),
+                    true,
+                ),
+            };
+            if let Some(insert) = insert {
+                script
+                    .statement()
+                    .push(insert)
+                    .push_bind(user_id.as_str())
+                    .push(", ")
+                    .push_bind(peer.clone())
+                    .push(", ")
+                    .push_bind(*now)
+                    .push(") ON CONFLICT DO NOTHING");
+            }
+            let statement = script.statement();
+            statement
+                .push("DELETE FROM connection_requests WHERE recipient_user = ")
+                .push_bind(user_id.as_str());
+            if also {
+                // Every request of the blocked requester goes.
+                statement.push(" AND sender_user = ").push_bind(peer);
+            } else {
+                statement.push(" AND id = ").push_bind(*id);
+            }
+        }
         _ => return Err("not a write about people".into()),
     }
     Ok(Ok(()))
@@ -327,5 +428,34 @@ pub(super) fn client_key(
             .query_row([client_id], |row| row.get::<_, Option<Vec<u8>>>(0))
             .optional()
             .map(Option::flatten)
+    })
+}
+
+/// [`Store::connection_requests`](crate::Store::connection_requests).
+pub(super) fn connection_requests(
+    reader: &InlineReader,
+    user_id: &str,
+) -> Result<Vec<ConnectionRequestEntry>, StoreError> {
+    /// A stored time or epoch: never negative.
+    fn unsigned(row: &rusqlite::Row<'_>, column: usize) -> rusqlite::Result<u64> {
+        let value: i64 = row.get(column)?;
+        u64::try_from(value).map_err(|_| rusqlite::Error::IntegralValueOutOfRange(column, value))
+    }
+    reader.read(|conn| {
+        let mut statement = conn.prepare_cached(
+            "SELECT id, sender_user, group_id, epoch, welcome, received_at \
+             FROM connection_requests WHERE recipient_user = ?1 ORDER BY id",
+        )?;
+        let rows = statement.query_map([user_id], |row| {
+            Ok(ConnectionRequestEntry {
+                id: row.get(0)?,
+                sender_user: row.get(1)?,
+                group_id: row.get(2)?,
+                epoch: unsigned(row, 3)?,
+                welcome: row.get(4)?,
+                received_at: unsigned(row, 5)?,
+            })
+        })?;
+        rows.collect()
     })
 }

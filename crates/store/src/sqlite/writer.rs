@@ -102,6 +102,15 @@ pub(super) enum Op {
         public_key: Vec<u8>,
         now: i64,
     },
+    /// Store a connection request (`Conflict` if its id was seen).
+    ReceiveConnectionRequest(crate::InboundConnectionRequest),
+    /// Settle a user's connection request.
+    SettleConnectionRequest {
+        user_id: String,
+        id: i64,
+        decision: crate::Decision,
+        now: i64,
+    },
     /// Record a user's connection with a peer.
     AddConnection {
         user_id: String,

@@ -47,7 +47,7 @@ pub(super) async fn handle<S: Store>(
 /// The `message_id` of a body that does not decode as a whole, if it is
 /// long enough to hold one at its place (after `version`, `sender` and
 /// `recipient`; `docs/protocol.md` 3.1).
-fn message_id_of(body: &[u8], limits: &Limits) -> Option<MessageId> {
+pub(super) fn message_id_of(body: &[u8], limits: &Limits) -> Option<MessageId> {
     let mut reader = Reader::new(body, limits);
     u16::decode(&mut reader).ok()?;
     ProviderDomain::decode(&mut reader).ok()?;

@@ -35,6 +35,7 @@ use crate::keys::ProviderKeys;
 
 pub mod client_api;
 mod connection_key_packages;
+mod connection_request;
 mod deliver_message;
 mod ds;
 mod external_commit_information;
@@ -91,6 +92,8 @@ pub struct AppState<S: Store> {
     /// Nonces of client API requests seen in their window.
     client_replay: client_api::ClientReplay,
     clock: Arc<dyn Clock>,
+    /// To other providers, for the client API's requests.
+    client: Arc<TransportClient>,
     auth: Authenticator,
     keys: ProviderKeys,
     config: ServerConfig,
@@ -111,7 +114,7 @@ impl<S: Store> AppState<S> {
             config.domain.clone(),
             config.limits.clone(),
             clock.clone(),
-            client,
+            client.clone(),
             service.batch_verifier(),
         );
         Arc::new(AppState {
@@ -122,6 +125,7 @@ impl<S: Store> AppState<S> {
             ),
             client_replay: client_api::ClientReplay::default(),
             clock,
+            client,
             service,
             auth,
             keys,
@@ -138,18 +142,20 @@ pub enum Endpoint {
     ExternalCommitInformation,
     VerificationKey,
     DeliverMessage,
+    ConnectionRequest,
     ConnectionKeyPackages,
     GroupKeyPackages,
     WellKnown,
 }
 
 impl Endpoint {
-    pub const ALL: [Endpoint; 8] = [
+    pub const ALL: [Endpoint; 9] = [
         Endpoint::GroupOperation,
         Endpoint::WelcomeInformation,
         Endpoint::ExternalCommitInformation,
         Endpoint::VerificationKey,
         Endpoint::DeliverMessage,
+        Endpoint::ConnectionRequest,
         Endpoint::ConnectionKeyPackages,
         Endpoint::GroupKeyPackages,
         Endpoint::WellKnown,
@@ -162,6 +168,7 @@ impl Endpoint {
             Endpoint::ExternalCommitInformation => "/external_commit_information",
             Endpoint::VerificationKey => "/verification_key",
             Endpoint::DeliverMessage => "/deliver_message",
+            Endpoint::ConnectionRequest => "/connection_request",
             Endpoint::ConnectionKeyPackages => "/connection_key_packages",
             Endpoint::GroupKeyPackages => "/group_key_packages",
             Endpoint::WellKnown => WELL_KNOWN_PATH,
@@ -182,11 +189,13 @@ impl Endpoint {
         message_id: Option<mimid_wire::MessageId>,
     ) -> Vec<u8> {
         let encoded = match endpoint {
-            Some(Endpoint::DeliverMessage) => mimid_service::guest::qs_response(
-                message_id.unwrap_or(mimid_wire::MessageId([0; 16])),
-                Err(error.clone()),
-            )
-            .to_bytes(),
+            Some(Endpoint::DeliverMessage | Endpoint::ConnectionRequest) => {
+                mimid_service::guest::qs_response(
+                    message_id.unwrap_or(mimid_wire::MessageId([0; 16])),
+                    Err(error.clone()),
+                )
+                .to_bytes()
+            }
             Some(Endpoint::VerificationKey) => VerificationKeyResponse {
                 version: 1,
                 result: VerificationKeyResult::Error(error.clone()),
@@ -302,8 +311,7 @@ async fn timed_out(uri: Uri, error: tower::BoxError) -> Failure {
     }
 }
 
-/// The router: one handler per endpoint; `/connection_request` is not
-/// routed yet (404).
+/// The router: one handler per endpoint of the seed, and the client API.
 pub fn router<S: Store>(state: Arc<AppState<S>>) -> Router {
     let timeout = state.config.request_timeout;
     Router::new()
@@ -335,6 +343,10 @@ pub fn router<S: Store>(state: Arc<AppState<S>>) -> Router {
         .route(
             Endpoint::DeliverMessage.path(),
             post(deliver_message::handle::<S>).fallback(method_not_allowed),
+        )
+        .route(
+            Endpoint::ConnectionRequest.path(),
+            post(connection_request::handle::<S>).fallback(method_not_allowed),
         )
         .route(
             Endpoint::ConnectionKeyPackages.path(),

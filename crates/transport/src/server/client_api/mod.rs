@@ -18,6 +18,7 @@ use super::AppState;
 use crate::error::TransportError;
 
 mod auth;
+mod connections;
 mod enrol;
 mod key_packages;
 mod queue;
@@ -38,6 +39,22 @@ pub(super) fn routes<S: Store>() -> Router<Arc<AppState<S>>> {
         )
         .route(&format!("{PREFIX}/queue"), get(queue::read::<S>))
         .route(&format!("{PREFIX}/ack"), post(queue::acknowledge::<S>))
+        .route(
+            &format!("{PREFIX}/key_packages/fetch"),
+            post(connections::fetch::<S>),
+        )
+        .route(
+            &format!("{PREFIX}/connect"),
+            post(connections::connect::<S>),
+        )
+        .route(
+            &format!("{PREFIX}/connection_requests"),
+            get(connections::list::<S>),
+        )
+        .route(
+            &format!("{PREFIX}/connection_requests/settle"),
+            post(connections::settle::<S>),
+        )
 }
 
 /// A refused client API request: the status of its error code and a JSON
