@@ -17,7 +17,7 @@
 //!     key,
 //! )
 //! .await?;
-//! let queued = api.queue(0, 25).await?;
+//! let queued = api.queue(0, 25).await?.messages;
 //! if let Some(last) = queued.last() {
 //!     api.acknowledge(last.seq).await?;
 //! }
@@ -184,6 +184,19 @@ struct WireQueued {
 #[derive(Deserialize)]
 struct Messages {
     messages: Vec<WireQueued>,
+    #[serde(default)]
+    low_key_packages: Vec<String>,
+}
+
+/// A read of the queue.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct QueueRead {
+    /// Oldest first.
+    pub messages: Vec<QueuedMessage>,
+    /// The client has few one-time KeyPackages of this kind left (or no
+    /// last-resort one): time to publish more.
+    pub low_connection_key_packages: bool,
+    pub low_regular_key_packages: bool,
 }
 
 fn unbase64(value: &str) -> Result<Vec<u8>, ApiError> {
@@ -335,24 +348,29 @@ impl ProviderApi {
     /// The queue after position `after` (and after what was acknowledged),
     /// waiting up to `wait` seconds (at most 25) for a message if there is
     /// none yet.
-    pub async fn queue(&self, after: u64, wait: u64) -> Result<Vec<QueuedMessage>, ApiError> {
+    pub async fn queue(&self, after: u64, wait: u64) -> Result<QueueRead, ApiError> {
         let path = format!("/client/v1/queue?after={after}&wait={wait}");
         let body = self.signed(reqwest::Method::GET, &path, Vec::new()).await?;
-        let messages: Messages = json(&body)?;
-        messages
-            .messages
-            .into_iter()
-            .map(|m| {
-                Ok(QueuedMessage {
-                    seq: m.seq,
-                    sender: m.sender,
-                    group_id: unbase64(&m.group_id)?,
-                    epoch: m.epoch,
-                    message: unbase64(&m.message)?,
-                    received_at: m.received_at,
+        let read: Messages = json(&body)?;
+        let low = |kind: &str| read.low_key_packages.iter().any(|k| k == kind);
+        Ok(QueueRead {
+            low_connection_key_packages: low("connection"),
+            low_regular_key_packages: low("regular"),
+            messages: read
+                .messages
+                .into_iter()
+                .map(|m| {
+                    Ok(QueuedMessage {
+                        seq: m.seq,
+                        sender: m.sender,
+                        group_id: unbase64(&m.group_id)?,
+                        epoch: m.epoch,
+                        message: unbase64(&m.message)?,
+                        received_at: m.received_at,
+                    })
                 })
-            })
-            .collect()
+                .collect::<Result<_, ApiError>>()?,
+        })
     }
 
     /// One KeyPackage per client of `target` (on any provider), through

@@ -160,7 +160,18 @@ async fn clients_enrol_publish_and_read_only_their_own_queues() {
     // Enrolment: a secret is good once, for its user only.
     invite(&f, ALICE, "first secret").await;
     invite(&f, ALICE, "second secret").await;
-    let phone_api = enrol(&f, "first secret", "phone").await.unwrap();
+    let phone_key = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
+    let phone_api = ProviderApi::enrol(
+        http(&f),
+        &base(&f, "a.example"),
+        "a.example",
+        "first secret",
+        &ALICE.parse::<UserId>().unwrap(),
+        "phone",
+        signing_key(&phone_key),
+    )
+    .await
+    .unwrap();
     assert_eq!(phone_api.client_id().as_str(), PHONE);
     assert_eq!(
         refused(enrol(&f, "first secret", "tablet").await),
@@ -239,7 +250,11 @@ async fn clients_enrol_publish_and_read_only_their_own_queues() {
             .await
             .unwrap();
     }
-    let queued = phone_api.queue(0, 0).await.unwrap();
+    let read = phone_api.queue(0, 0).await.unwrap();
+    // One regular one-time package left, and no connection package at all:
+    // both are low.
+    assert!(read.low_regular_key_packages && read.low_connection_key_packages);
+    let queued = read.messages;
     assert_eq!(queued.len(), 4);
     let messages: Vec<Vec<u8>> = queued[1..].iter().map(|q| q.message.clone()).collect();
     assert_eq!(messages, sent);
@@ -247,18 +262,33 @@ async fn clients_enrol_publish_and_read_only_their_own_queues() {
     // The laptop sent them: its own queue is empty. It cannot read the
     // phone's: a request naming the phone, signed with the laptop's key,
     // is refused, as is a replay of the laptop's own request.
-    assert!(laptop_api.queue(0, 0).await.unwrap().is_empty());
+    assert!(laptop_api.queue(0, 0).await.unwrap().messages.is_empty());
     assert_eq!(raw_read(&f, PHONE, &laptop_key, [1; 16]).await, 401);
     assert_eq!(raw_read(&f, LAPTOP, &laptop_key, [2; 16]).await, 200);
     assert_eq!(raw_read(&f, LAPTOP, &laptop_key, [2; 16]).await, 401);
     // Nor acknowledge for it: the phone's queue is as it was.
-    assert_eq!(phone_api.queue(0, 0).await.unwrap().len(), 4);
+    assert_eq!(phone_api.queue(0, 0).await.unwrap().messages.len(), 4);
 
     // The phone acknowledges the Welcome and the first message, then
-    // "reconnects" (a new session with its key): it gets exactly the rest.
+    // reconnects (a new connection, its key kept): it gets exactly the rest.
     phone_api.acknowledge(queued[1].seq).await.unwrap();
-    let again = phone_api.queue(0, 0).await.unwrap();
+    drop(phone_api);
+    let phone_api = ProviderApi::resume(
+        http(&f),
+        &base(&f, "a.example"),
+        "a.example",
+        PHONE.parse().unwrap(),
+        signing_key(&phone_key),
+    );
+    let again = phone_api.queue(0, 0).await.unwrap().messages;
     assert_eq!(again, queued[2..]);
+    // Five more regular packages: that kind is no longer low.
+    let more: Vec<_> = (0..5)
+        .map(|_| phone.key_package(false, false).unwrap())
+        .collect();
+    phone_api.publish_key_packages(&more).await.unwrap();
+    let read = phone_api.queue(0, 0).await.unwrap();
+    assert!(!read.low_regular_key_packages && read.low_connection_key_packages);
 
     // A waiting read hears of a message as it arrives.
     let phone_api = Arc::new(phone_api);
@@ -272,7 +302,7 @@ async fn clients_enrol_publish_and_read_only_their_own_queues() {
     a.submit(DsEndpoint::GroupOperation, &request)
         .await
         .unwrap();
-    let heard = waiting.await.unwrap().unwrap();
+    let heard = waiting.await.unwrap().unwrap().messages;
     assert_eq!(heard.len(), 1);
     let DSRequestBody::SendMessage(m) = &request.request_body else {
         unreachable!()

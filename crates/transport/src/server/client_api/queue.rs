@@ -2,7 +2,8 @@
 //! queue, read from a position on (waiting up to `wait` seconds for
 //! something to arrive: long polling), and acknowledged up to a position.
 //! What a client has not acknowledged it gets again on its next read, from
-//! any connection.
+//! any connection. Each read also says whether the client runs low on
+//! KeyPackages.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,7 +11,7 @@ use std::time::{Duration, Instant};
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use mimid_store::Store;
+use mimid_store::{KeyPackageKind, Store};
 use serde::{Deserialize, Serialize};
 
 use super::super::AppState;
@@ -51,7 +52,14 @@ struct Queued {
 #[derive(Serialize)]
 struct Messages {
     messages: Vec<Queued>,
+    /// The kinds of KeyPackage (`connection`, `regular`) of which the client
+    /// has fewer than [`LOW_STOCK`] one-time packages left, or no
+    /// last-resort one: time to publish more.
+    low_key_packages: Vec<&'static str>,
 }
+
+/// One-time KeyPackages of a kind below which a client is told to publish.
+pub(crate) const LOW_STOCK: u64 = 5;
 
 pub(super) async fn read<S: Store>(
     State(state): State<Arc<AppState<S>>>,
@@ -77,7 +85,26 @@ pub(super) async fn read<S: Store>(
                     received_at: q.received_at,
                 })
                 .collect();
-            return Ok(json(StatusCode::OK, &Messages { messages }));
+            let mut low_key_packages = Vec::new();
+            for (kind, name) in [
+                (KeyPackageKind::Connection, "connection"),
+                (KeyPackageKind::Regular, "regular"),
+            ] {
+                let stock = store
+                    .key_package_stock(request.client.as_str(), kind, state.clock.now())
+                    .await
+                    .map_err(|e| TransportError::Service(e.into()))?;
+                if stock.one_time < LOW_STOCK || !stock.last_resort {
+                    low_key_packages.push(name);
+                }
+            }
+            return Ok(json(
+                StatusCode::OK,
+                &Messages {
+                    messages,
+                    low_key_packages,
+                },
+            ));
         }
         tokio::time::sleep(POLL).await;
     }
