@@ -1,7 +1,7 @@
 //! The client API of a client's own provider (`docs/client-api.md`): enrol
-//! with the secret the operator handed out, then publish KeyPackages and
-//! read and acknowledge the queue, every request signed with the key the
-//! client enrolled with.
+//! with the secret the operator handed out, then publish KeyPackages,
+//! connect, submit DS requests, and read and acknowledge the queue, every
+//! request signed with the key the client enrolled with.
 //!
 //! ```no_run
 //! # async fn demo(http: reqwest::Client) -> Result<(), mimid_client::api::ApiError> {
@@ -30,7 +30,10 @@ use ed25519_dalek::Signer as _;
 use mimid_wire::client_api::{
     CLIENT_HEADER, NONCE_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, client_request_content,
 };
-use mimid_wire::{ClientId, KeyPackage, UserId};
+use mimid_wire::{
+    ClientId, DSRequest, DSRequestBody, DSResponse, DSResponseBody, KeyPackage, Limits, UserId,
+    Wire,
+};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -135,6 +138,11 @@ struct WireIncoming {
 #[derive(Deserialize)]
 struct Requests {
     requests: Vec<WireIncoming>,
+}
+
+#[derive(Deserialize)]
+struct Submitted {
+    response: String,
 }
 
 #[derive(Deserialize)]
@@ -330,6 +338,31 @@ impl ProviderApi {
                 .body(body);
         }
         answer(request.send().await?).await
+    }
+
+    /// Submits a DS request (made with [`crate::MimiClient`]) through the
+    /// provider to the group's hub, on the endpoint its body belongs to;
+    /// returns the hub's answer. A refusal of the hub (or of the provider,
+    /// for a request that would act as another client) is
+    /// [`ApiError::Refused`] with the hub's error code.
+    pub async fn submit(&self, request: &DSRequest) -> Result<DSResponseBody, ApiError> {
+        let endpoint = match request.request_body {
+            DSRequestBody::WelcomeInformation(_) => "welcome_information",
+            DSRequestBody::ExternalCommitInformation(_) => "external_commit_information",
+            _ => "group_operation",
+        };
+        let encoded = request
+            .to_bytes()
+            .map_err(|e| ApiError::Answer(format!("request: {e}")))?;
+        let body = serde_json::to_vec(&serde_json::json!({
+            "request": URL_SAFE_NO_PAD.encode(encoded),
+        }))
+        .map_err(|e| ApiError::Answer(e.to_string()))?;
+        let path = format!("/client/v1/ds/{endpoint}");
+        let answer: Submitted = json(&self.signed(reqwest::Method::POST, &path, body).await?)?;
+        let response = DSResponse::decode_exact(&unbase64(&answer.response)?, &Limits::default())
+            .map_err(|e| ApiError::Answer(format!("response: {e}")))?;
+        Ok(response.response_body)
     }
 
     /// Publishes KeyPackages (all stored, or none).

@@ -8,6 +8,7 @@
 //! checks and queues when a hub delivers a message for its clients.
 
 mod auth;
+pub mod binding;
 mod commit;
 pub mod error;
 mod fanout;

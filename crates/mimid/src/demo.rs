@@ -1,29 +1,32 @@
 //! `mimid demo`: three providers on loopback, each its own domain,
 //! certificate (from a throwaway CA), provider key and SQLite store, found
-//! through their real well-known endpoints. OpenMLS clients talk to their
-//! own provider through its Rust API (the client API is the people issue's)
-//! and hold a conversation across all three: a group hosted on a.example
-//! with members on every provider, messages every way, an update, a
-//! provider that is down for a while and catches up, a removal. Every
-//! plaintext and every member's epoch and tree hash is checked; any failed
-//! check is an error.
+//! through their real well-known endpoints. Users' devices are OpenMLS
+//! clients that talk to their own provider over its HTTPS client API only
+//! (`docs/client-api.md`): they enrol with a secret the operator made,
+//! publish KeyPackages, connect with users on other providers, and hold a
+//! conversation across all three: a group hosted on a.example with members
+//! on every provider, messages every way, an update, a new device added, a
+//! new device joining by external commit, a provider that is down for a
+//! while and catches up, removals. Every plaintext and every member's epoch
+//! and tree hash is checked; any failed check is an error.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow, bail, ensure};
 use mimid_client::MimiClient;
-use mimid_core::DsEndpoint;
+use mimid_client::api::{Decision, ProviderApi, QueuedMessage, SigningKey};
 use mimid_store::Store;
 use mimid_transport::auth::AuthMode;
 use mimid_transport::loopback::Loopback;
 use mimid_transport::node::Node;
+use mimid_transport::server::client_api::invite;
 use mimid_transport::{Clock as _, SystemClock};
 use mimid_wire::{
-    DSAuthData, DSRequest, DSRequestBody, DSResponseBody, DeleteGroupRequest, DeliverableMessage,
-    ExternalCommitInformationRequest, GroupId, GroupIdField, GroupKind, RemoveClientsRequest,
-    RemoveUsersRequest, WelcomeMessage,
+    ClientId, DSAuthData, DSRequest, DSRequestBody, DSResponseBody, DeleteGroupRequest,
+    DeliverableMessage, ExternalCommitInformationRequest, GroupId, GroupIdField, GroupKind,
+    KeyPackage, RemoveClientsRequest, RemoveUsersRequest, UserId, WelcomeMessage,
 };
 
 const DOMAINS: [&str; 3] = ["a.example", "b.example", "c.example"];
@@ -32,21 +35,32 @@ const BOB: &str = "mimi://b.example/d/bob/phone";
 const BOB_TABLET: &str = "mimi://b.example/d/bob/tablet";
 const CAROL: &str = "mimi://c.example/d/carol/tablet";
 const CAROL_PHONE: &str = "mimi://c.example/d/carol/phone";
-const CLIENTS: [&str; 5] = [ALICE, BOB, BOB_TABLET, CAROL, CAROL_PHONE];
+
+/// How long a device waits for a message it expects.
+const PATIENCE: Duration = Duration::from_secs(30);
+
+/// One device: its MLS state, and its session with its own provider.
+struct Device {
+    mls: MimiClient,
+    api: ProviderApi,
+    /// Read from the queue but not yet handled, oldest first.
+    unread: VecDeque<QueuedMessage>,
+    /// The queue position read up to.
+    read: u64,
+}
 
 struct Demo {
     federation: Loopback,
-    clients: HashMap<&'static str, MimiClient>,
-    /// The last queue position each client has read.
-    read: HashMap<&'static str, u64>,
+    http: reqwest::Client,
+    devices: HashMap<&'static str, Device>,
 }
 
 fn say(line: impl AsRef<str>) {
     println!("{}", line.as_ref());
 }
 
-fn domain_of(client: &str) -> anyhow::Result<String> {
-    Ok(client.parse::<mimid_wire::ClientId>()?.domain().to_string())
+fn user_of(client: &str) -> anyhow::Result<UserId> {
+    Ok(client.parse::<ClientId>()?.user())
 }
 
 /// Runs the demo in `dir` (a fresh directory); with `hold`, keeps the
@@ -82,26 +96,11 @@ impl Demo {
                 AuthMode::Both => "signatures and mutual TLS",
             }
         ));
-        let mut clients = HashMap::new();
-        for id in CLIENTS {
-            let client = MimiClient::new(id.parse()?).map_err(|e| anyhow!("{e}"))?;
-            let node = federation
-                .node(&domain_of(id)?)
-                .ok_or_else(|| anyhow!("no provider for {id}"))?;
-            node.service
-                .store()
-                .add_client(
-                    id.to_string(),
-                    client.id().user().to_string(),
-                    SystemClock.now(),
-                )
-                .await?;
-            clients.insert(id, client);
-        }
+        let http = federation.client_api_http()?;
         Ok(Demo {
             federation,
-            clients,
-            read: HashMap::new(),
+            http,
+            devices: HashMap::new(),
         })
     }
 
@@ -111,43 +110,118 @@ impl Demo {
             .ok_or_else(|| anyhow!("{domain} is not running"))
     }
 
-    fn client(&mut self, id: &'static str) -> anyhow::Result<&mut MimiClient> {
-        self.clients
+    fn device(&mut self, id: &'static str) -> anyhow::Result<&mut Device> {
+        self.devices
             .get_mut(id)
-            .ok_or_else(|| anyhow!("no client {id}"))
+            .ok_or_else(|| anyhow!("no device {id}"))
     }
 
-    /// A client's request, through its own provider.
+    fn mls(&mut self, id: &'static str) -> anyhow::Result<&mut MimiClient> {
+        Ok(&mut self.device(id)?.mls)
+    }
+
+    fn api(&self, id: &'static str) -> anyhow::Result<&ProviderApi> {
+        self.devices
+            .get(id)
+            .map(|d| &d.api)
+            .ok_or_else(|| anyhow!("no device {id}"))
+    }
+
+    /// The operator of the device's provider adds its user (if new) and
+    /// makes it an enrolment secret; the device enrols with it over HTTPS
+    /// and publishes KeyPackages: connection and regular, one-time and
+    /// last-resort.
+    async fn enrol(&mut self, id: &'static str) -> anyhow::Result<()> {
+        let client: ClientId = id.parse()?;
+        let user = client.user();
+        let domain = client.domain();
+        let store = self.node(domain.as_str())?.service.store();
+        let now = SystemClock.now();
+        if !store.user_exists(user.as_str()).await? {
+            store.add_user(user.to_string(), now).await?;
+        }
+        let secret = invite(store, &user, 3600, now).await?;
+        let api = ProviderApi::enrol(
+            self.http.clone(),
+            &self.federation.client_api_base(domain.as_str()),
+            domain.as_str(),
+            &secret,
+            &user,
+            client.device(),
+            SigningKey::generate()?,
+        )
+        .await
+        .with_context(|| format!("{id} enrols"))?;
+        ensure!(
+            api.client_id() == &client,
+            "{id} enrolled as {}",
+            api.client_id()
+        );
+        let mls = MimiClient::new(client).map_err(|e| anyhow!("{e}"))?;
+        let mut packages = Vec::new();
+        for (connection, last_resort) in [
+            (true, false),
+            (true, true),
+            (false, false),
+            (false, false),
+            (false, true),
+        ] {
+            packages.push(
+                mls.key_package(connection, last_resort)
+                    .map_err(|e| anyhow!("{e}"))?,
+            );
+        }
+        api.publish_key_packages(&packages).await?;
+        say(format!(
+            "{id} enrols at {domain} with a one-time secret and publishes {} KeyPackages",
+            packages.len()
+        ));
+        self.devices.insert(
+            id,
+            Device {
+                mls,
+                api,
+                unread: VecDeque::new(),
+                read: 0,
+            },
+        );
+        Ok(())
+    }
+
+    /// A device's DS request, through its own provider's client API.
     async fn submit(
         &self,
-        who: &str,
-        endpoint: DsEndpoint,
+        who: &'static str,
         request: &DSRequest,
     ) -> anyhow::Result<DSResponseBody> {
-        let domain = who.parse::<mimid_wire::ClientId>()?.domain().to_string();
-        self.node(&domain)?
-            .submit(endpoint, request)
+        self.api(who)?
+            .submit(request)
             .await
             .map_err(|e| anyhow!("{who}'s request was refused: {e}"))
     }
 
-    /// Waits for the next `n` messages in a client's queue (up to 30 s),
-    /// and acknowledges them.
+    /// The next `n` messages of a device's queue, read through the client
+    /// API (long polling) and acknowledged.
     async fn receive(&mut self, who: &'static str, n: usize) -> anyhow::Result<Vec<Vec<u8>>> {
-        let domain = domain_of(who)?;
-        let after = self.read.get(who).copied().unwrap_or(0);
-        for _ in 0..3000 {
-            let store = self.node(&domain)?.service.store();
-            let queued = store.client_queue(who, after, n as u32).await?;
-            if queued.len() >= n {
-                let last = queued.last().map_or(after, |q| q.seq);
-                store.acknowledge(who.to_string(), last).await?;
-                self.read.insert(who, last);
-                return Ok(queued.into_iter().map(|q| q.message).collect());
+        let deadline = Instant::now() + PATIENCE;
+        let device = self.device(who)?;
+        while device.unread.len() < n {
+            ensure!(
+                Instant::now() < deadline,
+                "{who} did not receive {n} messages within {} s",
+                PATIENCE.as_secs()
+            );
+            let read = device.api.queue(device.read, 5).await?;
+            for message in read.messages {
+                device.read = message.seq;
+                device.unread.push_back(message);
             }
-            tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        bail!("{who} did not receive {n} messages within 30 s")
+        let taken: Vec<QueuedMessage> = device.unread.drain(..n).collect();
+        if let Some(last) = taken.last() {
+            device.api.acknowledge(last.seq).await?;
+        }
+        Ok(taken.into_iter().map(|q| q.message).collect())
     }
 
     /// Receives one message for each of `who` and checks it is `plaintext`.
@@ -156,7 +230,7 @@ impl Demo {
             let message = self.receive(w, 1).await?.remove(0);
             let message = DeliverableMessage::from_bytes(&message)?;
             let got = self
-                .client(w)?
+                .mls(w)?
                 .process(&message)
                 .map_err(|e| anyhow!("{w}: {e}"))?
                 .ok_or_else(|| anyhow!("{w} got no application message"))?;
@@ -175,7 +249,7 @@ impl Demo {
         for &w in who {
             let message = self.receive(w, 1).await?.remove(0);
             let message = DeliverableMessage::from_bytes(&message)?;
-            self.client(w)?
+            self.mls(w)?
                 .process(&message)
                 .map_err(|e| anyhow!("{w}: {e}"))?;
         }
@@ -184,16 +258,15 @@ impl Demo {
 
     async fn send(&mut self, who: &'static str, group: &GroupId, text: &str) -> anyhow::Result<()> {
         let request = self
-            .client(who)?
+            .mls(who)?
             .send_message(group, text.as_bytes())
             .map_err(|e| anyhow!("{e}"))?;
-        self.submit(who, DsEndpoint::GroupOperation, &request)
-            .await?;
+        self.submit(who, &request).await?;
         say(format!("{who} sends {text:?}"));
         Ok(())
     }
 
-    /// Every listed client's epoch and tree hash equal the hub's.
+    /// Every listed device's epoch and tree hash equal the hub's.
     async fn check_in_sync(&self, group: &GroupId, who: &[&'static str]) -> anyhow::Result<()> {
         let hub = self
             .node("a.example")?
@@ -202,8 +275,10 @@ impl Demo {
             .await?
             .ok_or_else(|| anyhow!("the hub has no group"))?;
         for w in who {
-            let mine = self.clients[w]
-                .epoch_and_tree_hash(group)
+            let mine = self
+                .devices
+                .get(w)
+                .and_then(|d| d.mls.epoch_and_tree_hash(group))
                 .ok_or_else(|| anyhow!("{w} is not in the group"))?;
             ensure!(
                 mine == hub,
@@ -221,44 +296,40 @@ impl Demo {
         Ok(())
     }
 
-    /// Submits a client's request and, for a commit, merges it.
+    /// Submits a device's commit and merges it.
     async fn commit(
         &mut self,
         who: &'static str,
         group: &GroupId,
         request: &DSRequest,
     ) -> anyhow::Result<()> {
-        self.submit(who, DsEndpoint::GroupOperation, request)
-            .await?;
-        self.client(who)?
+        self.submit(who, request).await?;
+        self.mls(who)?
             .merge_pending_commit(group)
             .map_err(|e| anyhow!("{e}"))
     }
 
-    /// A client joins from the Welcome in its queue, with the tree of the
+    /// A device joins from the Welcome in its queue, with the tree of the
     /// epoch it was added in, fetched through its own provider.
     async fn join(
         &mut self,
         who: &'static str,
         group: &GroupId,
-        key_package: &mimid_wire::KeyPackage,
+        key_package: &KeyPackage,
         epoch: u64,
     ) -> anyhow::Result<()> {
         let welcome = self.receive(who, 1).await?.remove(0);
         let welcome = WelcomeMessage::from_bytes(&welcome)
-            .with_context(|| format!("{who}'s first message is not a Welcome"))?;
+            .with_context(|| format!("{who}'s next message is not a Welcome"))?;
         let info = self
-            .client(who)?
+            .mls(who)?
             .welcome_information_request(group, epoch, key_package)
             .map_err(|e| anyhow!("{e}"))?;
-        let DSResponseBody::WelcomeInfo(tree) = self
-            .submit(who, DsEndpoint::WelcomeInformation, &info)
-            .await?
-        else {
+        let DSResponseBody::WelcomeInfo(tree) = self.submit(who, &info).await? else {
             bail!("no welcome information for {who}")
         };
         let joined = self
-            .client(who)?
+            .mls(who)?
             .join(&welcome, &tree)
             .map_err(|e| anyhow!("{e}"))?;
         ensure!(&joined == group, "{who} joined another group");
@@ -269,49 +340,127 @@ impl Demo {
     }
 
     fn epoch(&self, who: &str, group: &GroupId) -> u64 {
-        self.clients[who]
-            .epoch_and_tree_hash(group)
+        self.devices
+            .get(who)
+            .and_then(|d| d.mls.epoch_and_tree_hash(group))
             .map_or(0, |(e, _)| e)
     }
 
-    fn key_package(&mut self, who: &'static str) -> anyhow::Result<mimid_wire::KeyPackage> {
-        self.client(who)?
-            .key_package(false, false)
-            .map_err(|e| anyhow!("{e}"))
+    fn leaf(&self, who: &str, group: &GroupId) -> anyhow::Result<u32> {
+        self.devices
+            .get(who)
+            .and_then(|d| d.mls.leaf_index(group))
+            .ok_or_else(|| anyhow!("{who} has no leaf"))
     }
 
-    async fn conversation(&mut self) -> anyhow::Result<()> {
-        // A group on a.example.
+    /// A new group on the creator's provider (a.example here).
+    async fn new_group(&mut self, who: &'static str, kind: GroupKind) -> anyhow::Result<GroupId> {
         let ask = DSRequest {
             version: 1,
             request_body: DSRequestBody::RequestGroupId,
             authentication_data: DSAuthData::Anonymous,
         };
-        let DSResponseBody::GroupId(GroupIdField(group)) =
-            self.submit(ALICE, DsEndpoint::GroupOperation, &ask).await?
-        else {
+        let DSResponseBody::GroupId(GroupIdField(group)) = self.submit(who, &ask).await? else {
             bail!("no group id")
         };
         let create = self
-            .client(ALICE)?
-            .create_group(&group, GroupKind::Regular)
+            .mls(who)?
+            .create_group(&group, kind)
             .map_err(|e| anyhow!("{e}"))?;
-        self.submit(ALICE, DsEndpoint::GroupOperation, &create)
+        self.submit(who, &create).await?;
+        Ok(group)
+    }
+
+    /// `who` asks `device`'s user to connect: a connection group with the
+    /// user's clients (from their connection KeyPackages), whose Welcome
+    /// goes with the request; `device` accepts and joins the group.
+    async fn connect(&mut self, who: &'static str, device: &'static str) -> anyhow::Result<()> {
+        let target = user_of(device)?;
+        let kps = self
+            .api(who)?
+            .fetch_key_packages(&target, true, &[])
             .await?;
+        let group = self.new_group(who, GroupKind::Connection).await?;
+        let add = self
+            .mls(who)?
+            .add(&group, &kps, false)
+            .map_err(|e| anyhow!("{e}"))?;
+        self.commit(who, &group, &add).await?;
+        let DSRequestBody::AddUsers(users) = &add.request_body else {
+            bail!("not add_users")
+        };
+        let welcome = users
+            .welcome_messages
+            .first()
+            .ok_or_else(|| anyhow!("no Welcome"))?
+            .as_bytes()
+            .to_vec();
+        let epoch = self.epoch(who, &group);
+        self.api(who)?
+            .connect(&target, &group.to_mls_bytes(), epoch, &welcome)
+            .await?;
+        say(format!(
+            "{who} asks {target} to connect (a connection group on a.example, {} KeyPackage(s) fetched through a.example)",
+            kps.len()
+        ));
+        let requests = self.api(device)?.connection_requests().await?;
+        let asked = user_of(who)?;
+        let request = requests
+            .iter()
+            .find(|r| r.sender_user == asked)
+            .ok_or_else(|| anyhow!("{device} sees no connection request from {asked}"))?;
+        ensure!(request.welcome == welcome, "the request lost its Welcome");
+        self.api(device)?
+            .settle_connection_request(request.id, Decision::Accept)
+            .await?;
+        say(format!("  {device} sees the request and accepts it"));
+        let kp = kps
+            .iter()
+            .find(|kp| kp_owner(kp).as_deref() == Some(device))
+            .ok_or_else(|| anyhow!("no KeyPackage of {device}"))?;
+        self.join(device, &group, kp, epoch).await?;
+        self.check_in_sync(&group, &[who, device]).await?;
+        Ok(())
+    }
+
+    async fn conversation(&mut self) -> anyhow::Result<()> {
+        for device in [ALICE, BOB, CAROL] {
+            self.enrol(device).await?;
+        }
+
+        // Connections: Alice with Bob and with Carol, across providers.
+        self.connect(ALICE, BOB).await?;
+        self.connect(ALICE, CAROL).await?;
+
+        // A group on a.example.
+        let group = self.new_group(ALICE, GroupKind::Regular).await?;
         say(format!("{ALICE} creates a group hosted on a.example"));
 
-        // ds_add_users: Bob and Carol, on the other providers.
-        let bob_kp = self.key_package(BOB)?;
-        let carol_kp = self.key_package(CAROL)?;
+        // ds_add_users: Bob and Carol, with the regular KeyPackages their
+        // providers serve to a connection.
+        let mut kps = Vec::new();
+        for device in [BOB, CAROL] {
+            let target = user_of(device)?;
+            kps.extend(
+                self.api(ALICE)?
+                    .fetch_key_packages(&target, false, &[])
+                    .await?,
+            );
+        }
         let add = self
-            .client(ALICE)?
-            .add(&group, &[bob_kp.clone(), carol_kp.clone()], false)
+            .mls(ALICE)?
+            .add(&group, &kps, false)
             .map_err(|e| anyhow!("{e}"))?;
         self.commit(ALICE, &group, &add).await?;
         say(format!("{ALICE} adds {BOB} and {CAROL}"));
         let epoch = self.epoch(ALICE, &group);
-        self.join(BOB, &group, &bob_kp, epoch).await?;
-        self.join(CAROL, &group, &carol_kp, epoch).await?;
+        for device in [BOB, CAROL] {
+            let kp = kps
+                .iter()
+                .find(|kp| kp_owner(kp).as_deref() == Some(device))
+                .ok_or_else(|| anyhow!("no KeyPackage of {device}"))?;
+            self.join(device, &group, kp, epoch).await?;
+        }
         self.check_in_sync(&group, &[ALICE, BOB, CAROL]).await?;
 
         // ds_send_message, every way.
@@ -325,31 +474,36 @@ impl Demo {
         }
 
         // ds_update_client, relayed by b.example.
-        let update = self
-            .client(BOB)?
-            .update(&group)
-            .map_err(|e| anyhow!("{e}"))?;
+        let update = self.mls(BOB)?.update(&group).map_err(|e| anyhow!("{e}"))?;
         self.commit(BOB, &group, &update).await?;
         say(format!("{BOB} updates its keys"));
         self.expect_commit(&[ALICE, CAROL]).await?;
         self.check_in_sync(&group, &[ALICE, BOB, CAROL]).await?;
 
-        // ds_add_clients: Bob adds his tablet.
-        let tablet_kp = self.key_package(BOB_TABLET)?;
+        // ds_add_clients: Bob's new tablet enrols, and his phone adds it
+        // with the KeyPackage it fetches from b.example.
+        self.enrol(BOB_TABLET).await?;
+        let tablet: ClientId = BOB_TABLET.parse()?;
+        let kps = self
+            .api(BOB)?
+            .fetch_key_packages(&tablet.user(), false, std::slice::from_ref(&tablet))
+            .await?;
         let add = self
-            .client(BOB)?
-            .add(&group, std::slice::from_ref(&tablet_kp), true)
+            .mls(BOB)?
+            .add(&group, &kps, true)
             .map_err(|e| anyhow!("{e}"))?;
         self.commit(BOB, &group, &add).await?;
         say(format!("{BOB} adds its new device {BOB_TABLET}"));
         self.expect_commit(&[ALICE, CAROL]).await?;
         let epoch = self.epoch(BOB, &group);
-        self.join(BOB_TABLET, &group, &tablet_kp, epoch).await?;
+        let kp = kps.first().ok_or_else(|| anyhow!("no KeyPackage"))?;
+        self.join(BOB_TABLET, &group, kp, epoch).await?;
         self.check_in_sync(&group, &[ALICE, BOB, CAROL, BOB_TABLET])
             .await?;
 
-        // ds_external_commit_information and ds_external_join: Carol's
-        // phone joins by external commit, through c.example.
+        // ds_external_commit_information and ds_external_join: Carol's new
+        // phone enrols and joins by external commit, through c.example.
+        self.enrol(CAROL_PHONE).await?;
         let ask = DSRequest {
             version: 1,
             request_body: DSRequestBody::ExternalCommitInformation(
@@ -360,18 +514,14 @@ impl Demo {
             ),
             authentication_data: DSAuthData::Anonymous,
         };
-        let DSResponseBody::ExternalCommitInfo(info) = self
-            .submit(CAROL_PHONE, DsEndpoint::ExternalCommitInformation, &ask)
-            .await?
-        else {
+        let DSResponseBody::ExternalCommitInfo(info) = self.submit(CAROL_PHONE, &ask).await? else {
             bail!("no external commit information")
         };
         let join = self
-            .client(CAROL_PHONE)?
+            .mls(CAROL_PHONE)?
             .external_join(&info)
             .map_err(|e| anyhow!("{e}"))?;
-        self.submit(CAROL_PHONE, DsEndpoint::GroupOperation, &join)
-            .await?;
+        self.submit(CAROL_PHONE, &join).await?;
         say(format!("{CAROL_PHONE} joins by external commit"));
         self.expect_commit(&[ALICE, BOB, CAROL, BOB_TABLET]).await?;
         self.check_in_sync(&group, &[ALICE, BOB, CAROL, BOB_TABLET, CAROL_PHONE])
@@ -383,15 +533,13 @@ impl Demo {
 
         // ds_remove_clients: Bob removes his tablet (which still gets the
         // commit that removes it).
-        let tablet_leaf = self.clients[BOB_TABLET]
-            .leaf_index(&group)
-            .ok_or_else(|| anyhow!("the tablet has no leaf"))?;
+        let tablet_leaf = self.leaf(BOB_TABLET, &group)?;
         let (remove, sender) = self
-            .client(BOB)?
+            .mls(BOB)?
             .remove(&group, &[tablet_leaf])
             .map_err(|e| anyhow!("{e}"))?;
         let request = self
-            .client(BOB)?
+            .mls(BOB)?
             .sign_request(
                 DSRequestBody::RemoveClients(RemoveClientsRequest {
                     group_update: remove,
@@ -409,15 +557,14 @@ impl Demo {
         // ds_self_remove_client: Carol's phone leaves; Alice's next commit
         // includes its proposal.
         let leave = self
-            .client(CAROL_PHONE)?
+            .mls(CAROL_PHONE)?
             .self_remove(&group)
             .map_err(|e| anyhow!("{e}"))?;
-        self.submit(CAROL_PHONE, DsEndpoint::GroupOperation, &leave)
-            .await?;
+        self.submit(CAROL_PHONE, &leave).await?;
         say(format!("{CAROL_PHONE} asks to leave"));
         self.expect_commit(&[ALICE, BOB, CAROL]).await?;
         let update = self
-            .client(ALICE)?
+            .mls(ALICE)?
             .update(&group)
             .map_err(|e| anyhow!("{e}"))?;
         self.commit(ALICE, &group, &update).await?;
@@ -425,7 +572,8 @@ impl Demo {
         self.expect_commit(&[BOB, CAROL, CAROL_PHONE]).await?;
         self.check_in_sync(&group, &[ALICE, BOB, CAROL]).await?;
 
-        // c.example goes down; the conversation goes on; it comes back.
+        // c.example goes down; the conversation goes on; it comes back and
+        // its device reads what it missed.
         self.federation.stop("c.example");
         say("c.example stops");
         let texts = ["while c.example is down (1)", "while c.example is down (2)"];
@@ -441,15 +589,13 @@ impl Demo {
         }
 
         // ds_remove_users: Alice removes Carol.
-        let carol_leaf = self.clients[CAROL]
-            .leaf_index(&group)
-            .ok_or_else(|| anyhow!("Carol has no leaf"))?;
+        let carol_leaf = self.leaf(CAROL, &group)?;
         let (remove, sender) = self
-            .client(ALICE)?
+            .mls(ALICE)?
             .remove(&group, &[carol_leaf])
             .map_err(|e| anyhow!("{e}"))?;
         let request = self
-            .client(ALICE)?
+            .mls(ALICE)?
             .sign_request(
                 DSRequestBody::RemoveUsers(RemoveUsersRequest {
                     group_update: remove,
@@ -464,25 +610,23 @@ impl Demo {
         self.send(ALICE, &group, "just the two of us").await?;
         self.expect_text(&[BOB], "just the two of us").await?;
         for gone in [CAROL, CAROL_PHONE, BOB_TABLET] {
-            let store = self.node(&domain_of(gone)?)?.service.store();
-            let left = store.client_queue(gone, self.read[gone], 10).await?;
+            let device = self.device(gone)?;
+            let left = device.api.queue(device.read, 0).await?;
             ensure!(
-                left.is_empty(),
+                left.messages.is_empty() && device.unread.is_empty(),
                 "{gone} still gets messages after its removal"
             );
         }
-        say("  the removed clients get nothing more");
+        say("  the removed devices get nothing more");
 
         // ds_delete_group: Alice removes Bob and the group goes.
-        let bob_leaf = self.clients[BOB]
-            .leaf_index(&group)
-            .ok_or_else(|| anyhow!("Bob has no leaf"))?;
+        let bob_leaf = self.leaf(BOB, &group)?;
         let (remove, sender) = self
-            .client(ALICE)?
+            .mls(ALICE)?
             .remove(&group, &[bob_leaf])
             .map_err(|e| anyhow!("{e}"))?;
         let request = self
-            .client(ALICE)?
+            .mls(ALICE)?
             .sign_request(
                 DSRequestBody::DeleteGroup(DeleteGroupRequest {
                     group_update: remove,
@@ -494,10 +638,10 @@ impl Demo {
         say(format!("{ALICE} deletes the group"));
         self.expect_commit(&[BOB]).await?;
         let late = self
-            .client(ALICE)?
+            .mls(ALICE)?
             .send_message(&group, b"anyone?")
             .map_err(|e| anyhow!("{e}"))?;
-        match self.submit(ALICE, DsEndpoint::GroupOperation, &late).await {
+        match self.submit(ALICE, &late).await {
             Err(e) if e.to_string().contains("unknown_group") => {
                 say("  the hub no longer knows the group")
             }
@@ -505,4 +649,11 @@ impl Demo {
         }
         Ok(())
     }
+}
+
+/// The ClientID a KeyPackage is of.
+fn kp_owner(kp: &KeyPackage) -> Option<String> {
+    mimid_core::people::owner_of(kp)
+        .ok()
+        .map(|c| c.as_str().to_owned())
 }

@@ -201,22 +201,13 @@ pub async fn users(config: Config, action: UserAction) -> anyhow::Result<()> {
         UserAction::Invite(name, hours) => {
             let id = user_id(&name)?;
             if store.user_exists(id.as_str()).await? {
-                use base64::Engine as _;
                 use mimid_transport::Clock as _;
-                use sha2::Digest as _;
-                let mut secret = [0u8; 32];
-                getrandom::fill(&mut secret).map_err(|e| anyhow::anyhow!("randomness: {e}"))?;
-                let secret = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret);
                 let now = mimid_transport::SystemClock.now();
-                let expires = now.saturating_add(hours.saturating_mul(3600));
-                store
-                    .add_enrolment(
-                        sha2::Sha256::digest(secret.as_bytes()).into(),
-                        id.to_string(),
-                        expires,
-                        now,
-                    )
-                    .await?;
+                let valid_for = hours.saturating_mul(3600);
+                let secret =
+                    mimid_transport::server::client_api::invite(&store, &id, valid_for, now)
+                        .await?;
+                let expires = now.saturating_add(valid_for);
                 println!("enrolment secret for one client of {id}, good until {expires}:");
                 println!("{secret}");
                 Ok(())

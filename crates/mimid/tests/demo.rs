@@ -1,5 +1,6 @@
 //! The README's run command, as a test: `mimid demo` (three providers on
-//! loopback over real HTTPS, a conversation across them using every DS
+//! loopback over real HTTPS, devices on their providers' client API,
+//! connections across providers, a conversation across them using every DS
 //! operation, a provider down and back, every member checked against the
 //! hub's epoch and tree hash) passes in each provider-authentication mode.
 
@@ -19,6 +20,9 @@ fn demo(auth: &str) {
     // Every DS operation of profile 1 but the unsupported ReInit, relayed
     // by the guests for their clients.
     for step in [
+        "bob/tablet enrols at b.example with a one-time secret",
+        "asks mimi://c.example/u/carol to connect",
+        "carol/tablet sees the request and accepts it",
         "creates a group",
         "adds mimi://b.example/d/bob/phone and",
         "joins from its Welcome",

@@ -98,7 +98,9 @@ impl People {
         if !store.user_exists(target.as_str()).await? {
             return Err(HubError::UnknownUser(format!("no user {target}")).into());
         }
+        // A user's own clients need no connection to add each other.
         if kind == KeyPackageKind::Regular
+            && requester != target
             && !store.connected(target.as_str(), requester.as_str()).await?
         {
             return Err(HubError::NotConnected(format!(

@@ -145,6 +145,23 @@ impl Loopback {
         &self.ca_path
     }
 
+    /// The base URL of a provider's client API (`https://domain:port`).
+    pub fn client_api_base(&self, domain: &str) -> String {
+        format!("https://{domain}:{}", self.port)
+    }
+
+    /// An HTTPS client for the providers' client APIs: it trusts the
+    /// federation's CA and finds each domain at its provider's address
+    /// (whether or not the provider runs at the moment).
+    pub fn client_api_http(&self) -> Result<reqwest::Client, LoopbackError> {
+        let config = tls::client_config(self.roots.clone(), None).map_err(setup)?;
+        let mut builder = reqwest::Client::builder().tls_backend_preconfigured(config);
+        for (domain, p) in &self.providers {
+            builder = builder.resolve(domain.as_str(), SocketAddr::new(p.ip, self.port));
+        }
+        builder.build().map_err(setup)
+    }
+
     /// A running provider.
     pub fn node(&self, domain: &str) -> Option<&Node> {
         let domain: ProviderDomain = domain.parse().ok()?;

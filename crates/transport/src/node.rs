@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mimid_core::{DsEndpoint, Hub, HubConfig, Origin, named_group};
+use mimid_core::{DsEndpoint, Hub, HubConfig};
 use mimid_service::guest::LocalCourier;
 use mimid_service::outbox::{Outbox, OutboxConfig};
 use mimid_service::{HubService, ServiceConfig};
@@ -185,28 +185,7 @@ impl Node {
         endpoint: DsEndpoint,
         request: &DSRequest,
     ) -> Result<DSResponseBody, DSError> {
-        let hub = match named_group(&request.request_body) {
-            Ok(Some(group)) => group.hub_domain,
-            Ok(None) => self.domain.clone(),
-            Err(e) => return Err(e.to_ds_error()),
-        };
-        if hub == self.domain {
-            return self
-                .service
-                .handle(endpoint, request, Origin::Local)
-                .await
-                .map_err(|e| e.to_ds_error());
-        }
-        match self.client.ds_request(&hub, endpoint, request).await {
-            Ok((_, response)) => match response.response_body {
-                DSResponseBody::Error(e) => Err(e),
-                body => Ok(body),
-            },
-            Err(e) => {
-                tracing::info!(%hub, error = %e, "relaying to the hub failed");
-                Err(DSError::unavailable(1))
-            }
-        }
+        crate::relay::submit(&self.service, &self.client, &self.domain, endpoint, request).await
     }
 }
 

@@ -12,16 +12,16 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ed25519_dalek::Signer as _;
 use mimid_client::MimiClient;
 use mimid_client::api::{ApiError, Decision, ProviderApi, SigningKey};
-use mimid_core::DsEndpoint;
 use mimid_store::{KeyPackageKind, Store};
 use mimid_transport::auth::AuthMode;
 use mimid_transport::loopback::Loopback;
-use mimid_transport::{Clock as _, SystemClock, tls};
+use mimid_transport::{Clock as _, SystemClock};
 use mimid_wire::client_api::{
     CLIENT_HEADER, NONCE_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, client_request_content,
 };
 use mimid_wire::{
-    DSAuthData, DSRequest, DSRequestBody, DSResponseBody, GroupIdField, GroupKind, UserId,
+    DSAuthData, DSRequest, DSRequestBody, DSResponseBody, ExternalCommitInformationRequest,
+    GroupIdField, GroupKind, UserId,
 };
 use sha2::{Digest, Sha256};
 
@@ -29,19 +29,12 @@ const ALICE: &str = "mimi://a.example/u/alice";
 const PHONE: &str = "mimi://a.example/d/alice/phone";
 const LAPTOP: &str = "mimi://a.example/d/alice/laptop";
 
-/// An HTTPS client that trusts the loopback CA and finds every provider.
 fn http(f: &Loopback) -> reqwest::Client {
-    let roots = tls::root_store(&tls::load_certs(f.ca_path()).unwrap(), false).unwrap();
-    let config = tls::client_config(roots, None).unwrap();
-    let mut builder = reqwest::Client::builder().tls_backend_preconfigured(config);
-    for node in f.nodes() {
-        builder = builder.resolve(node.domain.as_str(), node.local_addr());
-    }
-    builder.build().unwrap()
+    f.client_api_http().unwrap()
 }
 
 fn base(f: &Loopback, domain: &str) -> String {
-    format!("https://{domain}:{}", f.port())
+    f.client_api_base(domain)
 }
 
 /// Records a one-time secret for a client of `user`.
@@ -220,22 +213,17 @@ async fn clients_enrol_publish_and_read_only_their_own_queues() {
 
     // A group on a.example: the laptop creates it and adds the phone; the
     // phone's queue gets the Welcome and three messages.
-    let ask = DSRequest {
-        version: 1,
-        request_body: DSRequestBody::RequestGroupId,
-        authentication_data: DSAuthData::Anonymous,
-    };
     let DSResponseBody::GroupId(GroupIdField(group)) =
-        a.submit(DsEndpoint::GroupOperation, &ask).await.unwrap()
+        laptop_api.submit(&request_group_id()).await.unwrap()
     else {
         panic!("no group id")
     };
     let create = laptop.create_group(&group, GroupKind::Regular).unwrap();
-    a.submit(DsEndpoint::GroupOperation, &create).await.unwrap();
+    laptop_api.submit(&create).await.unwrap();
     let add = laptop
         .add(&group, &[phone.key_package(false, false).unwrap()], true)
         .unwrap();
-    a.submit(DsEndpoint::GroupOperation, &add).await.unwrap();
+    laptop_api.submit(&add).await.unwrap();
     laptop.merge_pending_commit(&group).unwrap();
     let mut sent = Vec::new();
     for i in 0..3 {
@@ -246,9 +234,7 @@ async fn clients_enrol_publish_and_read_only_their_own_queues() {
             unreachable!()
         };
         sent.push(m.application_message.as_bytes().to_vec());
-        a.submit(DsEndpoint::GroupOperation, &request)
-            .await
-            .unwrap();
+        laptop_api.submit(&request).await.unwrap();
     }
     let read = phone_api.queue(0, 0).await.unwrap();
     // One regular one-time package left, and no connection package at all:
@@ -299,9 +285,7 @@ async fn clients_enrol_publish_and_read_only_their_own_queues() {
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
     let request = laptop.send_message(&group, b"late").unwrap();
-    a.submit(DsEndpoint::GroupOperation, &request)
-        .await
-        .unwrap();
+    laptop_api.submit(&request).await.unwrap();
     let heard = waiting.await.unwrap().unwrap().messages;
     assert_eq!(heard.len(), 1);
     let DSRequestBody::SendMessage(m) = &request.request_body else {
@@ -311,6 +295,14 @@ async fn clients_enrol_publish_and_read_only_their_own_queues() {
 }
 
 /// The SDK's key from raw bytes (so the test can also sign by hand).
+fn request_group_id() -> DSRequest {
+    DSRequest {
+        version: 1,
+        request_body: DSRequestBody::RequestGroupId,
+        authentication_data: DSAuthData::Anonymous,
+    }
+}
+
 fn signing_key(key: &ed25519_dalek::SigningKey) -> SigningKey {
     SigningKey::from_bytes(&key.to_bytes())
 }
@@ -362,23 +354,17 @@ async fn users_connect_across_providers_and_a_blocked_requester_is_refused() {
 
     // She makes a connection group on a.example with Bob's clients and asks
     // him to connect, with its Welcome.
-    let a = f.node("a.example").unwrap();
     let connect =
         async |api: &ProviderApi, mls: &mut MimiClient, kps: &[mimid_wire::KeyPackage]| {
-            let ask = DSRequest {
-                version: 1,
-                request_body: DSRequestBody::RequestGroupId,
-                authentication_data: DSAuthData::Anonymous,
-            };
             let DSResponseBody::GroupId(GroupIdField(group)) =
-                a.submit(DsEndpoint::GroupOperation, &ask).await.unwrap()
+                api.submit(&request_group_id()).await.unwrap()
             else {
                 panic!("no group id")
             };
             let create = mls.create_group(&group, GroupKind::Connection).unwrap();
-            a.submit(DsEndpoint::GroupOperation, &create).await.unwrap();
+            api.submit(&create).await.unwrap();
             let add = mls.add(&group, kps, false).unwrap();
-            a.submit(DsEndpoint::GroupOperation, &add).await.unwrap();
+            api.submit(&add).await.unwrap();
             mls.merge_pending_commit(&group).unwrap();
             let DSRequestBody::AddUsers(users) = &add.request_body else {
                 panic!("not add_users")
@@ -466,5 +452,98 @@ async fn users_connect_across_providers_and_a_blocked_requester_is_refused() {
         )
         .0,
         404
+    );
+}
+
+/// DS requests through the client API: a client creates a group, another
+/// provider's client joins it by external commit through its own provider;
+/// a client that makes a request acting as another client of its provider
+/// (as a group's creator, an external joiner, or the requester of
+/// external commit information) is refused before the hub sees it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_submit_ds_requests_only_as_themselves() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = Loopback::start(dir.path(), &["a.example", "b.example"], AuthMode::Signature)
+        .await
+        .unwrap();
+    let (alice_api, mut alice) = user_with_client(&f, ALICE, "phone").await;
+    let (mallory_api, _) = user_with_client(&f, "mimi://a.example/u/mallory", "phone").await;
+    let bob = "mimi://b.example/u/bob";
+    let (_, bob_laptop) = user_with_client(&f, bob, "laptop").await;
+    let (mallory_b_api, _) = user_with_client(&f, "mimi://b.example/u/mallory", "phone").await;
+    let hub = f.node("a.example").unwrap();
+
+    // Mallory makes a group whose creator is Alice's phone (an MLS client
+    // with Alice's ClientID and Mallory's key): refused, nothing created.
+    let DSResponseBody::GroupId(GroupIdField(group)) =
+        mallory_api.submit(&request_group_id()).await.unwrap()
+    else {
+        panic!("no group id")
+    };
+    let mut fake_alice = MimiClient::new(PHONE.parse().unwrap()).unwrap();
+    let create = fake_alice.create_group(&group, GroupKind::Regular).unwrap();
+    assert_eq!(
+        refused(mallory_api.submit(&create).await),
+        (403, "operation_not_allowed".into())
+    );
+    assert_eq!(hub.service.group_epoch(&group).await.unwrap(), None);
+
+    // Alice makes it as herself.
+    let DSResponseBody::GroupId(GroupIdField(group)) =
+        alice_api.submit(&request_group_id()).await.unwrap()
+    else {
+        panic!("no group id")
+    };
+    let create = alice.create_group(&group, GroupKind::Regular).unwrap();
+    alice_api.submit(&create).await.unwrap();
+    // Bob's new tablet asks for external commit information through
+    // b.example: the hub refuses while Bob has no client in the group, and
+    // another client of b.example cannot ask in the tablet's name at all.
+    let eci = |requester: &str| DSRequest {
+        version: 1,
+        request_body: DSRequestBody::ExternalCommitInformation(ExternalCommitInformationRequest {
+            group_id: GroupIdField(group.clone()),
+            requester: requester.parse().unwrap(),
+        }),
+        authentication_data: DSAuthData::Anonymous,
+    };
+    let (tablet_api, mut tablet) = user_with_client(&f, bob, "tablet").await;
+    let tablet_id = "mimi://b.example/d/bob/tablet";
+    assert_eq!(
+        refused(mallory_b_api.submit(&eci(tablet_id)).await),
+        (403, "operation_not_allowed".into())
+    );
+    assert_eq!(
+        refused_code(tablet_api.submit(&eci(tablet_id)).await),
+        "operation_not_allowed",
+        "the hub's own refusal (Bob is not in the group), relayed"
+    );
+    // Alice adds Bob's laptop; then an MLS client with the tablet's
+    // ClientID but Mallory's key joins by external commit: b.example
+    // refuses it; the tablet itself joins.
+    let kp = bob_laptop.key_package(false, false).unwrap();
+    let add = alice.add(&group, &[kp], false).unwrap();
+    alice_api.submit(&add).await.unwrap();
+    alice.merge_pending_commit(&group).unwrap();
+    let DSResponseBody::ExternalCommitInfo(info) =
+        tablet_api.submit(&eci(tablet_id)).await.unwrap()
+    else {
+        panic!("no external commit information")
+    };
+    let before = hub.service.group_epoch(&group).await.unwrap();
+    let mut fake_tablet = MimiClient::new(tablet_id.parse().unwrap()).unwrap();
+    let join = fake_tablet.external_join(&info).unwrap();
+    assert_eq!(
+        refused(mallory_b_api.submit(&join).await),
+        (403, "operation_not_allowed".into())
+    );
+    assert_eq!(hub.service.group_epoch(&group).await.unwrap(), before);
+    let join = tablet.external_join(&info).unwrap();
+    tablet_api.submit(&join).await.unwrap();
+    tablet.merge_pending_commit(&group).unwrap();
+    assert_eq!(
+        hub.service.group_epoch(&group).await.unwrap(),
+        tablet.epoch_and_tree_hash(&group),
+        "the external joiner is at the hub's epoch and tree hash"
     );
 }

@@ -86,3 +86,29 @@ pub(super) async fn handle<S: Store>(
         Err(e) => Err(TransportError::Service(e.into()).into()),
     }
 }
+
+/// Makes a one-time enrolment secret for a new client of `user`, good for
+/// `valid_for` seconds from `now`, and records its hash (what `mimid user
+/// invite` prints and the demo hands its devices). Returns the secret.
+pub async fn invite<S: Store>(
+    store: &S,
+    user: &UserId,
+    valid_for: u64,
+    now: u64,
+) -> Result<String, TransportError> {
+    use base64::Engine as _;
+    let mut secret = [0u8; 32];
+    getrandom::fill(&mut secret)
+        .map_err(|e| TransportError::Internal(format!("randomness: {e}")))?;
+    let secret = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret);
+    store
+        .add_enrolment(
+            Sha256::digest(secret.as_bytes()).into(),
+            user.to_string(),
+            now.saturating_add(valid_for),
+            now,
+        )
+        .await
+        .map_err(|e| TransportError::Service(e.into()))?;
+    Ok(secret)
+}

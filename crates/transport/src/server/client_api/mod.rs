@@ -1,5 +1,6 @@
 //! The client API (`docs/client-api.md`): how this provider's own clients
-//! enrol, publish KeyPackages, and read and acknowledge their queues. Not
+//! enrol, publish KeyPackages, connect, submit DS requests, and read and
+//! acknowledge their queues. Not
 //! MIMI: JSON bodies, binary fields in base64url, and every request but
 //! enrolment signed by the client's own key ([`auth`]).
 
@@ -19,11 +20,13 @@ use crate::error::TransportError;
 
 mod auth;
 mod connections;
+mod ds;
 mod enrol;
 mod key_packages;
 mod queue;
 
 pub(crate) use auth::ClientReplay;
+pub use enrol::invite;
 
 /// The path prefix of the client API.
 pub const PREFIX: &str = "/client/v1";
@@ -55,6 +58,7 @@ pub(super) fn routes<S: Store>() -> Router<Arc<AppState<S>>> {
             &format!("{PREFIX}/connection_requests/settle"),
             post(connections::settle::<S>),
         )
+        .route(&format!("{PREFIX}/ds/{{endpoint}}"), post(ds::handle::<S>))
 }
 
 /// A refused client API request: the status of its error code and a JSON
