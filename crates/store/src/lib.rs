@@ -6,9 +6,11 @@
 //! step (new state, joiner snapshot, messages and delivery jobs) commits in
 //! one transaction, or not at all.
 
+mod bell;
 mod sql;
 mod sqlite;
 
+pub use bell::{Listener, QueueBell};
 pub use sqlite::{Durability, SqliteStore};
 
 /// Errors of the store. `Conflict` is the expected outcome of a lost race;
@@ -637,6 +639,10 @@ pub trait Store: Send + Sync + 'static {
         &self,
         inbound: Vec<Inbound>,
     ) -> impl Future<Output = Result<Pending, StoreError>> + Send;
+
+    /// Rings for a client once messages for it are durable in its queue
+    /// (those this process stored).
+    fn queue_bell(&self) -> &QueueBell;
 
     /// The client's queue after position `after` (and after what it
     /// acknowledged), oldest first.

@@ -406,3 +406,48 @@ async fn key_packages_are_pruned_when_expired_or_handed_out() {
     store.prune_key_packages(1_001, 60).await.unwrap();
     assert_eq!(rows(&path, "key_packages").await, 0);
 }
+
+/// The bell rings for a client once a delivery to it is committed, not for
+/// a delivery to another client; it forgets a client when its last
+/// listener leaves.
+#[tokio::test]
+async fn the_bell_rings_for_the_recipients_of_a_committed_delivery() {
+    use std::time::Duration;
+    let (_dir, _path, store) = fresh().await;
+    let bell = store.queue_bell();
+    let bob = bell.listen(BOB);
+    let carol = bell.listen(CAROL);
+    let also_bob = bell.listen(BOB);
+    assert_eq!(bell.listening(), 2);
+    {
+        let bob_rung = bob.notified();
+        let also_bob_rung = also_bob.notified();
+        let carol_rung = carol.notified();
+        tokio::pin!(bob_rung, also_bob_rung, carol_rung);
+        for rung in [
+            bob_rung.as_mut(),
+            also_bob_rung.as_mut(),
+            carol_rung.as_mut(),
+        ] {
+            rung.enable();
+        }
+        deliver(&store, 1, &[BOB, LAPTOP], 100).await;
+        let soon = Duration::from_secs(5);
+        tokio::time::timeout(soon, bob_rung)
+            .await
+            .expect("Bob's listener rung");
+        tokio::time::timeout(soon, also_bob_rung)
+            .await
+            .expect("every listener of Bob rung");
+        assert!(
+            tokio::time::timeout(Duration::from_millis(200), carol_rung)
+                .await
+                .is_err(),
+            "Carol's listener rung for Bob's message"
+        );
+    }
+    drop(bob);
+    assert_eq!(bell.listening(), 2, "Bob still has a listener");
+    drop((also_bob, carol));
+    assert_eq!(bell.listening(), 0);
+}

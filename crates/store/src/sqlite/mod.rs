@@ -559,6 +559,10 @@ impl Store for SqliteStore {
         self.queue(Op::Deliver(inbound)).await
     }
 
+    fn queue_bell(&self) -> &crate::QueueBell {
+        self.writer.bell()
+    }
+
     async fn client_queue(
         &self,
         client_id: &str,

@@ -175,6 +175,8 @@ pub(super) struct Writer {
     opened: Instant,
     /// When the last transaction ended, in nanoseconds since `opened`.
     idle_since: AtomicU64,
+    /// Rung for the recipients of committed deliveries.
+    bell: crate::QueueBell,
 }
 
 #[derive(Default)]
@@ -239,7 +241,12 @@ impl Writer {
             transactions: AtomicU64::new(0),
             opened: Instant::now(),
             idle_since: AtomicU64::new(0),
+            bell: crate::QueueBell::default(),
         }
+    }
+
+    pub(super) fn bell(&self) -> &crate::QueueBell {
+        &self.bell
     }
 
     /// Number of write transactions committed so far.
@@ -343,6 +350,15 @@ impl Writer {
             match run_batch(conn, &batch) {
                 Ok(outcomes) => {
                     self.transactions.fetch_add(1, Ordering::Relaxed);
+                    for (request, outcome) in batch.iter().zip(&outcomes) {
+                        if let (Op::Deliver(inbound), Ok(())) = (&request.op, outcome) {
+                            self.bell.ring(
+                                inbound
+                                    .iter()
+                                    .flat_map(|i| i.recipients.iter().map(String::as_str)),
+                            );
+                        }
+                    }
                     for (request, outcome) in batch.into_iter().zip(outcomes) {
                         // The caller may have gone away; its step stands.
                         let _ = request.reply.send(outcome);

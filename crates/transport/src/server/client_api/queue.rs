@@ -1,6 +1,7 @@
 //! `GET /client/v1/queue` and `POST /client/v1/ack`: the client's own
 //! queue, read from a position on (waiting up to `wait` seconds for
-//! something to arrive: long polling), and acknowledged up to a position.
+//! something to arrive: long polling, woken by the store's bell the moment
+//! a message for the client is durable), and acknowledged up to a position.
 //! What a client has not acknowledged it gets again on its next read, from
 //! any connection. Each read also says whether the client runs low on
 //! KeyPackages.
@@ -25,8 +26,9 @@ const MAX_WAIT: u64 = 25;
 /// Messages in one answer, at most.
 const MAX_READ: u32 = 256;
 
-/// How often a waiting read looks again.
-const POLL: Duration = Duration::from_millis(50);
+/// How often a waiting read looks again without the store's bell (which
+/// rings for what this process stores, not for another process's writes).
+const LOOK_AGAIN: Duration = Duration::from_secs(5);
 
 #[derive(Deserialize)]
 pub(super) struct ReadQuery {
@@ -68,46 +70,62 @@ pub(super) async fn read<S: Store>(
 ) -> Result<Response, ApiFailure> {
     let deadline = Instant::now() + Duration::from_secs(query.wait.min(MAX_WAIT));
     let store = state.service.store();
+    // Listening before each look: a message stored after the look rings.
+    let listener = store.queue_bell().listen(request.client.as_str());
     loop {
+        let rung = listener.notified();
+        tokio::pin!(rung);
+        rung.as_mut().enable();
         let queued = store
             .client_queue(request.client.as_str(), query.after, MAX_READ)
             .await
             .map_err(|e| TransportError::Service(e.into()))?;
-        if !queued.is_empty() || Instant::now() >= deadline {
-            let messages = queued
-                .into_iter()
-                .map(|q| Queued {
-                    seq: q.seq,
-                    sender: q.sender,
-                    group_id: base64(&q.group_id),
-                    epoch: q.epoch,
-                    message: base64(&q.message),
-                    received_at: q.received_at,
-                })
-                .collect();
-            let mut low_key_packages = Vec::new();
-            for (kind, name) in [
-                (KeyPackageKind::Connection, "connection"),
-                (KeyPackageKind::Regular, "regular"),
-            ] {
-                let stock = store
-                    .key_package_stock(request.client.as_str(), kind, state.clock.now())
-                    .await
-                    .map_err(|e| TransportError::Service(e.into()))?;
-                if stock.one_time < LOW_STOCK || !stock.last_resort {
-                    low_key_packages.push(name);
-                }
-            }
-            return Ok(json(
-                StatusCode::OK,
-                &Messages {
-                    messages,
-                    low_key_packages,
-                },
-            ));
+        let now = Instant::now();
+        if !queued.is_empty() || now >= deadline {
+            return answer(&state, &request, queued).await;
         }
-        tokio::time::sleep(POLL).await;
+        let _ = tokio::time::timeout_at((now + LOOK_AGAIN).min(deadline).into(), rung).await;
     }
+}
+
+/// The messages read, and which kinds of KeyPackage run low.
+async fn answer<S: Store>(
+    state: &AppState<S>,
+    request: &ClientSigned,
+    queued: Vec<mimid_store::Queued>,
+) -> Result<Response, ApiFailure> {
+    let store = state.service.store();
+    let messages = queued
+        .into_iter()
+        .map(|q| Queued {
+            seq: q.seq,
+            sender: q.sender,
+            group_id: base64(&q.group_id),
+            epoch: q.epoch,
+            message: base64(&q.message),
+            received_at: q.received_at,
+        })
+        .collect();
+    let mut low_key_packages = Vec::new();
+    for (kind, name) in [
+        (KeyPackageKind::Connection, "connection"),
+        (KeyPackageKind::Regular, "regular"),
+    ] {
+        let stock = store
+            .key_package_stock(request.client.as_str(), kind, state.clock.now())
+            .await
+            .map_err(|e| TransportError::Service(e.into()))?;
+        if stock.one_time < LOW_STOCK || !stock.last_resort {
+            low_key_packages.push(name);
+        }
+    }
+    Ok(json(
+        StatusCode::OK,
+        &Messages {
+            messages,
+            low_key_packages,
+        },
+    ))
 }
 
 #[derive(Deserialize)]
