@@ -243,7 +243,10 @@ async fn capacity(f: &Loopback, dir: &Path, crowd: usize) -> anyhow::Result<()> 
     let deadline = Instant::now() + Duration::from_secs(600);
     while next < marks.len() {
         if Instant::now() > deadline {
-            bail!("only {} reads parked after 600 s", store.queue_bell().listening());
+            bail!(
+                "only {} reads parked after 600 s",
+                store.queue_bell().listening()
+            );
         }
         let parked = store.queue_bell().listening();
         if parked >= marks[next] {

@@ -345,6 +345,21 @@ impl ProviderApi {
     /// returns the hub's answer. A refusal of the hub (or of the provider,
     /// for a request that would act as another client) is
     /// [`ApiError::Refused`] with the hub's error code.
+    ///
+    /// ```no_run
+    /// # async fn f(
+    /// #     api: &mimid_client::api::ProviderApi,
+    /// #     mls: &mut mimid_client::MimiClient,
+    /// #     group: &mimid_wire::GroupId,
+    /// # ) -> Result<(), Box<dyn std::error::Error>> {
+    /// let request = mls.send_message(group, b"hello")?;
+    /// api.submit(&request).await?;
+    /// // A commit is merged once the hub took it.
+    /// let update = mls.update(group)?;
+    /// api.submit(&update).await?;
+    /// mls.merge_pending_commit(group)?;
+    /// # Ok(()) }
+    /// ```
     pub async fn submit(&self, request: &DSRequest) -> Result<DSResponseBody, ApiError> {
         let endpoint = match request.request_body {
             DSRequestBody::WelcomeInformation(_) => "welcome_information",
@@ -439,6 +454,30 @@ impl ProviderApi {
     /// Asks `target` to connect, with the Welcome into the connection group
     /// (MLS `group_id`, its epoch). Once `target`'s provider has it, this
     /// user has a connection with `target`.
+    ///
+    /// ```no_run
+    /// # use mimid_wire::{DSRequestBody, GroupId, GroupIdField, GroupKind};
+    /// # async fn f(
+    /// #     api: &mimid_client::api::ProviderApi,
+    /// #     mls: &mut mimid_client::MimiClient,
+    /// #     request_group_id: &mimid_wire::DSRequest,
+    /// # ) -> Result<(), Box<dyn std::error::Error>> {
+    /// let bob = "mimi://b.example/u/bob".parse()?;
+    /// let kps = api.fetch_key_packages(&bob, true, &[]).await?;
+    /// let mimid_wire::DSResponseBody::GroupId(GroupIdField(group)) =
+    ///     api.submit(request_group_id).await?
+    /// else {
+    ///     return Err("no group id".into());
+    /// };
+    /// api.submit(&mls.create_group(&group, GroupKind::Connection)?).await?;
+    /// let add = mls.add(&group, &kps, false)?;
+    /// api.submit(&add).await?;
+    /// mls.merge_pending_commit(&group)?;
+    /// let DSRequestBody::AddUsers(body) = &add.request_body else { unreachable!() };
+    /// let welcome = body.welcome_messages[0].as_bytes();
+    /// api.connect(&bob, &group.to_mls_bytes(), 1, welcome).await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn connect(
         &self,
         target: &UserId,

@@ -6,6 +6,40 @@
 //! profile's client rules: ciphersuite 0x0001, handshake messages as
 //! PublicMessages, BasicCredentials whose identity is the ClientID, leaf
 //! capabilities listing the MIMI extensions.
+//!
+//! A [`MimiClient`] makes DS requests and handles what its queue brings;
+//! [`api::ProviderApi`] carries them to and from the client's provider. A
+//! group between two clients, with the hub's part played by hand (the
+//! Welcome and the tree go through the DS in real use):
+//!
+//! ```
+//! use mimid_client::MimiClient;
+//! use mimid_wire::{
+//!     DSRequestBody, DeliverableMessage, GroupId, GroupKind, WelcomeMessage, Wire as _,
+//! };
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let group = GroupId { hub_domain: "a.example".parse()?, local_id: [1; 16] };
+//! let mut alice = MimiClient::new("mimi://a.example/d/alice/laptop".parse()?)?;
+//! let mut bob = MimiClient::new("mimi://b.example/d/bob/phone".parse()?)?;
+//!
+//! // ds_create_group, then ds_add_users with Bob's KeyPackage.
+//! let _create = alice.create_group(&group, GroupKind::Regular)?;
+//! let add = alice.add(&group, &[bob.key_package(false, false)?], false)?;
+//! alice.merge_pending_commit(&group)?; // once the hub accepted it
+//! let DSRequestBody::AddUsers(body) = &add.request_body else { unreachable!() };
+//! let welcome = WelcomeMessage::from_bytes(body.welcome_messages[0].as_bytes())?;
+//! // Bob joins with the tree of that epoch (from /welcome_information).
+//! bob.join(&welcome, &alice.ratchet_tree(&group)?)?;
+//! assert_eq!(bob.epoch_and_tree_hash(&group), alice.epoch_and_tree_hash(&group));
+//!
+//! // ds_send_message: the hub delivers it to Bob's queue as it is.
+//! let send = alice.send_message(&group, b"hello")?;
+//! let DSRequestBody::SendMessage(body) = &send.request_body else { unreachable!() };
+//! let delivered = DeliverableMessage::from_bytes(body.application_message.as_bytes())?;
+//! assert_eq!(bob.process(&delivered)?, Some(b"hello".to_vec()));
+//! # Ok(()) }
+//! ```
 
 use std::collections::HashMap;
 
