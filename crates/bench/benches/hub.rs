@@ -74,6 +74,7 @@ fn commit_path(c: &mut Criterion) {
             now: now(),
             random: [2; 16],
             verified: None,
+            directory: None,
         };
 
         let mut g = c.benchmark_group(format!("commit_{n}"));
@@ -241,6 +242,7 @@ fn app_messages(c: &mut Criterion) {
         now: now(),
         random: [3; 16],
         verified: None,
+        directory: None,
     };
     let mut slot = Slot::Active(Box::new(HubGroup::from_bytes(&fx.state).expect("load")));
     g.bench_function("hub_core", |b| {

@@ -107,6 +107,7 @@ impl HubFixture {
             now: now(),
             random: [1; 16],
             verified: None,
+            directory: None,
         };
         let mut slot = Slot::Reserved {
             until: u64::MAX,

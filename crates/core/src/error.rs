@@ -59,6 +59,12 @@ pub enum HubError {
     /// None of the target's clients has a KeyPackage of the kind (9).
     #[error("{0}")]
     NoKeyPackages(String),
+    /// A `ds_add_users` adds users of the hub's own provider and the
+    /// context has no client directory: the caller loads these users'
+    /// clients into [`Context::directory`](crate::Context) and runs the
+    /// step again. Never an answer (internal error if it escapes).
+    #[error("the client directory of {0:?} is needed")]
+    NeedsDirectory(Vec<mimid_wire::UserId>),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -102,7 +108,7 @@ impl HubError {
             HubError::NotConnected(_) => ErrorCode::NotConnected,
             HubError::NoKeyPackages(_) => ErrorCode::NoKeyPackages,
             HubError::Blocked(_) => ErrorCode::Blocked,
-            HubError::Internal(_) => ErrorCode::InternalError,
+            HubError::NeedsDirectory(_) | HubError::Internal(_) => ErrorCode::InternalError,
         }
     }
 
@@ -114,7 +120,9 @@ impl HubError {
                 DSError::unsupported_version(vec![mimid_wire::PROTOCOL_VERSION])
             }
             // Internal details stay in the logs, not on the wire.
-            HubError::Internal(_) => DSError::text(ErrorCode::InternalError, ""),
+            HubError::NeedsDirectory(_) | HubError::Internal(_) => {
+                DSError::text(ErrorCode::InternalError, "")
+            }
             other => DSError::text(other.code(), other.to_string()),
         }
     }

@@ -5,7 +5,7 @@
 //! dispatcher (`hub.rs`), so that every module depends on them and none on
 //! the dispatcher.
 
-use mimid_wire::{ClientId, DSRequest, DSResponseBody, GroupId, ProviderDomain, Wire};
+use mimid_wire::{ClientId, DSRequest, DSResponseBody, GroupId, ProviderDomain, UserId, Wire};
 use openmls_rust_crypto::RustCrypto;
 
 use crate::error::HubError;
@@ -80,7 +80,17 @@ pub struct Context {
     /// The request's client signature, if it was already found valid in a
     /// batch ([`crate::verify_batch`]).
     pub verified: Option<Verified>,
+    /// The hub's own users' clients, from the provider's client directory,
+    /// for the users a `ds_add_users` request adds: every client of such a
+    /// user must be added (`docs/protocol.md` 6.3). Loaded on demand: a run
+    /// that needs it and finds `None` fails with
+    /// [`HubError::NeedsDirectory`](crate::HubError::NeedsDirectory), naming
+    /// the users to load.
+    pub directory: Option<Directory>,
 }
+
+/// Users of the hub's own provider and their clients.
+pub type Directory = std::collections::BTreeMap<UserId, std::collections::BTreeSet<ClientId>>;
 
 /// A request, with what every operation needs.
 pub(crate) struct Req<'a> {

@@ -20,13 +20,13 @@ pub use verifier::BatchVerifier;
 
 use lru::LruCache;
 use mimid_core::{
-    Context, DsEndpoint, Hub, HubError, HubGroup, JoinerSnapshot, Origin, Outcome, SignatureCheck,
-    SignerKey, Slot, Verified, Write,
+    Context, Directory, DsEndpoint, Hub, HubError, HubGroup, JoinerSnapshot, Origin, Outcome,
+    SignatureCheck, SignerKey, Slot, Verified, Write,
 };
 use mimid_store::{
     GroupWrite, LocalDelivery, NewJob, NewMessage, Snapshot, Step, Store, StoreError, StoredGroup,
 };
-use mimid_wire::{DSRequest, DSResponseBody};
+use mimid_wire::{ClientId, DSRequest, DSResponseBody, UserId};
 use openmls_rust_crypto::RustCrypto;
 use openmls_traits::random::OpenMlsRand;
 
@@ -426,6 +426,7 @@ impl<S: Store> HubService<S> {
             now: unix_now(),
             random: self.random16()?,
             verified: None,
+            directory: None,
         };
         let target = self.hub.target(endpoint, request, &ctx)?;
         let group_id = target.group_id.to_mls_bytes();
@@ -489,12 +490,13 @@ impl<S: Store> HubService<S> {
             None => None,
         };
         let mut loaded = self.load(group_id).await?;
+        let mut ctx = std::borrow::Cow::Borrowed(ctx);
         loop {
             match self
                 .run(
                     endpoint,
                     request,
-                    ctx,
+                    &ctx,
                     target,
                     group_id,
                     loaded,
@@ -503,11 +505,33 @@ impl<S: Store> HubService<S> {
                 .await?
             {
                 Ran::Answered(response, pending) => return Ok((response, pending)),
+                // Adding users of this provider: with their clients, again.
+                Ran::Refused(HubError::NeedsDirectory(users)) if ctx.directory.is_none() => {
+                    ctx.to_mut().directory = Some(self.directory(&users).await?);
+                    loaded = self.load(group_id).await?;
+                }
                 Ran::Refused(e) => return Err(e.into()),
                 // Another process wrote the group: answer from its state.
                 Ran::Stale => loaded = self.load_stored(group_id).await?,
             }
         }
+    }
+
+    /// The clients of these users of this provider, from its client
+    /// directory (the `clients` table).
+    async fn directory(&self, users: &[UserId]) -> Result<Directory, ServiceError> {
+        let mut directory = Directory::new();
+        for user in users {
+            let mut clients = std::collections::BTreeSet::new();
+            for client in self.store.clients_of_user(user.as_str()).await? {
+                let client = client
+                    .parse::<ClientId>()
+                    .map_err(|e| HubError::Internal(format!("stored ClientID {client}: {e}")))?;
+                clients.insert(client);
+            }
+            directory.insert(user.clone(), clients);
+        }
+        Ok(directory)
     }
 
     /// One run of the core on a loaded slot (see [`HubService::step_locked`]).

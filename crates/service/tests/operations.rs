@@ -581,6 +581,62 @@ fn a_client_resyncs_by_external_commit<B: Backend>() {
     );
 }
 
+/// A user of the hub's own provider joins with every client its provider's
+/// directory has (protocol 6.3): some of them alone, or a client the
+/// directory does not know, is refused and changes nothing.
+fn own_users_are_added_with_every_client<B: Backend>() {
+    let mut hub = B::new("a.example");
+    let mut dan = client("mimi://a.example/d/dan/desk");
+    let ask = DSRequest {
+        version: 1,
+        request_body: DSRequestBody::RequestGroupId,
+        authentication_data: DSAuthData::Anonymous,
+    };
+    let DSResponseBody::GroupId(GroupIdField(g)) = hub.op(&ask, Origin::Local).unwrap().response
+    else {
+        panic!("no group id")
+    };
+    hub.op(
+        &dan.create_group(&g, GroupKind::Regular).unwrap(),
+        Origin::Local,
+    )
+    .expect("create");
+    let alices: Vec<&str> = LOCAL_CLIENTS
+        .iter()
+        .copied()
+        .filter(|c| c.contains("/alice/"))
+        .collect();
+    assert_eq!(alices.len(), 4);
+    let kps = |ids: &[&str]| -> Vec<KeyPackage> {
+        ids.iter()
+            .map(|id| client(id).key_package(false, false).unwrap())
+            .collect()
+    };
+    let before = hub.fingerprint(&g);
+    let one = dan.add(&g, &kps(&alices[..1]), false).unwrap();
+    dan.clear_pending_commit(&g).unwrap();
+    let err = hub.op(&one, Origin::Local).unwrap_err();
+    assert!(
+        matches!(&err, HubError::NotAllowed(m) if m.contains("every client of")),
+        "{err:?}"
+    );
+    let mut with_ghost = alices.clone();
+    with_ghost.push("mimi://a.example/d/alice/ghost");
+    let ghost = dan.add(&g, &kps(&with_ghost), false).unwrap();
+    dan.clear_pending_commit(&g).unwrap();
+    let err = hub.op(&ghost, Origin::Local).unwrap_err();
+    assert!(matches!(err, HubError::UnknownClient(_)), "{err:?}");
+    assert_eq!(hub.fingerprint(&g), before, "a refusal changed the group");
+    // All four, and a guest's user beside them (no directory for it here).
+    let mut all = kps(&alices);
+    all.push(client(BOB).key_package(false, false).unwrap());
+    let add = dan.add(&g, &all, false).unwrap();
+    let outcome = hub.op(&add, Origin::Local).expect("every client of Alice");
+    for id in alices {
+        assert!(outcome.welcome_for(id).is_some(), "no Welcome for {id}");
+    }
+}
+
 on_both_backends!(
     application_messages_fan_out_by_provider,
     connection_groups_connect_two_users,
@@ -595,5 +651,6 @@ on_both_backends!(
     private_message_for_a_past_epoch_is_refused,
     welcome_information_only_for_clients_added_then,
     groups_of_other_hubs_are_misrouted,
-    a_client_resyncs_by_external_commit
+    a_client_resyncs_by_external_commit,
+    own_users_are_added_with_every_client
 );

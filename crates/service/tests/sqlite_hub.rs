@@ -470,6 +470,7 @@ async fn a_batch_result_vouches_only_for_its_own_request_and_key() {
                 .as_secs(),
             random: [7; 16],
             verified,
+            directory: None,
         }
     };
     let hub = svc.hub();

@@ -679,6 +679,13 @@ pub trait Store: Send + Sync + 'static {
     /// The users with their clients, by user id.
     fn users(&self) -> impl Future<Output = Result<Vec<User>, StoreError>> + Send;
 
+    /// The clients of a user, in ClientID order (none for an unknown user):
+    /// the provider's client directory.
+    fn clients_of_user(
+        &self,
+        user_id: &str,
+    ) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
+
     /// Whether the user exists.
     fn user_exists(&self, user_id: &str) -> impl Future<Output = Result<bool, StoreError>> + Send;
 

@@ -1,6 +1,8 @@
 //! `ds_add_users`: add users new to the group, with Welcomes.
 
-use mimid_wire::{GroupKind, MLSGroupUpdate, WelcomeMessage};
+use std::collections::{BTreeMap, BTreeSet};
+
+use mimid_wire::{ClientId, GroupKind, MLSGroupUpdate, UserId, WelcomeMessage};
 
 use super::additions;
 use crate::commit;
@@ -29,6 +31,7 @@ pub(crate) fn handle(
                 c.user()
             )));
         }
+        every_client_of_own_users(req, &added)?;
         let connection = group.meta().kind() == GroupKind::Connection;
         for add in staged.staged.add_proposals() {
             let marked = add
@@ -61,4 +64,35 @@ pub(crate) fn handle(
         outcome.write = Write::Put(group.to_bytes()?);
     }
     Ok(outcome)
+}
+
+/// Every client of a user of the hub's own provider is added with it, as
+/// the provider's client directory has them (`docs/protocol.md` 6.3): a
+/// user joins with all its devices, and no ClientID the provider does not
+/// know comes in under its name.
+fn every_client_of_own_users(req: &Req, added: &[ClientId]) -> Result<(), HubError> {
+    let mut own: BTreeMap<UserId, BTreeSet<ClientId>> = BTreeMap::new();
+    for client in added.iter().filter(|c| c.domain() == req.config.domain) {
+        own.entry(client.user()).or_default().insert(client.clone());
+    }
+    if own.is_empty() {
+        return Ok(());
+    }
+    let Some(directory) = &req.ctx.directory else {
+        return Err(HubError::NeedsDirectory(own.into_keys().collect()));
+    };
+    for (user, clients) in own {
+        let known = directory.get(&user).cloned().unwrap_or_default();
+        if let Some(stranger) = clients.difference(&known).next() {
+            return Err(HubError::UnknownClient(format!(
+                "{stranger} is not a client of {user}"
+            )));
+        }
+        if let Some(missing) = known.difference(&clients).next() {
+            return Err(HubError::NotAllowed(format!(
+                "every client of {user} must be added: {missing} is not"
+            )));
+        }
+    }
+    Ok(())
 }

@@ -17,6 +17,17 @@ use mimid_wire::*;
 mod world;
 pub use world::*;
 
+/// The hub's client directory, as the service's store has it: its users
+/// ([`LOCAL_CLIENTS`]) and their clients.
+pub fn local_directory() -> mimid_core::Directory {
+    let mut directory = mimid_core::Directory::new();
+    for client in LOCAL_CLIENTS {
+        let client: ClientId = client.parse().expect("a ClientID");
+        directory.entry(client.user()).or_default().insert(client);
+    }
+    directory
+}
+
 /// The destinations the tests use; the hub is the first.
 pub const DOMAINS: [&str; 3] = ["a.example", "b.example", "c.example"];
 
@@ -164,6 +175,7 @@ impl Backend for Memory {
             now: 1_795_000_000,
             random: [self.counter; 16],
             verified: None,
+            directory: Some(local_directory()),
         };
         let target = self.hub.target(endpoint, &request, &ctx)?;
         let snapshot = target
@@ -321,8 +333,8 @@ impl Backend for Sqlite {
             ))
             .expect("store");
         for client in LOCAL_CLIENTS {
-            let user = client.rsplit_once('/').map_or(client, |(user, _)| user);
-            rt.block_on(store.add_client(client.into(), user.into(), 0))
+            let user = client.parse::<ClientId>().expect("a ClientID").user();
+            rt.block_on(store.add_client(client.into(), user.to_string(), 0))
                 .expect("directory");
         }
         let svc = HubService::new(Hub::new(config), store, ServiceConfig::default());
@@ -353,6 +365,7 @@ impl Backend for Sqlite {
                     now: 0,
                     random: [0; 16],
                     verified: None,
+                    directory: None,
                 },
             )
             .ok();

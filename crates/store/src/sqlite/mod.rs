@@ -377,6 +377,10 @@ impl Store for SqliteStore {
         people::users(&self.inline)
     }
 
+    async fn clients_of_user(&self, user_id: &str) -> Result<Vec<String>, StoreError> {
+        people::clients_of_user(&self.inline, user_id)
+    }
+
     async fn user_exists(&self, user_id: &str) -> Result<bool, StoreError> {
         people::exists(
             &self.inline,

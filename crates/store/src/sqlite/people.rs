@@ -404,6 +404,20 @@ pub(super) fn users(reader: &InlineReader) -> Result<Vec<User>, StoreError> {
     Ok(users)
 }
 
+/// [`Store::clients_of_user`](crate::Store::clients_of_user).
+pub(super) fn clients_of_user(
+    reader: &InlineReader,
+    user_id: &str,
+) -> Result<Vec<String>, StoreError> {
+    reader.read(|conn| {
+        let mut statement = conn.prepare_cached(
+            "SELECT client_id FROM clients WHERE user_id = ?1 ORDER BY client_id",
+        )?;
+        let rows = statement.query_map([user_id], |row| row.get(0))?;
+        rows.collect()
+    })
+}
+
 /// Whether a row answers `sql` with `params`.
 pub(super) fn exists(
     reader: &InlineReader,
