@@ -353,6 +353,20 @@ impl Demo {
             .ok_or_else(|| anyhow!("{who} has no leaf"))
     }
 
+    /// `ds_external_commit_information` for `who`.
+    fn eci(&self, who: &'static str, group: &GroupId) -> anyhow::Result<DSRequest> {
+        Ok(DSRequest {
+            version: 1,
+            request_body: DSRequestBody::ExternalCommitInformation(
+                ExternalCommitInformationRequest {
+                    group_id: GroupIdField(group.clone()),
+                    requester: who.parse()?,
+                },
+            ),
+            authentication_data: DSAuthData::Anonymous,
+        })
+    }
+
     /// A new group on the creator's provider (a.example here).
     async fn new_group(&mut self, who: &'static str, kind: GroupKind) -> anyhow::Result<GroupId> {
         let ask = DSRequest {
@@ -504,16 +518,7 @@ impl Demo {
         // ds_external_commit_information and ds_external_join: Carol's new
         // phone enrols and joins by external commit, through c.example.
         self.enrol(CAROL_PHONE).await?;
-        let ask = DSRequest {
-            version: 1,
-            request_body: DSRequestBody::ExternalCommitInformation(
-                ExternalCommitInformationRequest {
-                    group_id: GroupIdField(group.clone()),
-                    requester: CAROL_PHONE.parse()?,
-                },
-            ),
-            authentication_data: DSAuthData::Anonymous,
-        };
+        let ask = self.eci(CAROL_PHONE, &group)?;
         let DSResponseBody::ExternalCommitInfo(info) = self.submit(CAROL_PHONE, &ask).await? else {
             bail!("no external commit information")
         };
@@ -588,6 +593,29 @@ impl Demo {
             self.expect_text(&[CAROL], text).await?;
         }
 
+        // Carol's tablet loses its copy of the group and resyncs by
+        // external commit (its old leaf removed in the same commit).
+        let eci = self.eci(CAROL, &group)?;
+        let DSResponseBody::ExternalCommitInfo(info) = self.submit(CAROL, &eci).await? else {
+            bail!("no external commit information")
+        };
+        let resync = self
+            .mls(CAROL)?
+            .external_join(&info)
+            .map_err(|e| anyhow!("{e}"))?;
+        self.submit(CAROL, &resync).await?;
+        say(format!(
+            "{CAROL} lost its group state and resyncs by external commit"
+        ));
+        self.expect_commit(&[ALICE, BOB]).await?;
+        // Its old leaf, the same client, was sent the commit that removed it.
+        let own = self.receive(CAROL, 1).await?.remove(0);
+        ensure!(
+            DeliverableMessage::from_bytes(&own)?.as_bytes() == resync_commit(&resync)?,
+            "{CAROL} got something else than its own resync commit"
+        );
+        self.check_in_sync(&group, &[ALICE, BOB, CAROL]).await?;
+
         // ds_remove_users: Alice removes Carol.
         let carol_leaf = self.leaf(CAROL, &group)?;
         let (remove, sender) = self
@@ -648,6 +676,14 @@ impl Demo {
             other => bail!("a message to the deleted group got {other:?}"),
         }
         Ok(())
+    }
+}
+
+/// The commit of an external join request.
+fn resync_commit(request: &DSRequest) -> anyhow::Result<&[u8]> {
+    match &request.request_body {
+        DSRequestBody::ExternalJoin(join) => Ok(join.group_update.commit.as_bytes()),
+        _ => bail!("not an external join"),
     }
 }
 

@@ -33,6 +33,7 @@ fn demo(auth: &str) {
         "removes mimi://b.example/d/bob/tablet",
         "asks to leave",
         "c.example is back",
+        "lost its group state and resyncs by external commit",
         "removes mimi://c.example/d/carol/tablet",
         "the hub no longer knows the group",
     ] {
