@@ -37,19 +37,26 @@ use mimid_wire::{
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+/// Why a client API request failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
+    /// The provider could not be reached, or the exchange broke off.
     #[error("HTTP: {0}")]
     Http(#[from] reqwest::Error),
     /// The provider refused: HTTP status, error code name and message.
     #[error("refused ({status} {code}): {message}")]
     Refused {
+        /// The HTTP status.
         status: u16,
+        /// The error code's name (`docs/protocol.md` section 10).
         code: String,
+        /// What the provider said.
         message: String,
     },
+    /// The provider's answer is not what the API defines.
     #[error("unexpected answer: {0}")]
     Answer(String),
+    /// No randomness for a key or a nonce.
     #[error("randomness: {0}")]
     Random(String),
 }
@@ -65,6 +72,7 @@ impl std::fmt::Debug for SigningKey {
 }
 
 impl SigningKey {
+    /// A new random key.
     pub fn generate() -> Result<Self, ApiError> {
         let mut seed = [0u8; 32];
         getrandom::fill(&mut seed).map_err(|e| ApiError::Random(e.to_string()))?;
@@ -81,6 +89,7 @@ impl SigningKey {
         self.0.to_bytes()
     }
 
+    /// The public key the client enrols with.
     pub fn public_key(&self) -> [u8; 32] {
         self.0.verifying_key().to_bytes()
     }
@@ -95,9 +104,11 @@ pub struct QueuedMessage {
     pub sender: String,
     /// The MLS `group_id`.
     pub group_id: Vec<u8>,
+    /// The group's epoch the message belongs to.
     pub epoch: u64,
     /// The `MLSMessage`.
     pub message: Vec<u8>,
+    /// When the provider stored it (seconds since the Unix epoch).
     pub received_at: u64,
 }
 
@@ -110,16 +121,21 @@ pub struct IncomingConnection {
     pub sender_user: UserId,
     /// The connection group's MLS `group_id`.
     pub group_id: Vec<u8>,
+    /// The epoch the Welcome is for.
     pub epoch: u64,
     /// The Welcome into the connection group (`MLSMessage`).
     pub welcome: Vec<u8>,
+    /// When the provider received it (seconds since the Unix epoch).
     pub received_at: u64,
 }
 
 /// What the user does with a connection request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Decision {
+    /// Connect: the requester may then fetch the user's regular
+    /// KeyPackages.
     Accept,
+    /// Drop the request.
     Decline,
     /// Decline, and refuse the requester's later requests.
     Block,
@@ -204,6 +220,7 @@ pub struct QueueRead {
     /// The client has few one-time KeyPackages of this kind left (or no
     /// last-resort one): time to publish more.
     pub low_connection_key_packages: bool,
+    /// The same for regular (group) KeyPackages.
     pub low_regular_key_packages: bool,
 }
 
@@ -295,6 +312,7 @@ impl ProviderApi {
         }
     }
 
+    /// The ClientID the provider knows this client by.
     pub fn client_id(&self) -> &ClientId {
         &self.client
     }

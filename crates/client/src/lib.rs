@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! `mimid-client`: a MIMI client on OpenMLS that produces and consumes
 //! mimid's wire messages (`docs/protocol.md`).
 //!
@@ -57,14 +58,19 @@ use openmls_traits::signatures::Signer;
 /// The profile's mandatory ciphersuite.
 pub const CIPHERSUITE: Ciphersuite = Ciphersuite::MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519;
 
+/// Why the client could not make or handle a message.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
+    /// OpenMLS refused (its error, as text).
     #[error("MLS: {0}")]
     Mls(String),
+    /// A message would not encode within the profile's bounds.
     #[error("encoding: {0}")]
     Encode(#[from] wire::EncodeError),
+    /// A message does not decode.
     #[error("decoding: {0}")]
     Decode(#[from] wire::DecodeError),
+    /// The client is not in this group.
     #[error("unknown group")]
     UnknownGroup,
 }
@@ -75,6 +81,7 @@ fn mls<E: std::fmt::Debug>(e: E) -> ClientError {
 
 /// What a commit produced: the DS request to send and the new epoch's data.
 pub struct CommitOutput {
+    /// The request to submit.
     pub request: DSRequest,
 }
 
@@ -88,6 +95,8 @@ pub struct MimiClient {
 }
 
 impl MimiClient {
+    /// A new client with a fresh Ed25519 signature key, its credential
+    /// naming `id`.
     pub fn new(id: ClientId) -> Result<Self, ClientError> {
         let provider = OpenMlsRustCrypto::default();
         let signer = SignatureKeyPair::new(CIPHERSUITE.signature_algorithm()).map_err(mls)?;
@@ -105,6 +114,7 @@ impl MimiClient {
         })
     }
 
+    /// This client's ClientID.
     pub fn id(&self) -> &ClientId {
         &self.id
     }
