@@ -71,6 +71,7 @@ use mimid_store::{Durability, Store};
 use mimid_transport::auth::{AuthMode, PeerModes};
 use mimid_transport::discovery::Authority;
 use mimid_transport::node::{Node, NodeSettings};
+use mimid_transport::ratelimit::{Rate, RateLimits};
 use mimid_transport::signature::{
     PROVIDER_SIGNATURE_HEADER, SENDER_HEADER, SignedRequest, encode_header, random_nonce,
 };
@@ -302,6 +303,18 @@ impl Federation {
                 body_limit: mimid_wire::DEFAULT_BODY_LIMIT,
                 limits: Limits::default(),
                 outbox,
+                // Checked on every request, never reached by this load.
+                rate_limits: RateLimits {
+                    per_ip: Some(Rate {
+                        per_second: 10_000_000,
+                        burst: 10_000_000,
+                    }),
+                    per_provider: Some(Rate {
+                        per_second: 10_000_000,
+                        burst: 10_000_000,
+                    }),
+                    max_keys: 100_000,
+                },
                 clock: Arc::new(SystemClock),
             })
             .await?;

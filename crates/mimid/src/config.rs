@@ -66,6 +66,48 @@ pub struct Config {
     pub limits: LimitSettings,
     #[serde(default)]
     pub delivery: Delivery,
+    #[serde(default)]
+    pub rate_limits: RateLimitSettings,
+}
+
+/// Rate limits (`docs/operations.md`, "Rate limits"). A rate of zero (both
+/// numbers) turns its layer off.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitSettings {
+    /// Per remote IP address, before anything of a request is read.
+    pub per_ip: mimid_transport::ratelimit::Rate,
+    /// Per sending provider, once authenticated.
+    pub per_provider: mimid_transport::ratelimit::Rate,
+    /// Keys each layer tracks at most; beyond, new keys share one bucket.
+    pub max_keys: usize,
+}
+
+impl Default for RateLimitSettings {
+    fn default() -> Self {
+        let defaults = mimid_transport::ratelimit::RateLimits::default();
+        let off = mimid_transport::ratelimit::Rate {
+            per_second: 0,
+            burst: 0,
+        };
+        RateLimitSettings {
+            per_ip: defaults.per_ip.unwrap_or(off),
+            per_provider: defaults.per_provider.unwrap_or(off),
+            max_keys: defaults.max_keys,
+        }
+    }
+}
+
+impl RateLimitSettings {
+    /// The server's limits.
+    pub fn to_limits(&self) -> mimid_transport::ratelimit::RateLimits {
+        let on = |r: mimid_transport::ratelimit::Rate| (r.per_second > 0).then_some(r);
+        mimid_transport::ratelimit::RateLimits {
+            per_ip: on(self.per_ip),
+            per_provider: on(self.per_provider),
+            max_keys: self.max_keys,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -249,6 +291,20 @@ impl Config {
                 "must not be below delivery.backoff_start_ms".into(),
             ));
         }
+        for (setting, rate) in [
+            ("rate_limits.per_ip", self.rate_limits.per_ip),
+            ("rate_limits.per_provider", self.rate_limits.per_provider),
+        ] {
+            if (rate.per_second == 0) != (rate.burst == 0) {
+                return Err(invalid(
+                    setting,
+                    "per_second and burst must both be 0 (off) or both at least 1".into(),
+                ));
+            }
+        }
+        if self.rate_limits.max_keys == 0 {
+            return Err(invalid("rate_limits.max_keys", "must be at least 1".into()));
+        }
         if self.delivery.lanes == 0 || self.delivery.lanes > 1024 {
             return Err(invalid(
                 "delivery.lanes",
@@ -342,6 +398,14 @@ path = "a.db"
             (
                 format!("{MINIMAL}\n[delivery]\nlanes = 0\n"),
                 "delivery.lanes",
+            ),
+            (
+                format!("{MINIMAL}\n[rate_limits]\nper_ip = {{ per_second = 5, burst = 0 }}\n"),
+                "rate_limits.per_ip",
+            ),
+            (
+                format!("{MINIMAL}\n[rate_limits]\nmax_keys = 0\n"),
+                "rate_limits.max_keys",
             ),
             (format!("{MINIMAL}\nlisten_twice = 1\n"), "listen_twice"),
         ];

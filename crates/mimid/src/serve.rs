@@ -104,6 +104,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         body_limit: config.limits.body_bytes,
         limits,
         outbox,
+        rate_limits: config.rate_limits.to_limits(),
         clock: Arc::new(SystemClock),
     })
     .await?;

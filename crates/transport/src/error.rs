@@ -40,6 +40,12 @@ pub enum TransportError {
     /// The hub refused the request or the store failed.
     #[error(transparent)]
     Service(#[from] ServiceError),
+    /// 429 `rate_limited`: over a rate limit; try again after this long.
+    #[error("rate limited: {layer}")]
+    RateLimited {
+        layer: &'static str,
+        retry_after: u32,
+    },
     /// The request took longer than the server allows (503 `unavailable`).
     #[error("request timed out")]
     Timeout,
@@ -77,6 +83,7 @@ impl TransportError {
                 DSError::text(ErrorCode::WrongRecipient, m.clone())
             }
             TransportError::Service(e) => e.to_ds_error(),
+            TransportError::RateLimited { retry_after, .. } => DSError::rate_limited(*retry_after),
             TransportError::Timeout => DSError::unavailable(1),
             TransportError::Peer { error, .. } => error.clone(),
             TransportError::Internal(m) => DSError::text(ErrorCode::InternalError, m.clone()),

@@ -24,6 +24,7 @@ mod error;
 pub mod keys;
 pub mod loopback;
 pub mod node;
+pub mod ratelimit;
 pub mod relay;
 pub mod server;
 pub mod signature;

@@ -246,6 +246,7 @@ impl Loopback {
             body_limit: mimid_wire::DEFAULT_BODY_LIMIT,
             limits: mimid_wire::Limits::default(),
             outbox,
+            rate_limits: crate::ratelimit::RateLimits::default(),
             clock: Arc::new(SystemClock),
         })
         .await?)

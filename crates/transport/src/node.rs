@@ -55,6 +55,8 @@ pub struct NodeSettings {
     pub limits: mimid_wire::Limits,
     /// The outbox's tuning (its `domain` is set from `domain`).
     pub outbox: OutboxConfig,
+    /// Rate limits of the server.
+    pub rate_limits: crate::ratelimit::RateLimits,
     pub clock: Arc<dyn Clock>,
 }
 
@@ -112,6 +114,7 @@ impl Node {
         server_config.auth.modes = s.modes.clone();
         server_config.body_limit = s.body_limit;
         server_config.limits = s.limits.clone();
+        server_config.rate_limits = s.rate_limits.clone();
         let state = AppState::new(
             service.clone(),
             s.keys.clone(),

@@ -87,6 +87,7 @@ pub fn serve(
                 let service =
                     hyper::service::service_fn(move |mut req: http::Request<Incoming>| {
                         req.extensions_mut().insert(certificates.clone());
+                        req.extensions_mut().insert(super::RemoteAddr(remote));
                         router.clone().call(req)
                     });
                 let mut builder = auto::Builder::new(TokioExecutor::new());

@@ -66,6 +66,8 @@ pub struct ServerConfig {
     pub auth: AuthConfig,
     /// KeyPackages (`/connection_key_packages`, `/group_key_packages`).
     pub people: mimid_service::people::PeopleConfig,
+    /// Per remote IP and per sending provider.
+    pub rate_limits: crate::ratelimit::RateLimits,
 }
 
 impl ServerConfig {
@@ -78,6 +80,7 @@ impl ServerConfig {
             limits: Limits::default(),
             auth: AuthConfig::default(),
             people: mimid_service::people::PeopleConfig::default(),
+            rate_limits: crate::ratelimit::RateLimits::default(),
         }
     }
 }
@@ -96,6 +99,7 @@ pub struct AppState<S: Store> {
     client: Arc<TransportClient>,
     auth: Authenticator,
     keys: ProviderKeys,
+    limiters: crate::ratelimit::Limiters,
     config: ServerConfig,
 }
 
@@ -129,6 +133,7 @@ impl<S: Store> AppState<S> {
             service,
             auth,
             keys,
+            limiters: crate::ratelimit::Limiters::new(&config.rate_limits),
             config,
         })
     }
@@ -311,6 +316,33 @@ async fn timed_out(uri: Uri, error: tower::BoxError) -> Failure {
     }
 }
 
+/// The first check of a MIMI request, before its path, headers or body are
+/// looked at: its remote IP's rate limit (`docs/protocol.md` 3.4). The
+/// client API (the provider's own clients) is not limited here.
+async fn per_ip<S: Store>(
+    axum::extract::State(state): axum::extract::State<Arc<AppState<S>>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if let (Some(limiter), Some(RemoteAddr(remote))) = (
+        &state.limiters.per_ip,
+        request.extensions().get::<RemoteAddr>(),
+    ) && !request.uri().path().starts_with(client_api::PREFIX)
+        && let Err(wait) = limiter.check(&remote.ip())
+    {
+        let limited = TransportError::RateLimited {
+            layer: "per IP",
+            retry_after: crate::ratelimit::retry_after(wait),
+        };
+        return Failure::at(request.uri().path(), limited).into_response();
+    }
+    next.run(request).await
+}
+
+/// The remote address of a request's connection (set by the accept loop).
+#[derive(Clone, Copy, Debug)]
+pub struct RemoteAddr(pub std::net::SocketAddr);
+
 /// The router: one handler per endpoint of the seed, and the client API.
 pub fn router<S: Store>(state: Arc<AppState<S>>) -> Router {
     let timeout = state.config.request_timeout;
@@ -364,12 +396,13 @@ pub fn router<S: Store>(state: Arc<AppState<S>>) -> Router {
         )
         .merge(client_api::routes::<S>())
         .fallback(not_found)
-        .with_state(state)
+        .with_state(state.clone())
         .layer(
             ServiceBuilder::new()
                 .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
                 .layer(TraceLayer::new_for_http())
                 .layer(PropagateRequestIdLayer::x_request_id())
+                .layer(axum::middleware::from_fn_with_state(state, per_ip::<S>))
                 .layer(HandleErrorLayer::new(timed_out))
                 .timeout(timeout),
         )

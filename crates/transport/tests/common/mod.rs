@@ -104,6 +104,8 @@ pub struct Setup {
     pub mode: AuthMode,
     /// Keys, the current one first (default: one valid for a year).
     pub keys: Option<Vec<ProviderKey>>,
+    /// The server's rate limits (default: `RateLimits::default()`).
+    pub rate_limits: Option<mimid_transport::ratelimit::RateLimits>,
 }
 
 impl Setup {
@@ -113,6 +115,7 @@ impl Setup {
             ip,
             mode,
             keys: None,
+            rate_limits: None,
         }
     }
 }
@@ -236,6 +239,9 @@ impl Federation {
         ));
         let mut config = ServerConfig::new(domain(s.domain), format!("{ds_host}:{}", addr.port()));
         config.auth.modes = modes.clone();
+        if let Some(limits) = &s.rate_limits {
+            config.rate_limits = limits.clone();
+        }
         let state = AppState::new(
             service.clone(),
             keys.clone(),

@@ -1,0 +1,224 @@
+//! Rate limits over real HTTPS (`docs/protocol.md` 3.4): per remote IP
+//! before anything else is checked, per sending provider once it is
+//! authenticated; 429 `rate_limited` with `Retry-After`, and the other
+//! addresses and providers served meanwhile. Each limiter's memory stays
+//! bounded under a million distinct keys.
+
+mod common;
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
+
+use common::*;
+use mimid_transport::auth::AuthMode;
+use mimid_transport::ratelimit::{Limiter, Rate, RateLimits};
+use mimid_transport::signature::PROVIDER_SIGNATURE_HEADER;
+use mimid_transport::{Clock as _, tls};
+use mimid_wire::ErrorCode;
+
+const OCTET: &str = "application/octet-stream";
+
+fn limits(per_ip: Option<Rate>, per_provider: Option<Rate>) -> RateLimits {
+    RateLimits {
+        per_ip,
+        per_provider,
+        max_keys: 1_000,
+    }
+}
+
+/// An HTTPS client whose connections come from `ip`.
+fn client_from(f: &Federation, ip: [u8; 4]) -> reqwest::Client {
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(tls::client_config(f.roots.clone(), None).unwrap())
+        .local_address(IpAddr::V4(Ipv4Addr::from(ip)))
+        .build()
+        .unwrap()
+}
+
+/// `POST path` to a.example: status, error code, `Retry-After`.
+async fn post(
+    http: &reqwest::Client,
+    f: &Federation,
+    path: &str,
+    headers: &[(&str, String)],
+    body: Vec<u8>,
+) -> (u16, Option<ErrorCode>, Option<String>) {
+    let mut request = http
+        .post(format!("https://{}{path}", f.p("a.example").addr))
+        .header("content-type", OCTET)
+        .body(body);
+    for (k, v) in headers {
+        request = request.header(*k, v);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let retry = response
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let body = response.bytes().await.unwrap();
+    let code = (status != 200 && !path.starts_with("/client/")).then(|| ds_error(&body).code);
+    (status, code, retry)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_address_over_its_limit_gets_429_before_anything_else_and_others_are_served() {
+    let mut setups = [
+        Setup::new("a.example", [127, 0, 0, 2], AuthMode::Signature),
+        Setup::new("b.example", [127, 0, 0, 3], AuthMode::Signature),
+    ];
+    setups[0].rate_limits = Some(limits(
+        Some(Rate {
+            per_second: 1,
+            burst: 5,
+        }),
+        None,
+    ));
+    let f = Federation::new(&setups).await;
+    let flood = client_from(&f, [127, 0, 0, 20]);
+    let calm = client_from(&f, [127, 0, 0, 21]);
+    // Unsigned: refused by provider authentication while under the limit,
+    // by the limit (before authentication is looked at) once over it.
+    let mut codes = Vec::new();
+    for _ in 0..12 {
+        let (status, code, retry) = post(&flood, &f, "/welcome_information", &[], vec![]).await;
+        if code == Some(ErrorCode::RateLimited) {
+            assert_eq!(status, 429);
+            let seconds: u32 = retry.expect("Retry-After").parse().unwrap();
+            assert!((1..=2).contains(&seconds), "Retry-After {seconds}");
+        }
+        codes.push(code);
+    }
+    let authenticated = codes
+        .iter()
+        .filter(|c| **c == Some(ErrorCode::ProviderAuthenticationFailed))
+        .count();
+    let limited = codes
+        .iter()
+        .filter(|c| **c == Some(ErrorCode::RateLimited))
+        .count();
+    assert_eq!(authenticated + limited, 12, "{codes:?}");
+    assert!((5..=6).contains(&authenticated), "{codes:?}");
+    assert_eq!(codes[11], Some(ErrorCode::RateLimited));
+    // Another address is served meanwhile; the client API is not limited
+    // per address.
+    let (_, code, _) = post(&calm, &f, "/welcome_information", &[], vec![]).await;
+    assert_eq!(code, Some(ErrorCode::ProviderAuthenticationFailed));
+    let (status, _, _) = post(&flood, &f, "/client/v1/ack", &[], b"{}".to_vec()).await;
+    assert_eq!(status, 401, "the client API answers for itself");
+    // A token comes back after a second.
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let (_, code, _) = post(&flood, &f, "/welcome_information", &[], vec![]).await;
+    assert_eq!(code, Some(ErrorCode::ProviderAuthenticationFailed));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_over_its_limit_gets_429_and_others_are_served() {
+    let mut setups = [
+        Setup::new("a.example", [127, 0, 0, 2], AuthMode::Signature),
+        Setup::new("b.example", [127, 0, 0, 3], AuthMode::Signature),
+        Setup::new("c.example", [127, 0, 0, 4], AuthMode::Signature),
+    ];
+    setups[0].rate_limits = Some(limits(
+        None,
+        Some(Rate {
+            per_second: 1,
+            burst: 3,
+        }),
+    ));
+    let f = Federation::new(&setups).await;
+    let http = f.raw_client(None);
+    // A signed body that does not decode: refused by the decoder once the
+    // sender is authenticated and under its limit.
+    let body = b"not even a request".to_vec();
+    let signed = |from: &str| {
+        let key = f.p(from).keys.current().clone();
+        let header = sign(
+            &key,
+            from,
+            "a.example",
+            "POST",
+            "/group_operation",
+            &body,
+            f.clock.now(),
+        );
+        [(PROVIDER_SIGNATURE_HEADER, header)]
+    };
+    let mut codes = Vec::new();
+    for _ in 0..6 {
+        let (_, code, retry) = post(
+            &http,
+            &f,
+            "/group_operation",
+            &signed("b.example"),
+            body.clone(),
+        )
+        .await;
+        if code == Some(ErrorCode::RateLimited) {
+            assert!(retry.is_some(), "429 without Retry-After");
+        }
+        codes.push(code);
+    }
+    assert_eq!(
+        codes[..3],
+        [Some(ErrorCode::UnsupportedVersion); 3],
+        "{codes:?}"
+    );
+    assert_eq!(codes[5], Some(ErrorCode::RateLimited), "{codes:?}");
+    // c.example is served meanwhile; an unauthenticated request is not
+    // charged to b.example's bucket (it is refused by authentication).
+    let (_, code, _) = post(
+        &http,
+        &f,
+        "/group_operation",
+        &signed("c.example"),
+        body.clone(),
+    )
+    .await;
+    assert_eq!(code, Some(ErrorCode::UnsupportedVersion));
+    let (_, code, _) = post(&http, &f, "/group_operation", &[], body.clone()).await;
+    assert_eq!(code, Some(ErrorCode::ProviderAuthenticationFailed));
+}
+
+#[test]
+fn a_limiter_stays_bounded_under_a_million_keys() {
+    let limiter: Limiter<u64> = Limiter::new(
+        Rate {
+            per_second: 1,
+            burst: 1,
+        },
+        10_000,
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    let mut passed = 0u64;
+    for key in 0..1_000_000u64 {
+        if limiter.check(&key).is_ok() {
+            passed += 1;
+        }
+        if key % 1_000 == 0 {
+            assert!(limiter.len() <= 10_000, "{} keys at {key}", limiter.len());
+        }
+    }
+    assert!(limiter.len() <= 10_000);
+    // A fresh key passes only with a tracked bucket of its own (a slot frees
+    // when its key's bucket is full again, after a second) or through the
+    // shared overflow bucket (one a second): not a million.
+    let seconds = started.elapsed().as_secs() + 1;
+    assert!(
+        passed <= 10_000 * (seconds + 1) + seconds,
+        "{passed} fresh keys passed in {seconds} s"
+    );
+    // A tracked key keeps its own bucket: its second request is refused.
+    let fresh: Limiter<u64> = Limiter::new(
+        Rate {
+            per_second: 1,
+            burst: 1,
+        },
+        10,
+    )
+    .unwrap();
+    assert!(fresh.check(&1).is_ok());
+    assert!(fresh.check(&1).is_err());
+    assert!(fresh.check(&2).is_ok());
+}
