@@ -52,6 +52,8 @@ pub struct Loopback {
     roots: Arc<rustls::RootCertStore>,
     ca_path: PathBuf,
     providers: HashMap<ProviderDomain, Provider>,
+    /// Rate limits by domain (the default for the others).
+    rate_limits: HashMap<String, crate::ratelimit::RateLimits>,
 }
 
 impl Loopback {
@@ -61,6 +63,17 @@ impl Loopback {
         dir: &Path,
         domains: &[&str],
         mode: AuthMode,
+    ) -> Result<Loopback, LoopbackError> {
+        Self::start_limited(dir, domains, mode, HashMap::new()).await
+    }
+
+    /// [`Loopback::start`], with the rate limits of some providers set
+    /// (the others have the defaults).
+    pub async fn start_limited(
+        dir: &Path,
+        domains: &[&str],
+        mode: AuthMode,
+        rate_limits: HashMap<String, crate::ratelimit::RateLimits>,
     ) -> Result<Loopback, LoopbackError> {
         let ca_key = KeyPair::generate().map_err(setup)?;
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(setup)?;
@@ -89,6 +102,7 @@ impl Loopback {
             roots,
             ca_path,
             providers: HashMap::new(),
+            rate_limits,
         };
         let mut started = Vec::new();
         for ((domain, ip), listener) in domains.iter().zip(&ips).zip(listeners) {
@@ -246,7 +260,11 @@ impl Loopback {
             body_limit: mimid_wire::DEFAULT_BODY_LIMIT,
             limits: mimid_wire::Limits::default(),
             outbox,
-            rate_limits: crate::ratelimit::RateLimits::default(),
+            rate_limits: self
+                .rate_limits
+                .get(domain.as_str())
+                .cloned()
+                .unwrap_or_default(),
             clock: Arc::new(SystemClock),
         })
         .await?)

@@ -2,7 +2,8 @@
 //! before anything else is checked, per sending provider once it is
 //! authenticated; 429 `rate_limited` with `Retry-After`, and the other
 //! addresses and providers served meanwhile. Each limiter's memory stays
-//! bounded under a million distinct keys.
+//! bounded under a million distinct keys, and a hub limited by its peer
+//! delivers everything, once, as fast as the limit lets it.
 
 mod common;
 
@@ -221,4 +222,136 @@ fn a_limiter_stays_bounded_under_a_million_keys() {
     assert!(fresh.check(&1).is_ok());
     assert!(fresh.check(&1).is_err());
     assert!(fresh.check(&2).is_ok());
+}
+
+/// A hub's outbox against a provider that limits it (three providers on
+/// loopback): b.example takes one request a second from a.example, which
+/// has ten groups' Welcomes and messages for Bob. The outbox waits as
+/// `Retry-After` says and retries; every message reaches Bob once, in hub
+/// order per group, nothing goes to the dead letters, and the deliveries
+/// took as long as the limit makes them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_limited_hub_waits_and_delivers_everything_once() {
+    use std::collections::HashMap;
+
+    use mimid_client::MimiClient;
+    use mimid_core::DsEndpoint;
+    use mimid_store::Store;
+    use mimid_transport::SystemClock;
+    use mimid_transport::loopback::Loopback;
+    use mimid_wire::{
+        DSAuthData, DSRequest, DSRequestBody, DSResponseBody, GroupIdField, GroupKind,
+        WelcomeMessage,
+    };
+
+    const GROUPS: usize = 10;
+    let dir = tempfile::tempdir().unwrap();
+    let limited = limits(
+        None,
+        Some(Rate {
+            per_second: 1,
+            burst: 1,
+        }),
+    );
+    let f = Loopback::start_limited(
+        dir.path(),
+        &["a.example", "b.example"],
+        AuthMode::Signature,
+        HashMap::from([("b.example".to_string(), limited)]),
+    )
+    .await
+    .unwrap();
+    let mut alice = MimiClient::new("mimi://a.example/d/alice/laptop".parse().unwrap()).unwrap();
+    let bob = MimiClient::new("mimi://b.example/d/bob/phone".parse().unwrap()).unwrap();
+    let b = f.node("b.example").unwrap();
+    b.service
+        .store()
+        .add_client(
+            bob.id().to_string(),
+            bob.id().user().to_string(),
+            SystemClock.now(),
+        )
+        .await
+        .unwrap();
+    let hub = f.node("a.example").unwrap();
+    let started = std::time::Instant::now();
+    let mut expected = Vec::new();
+    for i in 0..GROUPS {
+        let ask = DSRequest {
+            version: 1,
+            request_body: DSRequestBody::RequestGroupId,
+            authentication_data: DSAuthData::Anonymous,
+        };
+        let DSResponseBody::GroupId(GroupIdField(group)) =
+            hub.submit(DsEndpoint::GroupOperation, &ask).await.unwrap()
+        else {
+            panic!("no group id")
+        };
+        let create = alice.create_group(&group, GroupKind::Regular).unwrap();
+        hub.submit(DsEndpoint::GroupOperation, &create)
+            .await
+            .unwrap();
+        let add = alice
+            .add(&group, &[bob.key_package(false, false).unwrap()], false)
+            .unwrap();
+        hub.submit(DsEndpoint::GroupOperation, &add).await.unwrap();
+        alice.merge_pending_commit(&group).unwrap();
+        let message = alice
+            .send_message(&group, format!("to group {i}").as_bytes())
+            .unwrap();
+        let DSRequestBody::SendMessage(m) = &message.request_body else {
+            unreachable!()
+        };
+        hub.submit(DsEndpoint::GroupOperation, &message)
+            .await
+            .unwrap();
+        expected.push((
+            group.to_mls_bytes(),
+            m.application_message.as_bytes().to_vec(),
+        ));
+    }
+    // Everything arrives (the limit allows ~1 request a second; at least
+    // one per group).
+    let deadline = started + Duration::from_secs(120);
+    let queued = loop {
+        let queued = b
+            .service
+            .store()
+            .client_queue(bob.id().as_str(), 0, 1_000)
+            .await
+            .unwrap();
+        if queued.len() >= 2 * GROUPS || std::time::Instant::now() > deadline {
+            break queued;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let took = started.elapsed();
+    assert_eq!(queued.len(), 2 * GROUPS, "not everything arrived once");
+    for (group, message) in &expected {
+        let of_group: Vec<&Vec<u8>> = queued
+            .iter()
+            .filter(|q| &q.group_id == group)
+            .map(|q| &q.message)
+            .collect();
+        assert_eq!(of_group.len(), 2);
+        assert!(
+            WelcomeMessage::from_bytes(of_group[0]).is_ok(),
+            "Welcome first"
+        );
+        assert_eq!(of_group[1], message);
+    }
+    // At least one request per group, one a second after the first.
+    assert!(
+        took >= Duration::from_secs(GROUPS as u64 - 2),
+        "{GROUPS} groups delivered in {took:?}: the limit was not applied"
+    );
+    let store = hub.service.store();
+    assert!(store.dead_letters(10).await.unwrap().is_empty());
+    assert!(
+        store
+            .pending_jobs("b.example", 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
