@@ -313,6 +313,18 @@ impl Federation {
                         per_second: 10_000_000,
                         burst: 10_000_000,
                     }),
+                    per_group: Some(Rate {
+                        per_second: 10_000_000,
+                        burst: 10_000_000,
+                    }),
+                    per_member: Some(Rate {
+                        per_second: 10_000_000,
+                        burst: 10_000_000,
+                    }),
+                    per_target_user: Some(Rate {
+                        per_second: 10_000_000,
+                        burst: 10_000_000,
+                    }),
                     max_keys: 100_000,
                 },
                 clock: Arc::new(SystemClock),

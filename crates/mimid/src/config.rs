@@ -79,6 +79,12 @@ pub struct RateLimitSettings {
     pub per_ip: mimid_transport::ratelimit::Rate,
     /// Per sending provider, once authenticated.
     pub per_provider: mimid_transport::ratelimit::Rate,
+    /// Per group (and sending provider), on the two information endpoints.
+    pub per_group: mimid_transport::ratelimit::Rate,
+    /// Per member (and sending provider), on `/group_operation`.
+    pub per_member: mimid_transport::ratelimit::Rate,
+    /// Per target user, on `/connection_key_packages` and `/connection_request`.
+    pub per_target_user: mimid_transport::ratelimit::Rate,
     /// Keys each layer tracks at most; beyond, new keys share one bucket.
     pub max_keys: usize,
 }
@@ -93,6 +99,9 @@ impl Default for RateLimitSettings {
         RateLimitSettings {
             per_ip: defaults.per_ip.unwrap_or(off),
             per_provider: defaults.per_provider.unwrap_or(off),
+            per_group: defaults.per_group.unwrap_or(off),
+            per_member: defaults.per_member.unwrap_or(off),
+            per_target_user: defaults.per_target_user.unwrap_or(off),
             max_keys: defaults.max_keys,
         }
     }
@@ -105,6 +114,9 @@ impl RateLimitSettings {
         mimid_transport::ratelimit::RateLimits {
             per_ip: on(self.per_ip),
             per_provider: on(self.per_provider),
+            per_group: on(self.per_group),
+            per_member: on(self.per_member),
+            per_target_user: on(self.per_target_user),
             max_keys: self.max_keys,
         }
     }
@@ -294,6 +306,12 @@ impl Config {
         for (setting, rate) in [
             ("rate_limits.per_ip", self.rate_limits.per_ip),
             ("rate_limits.per_provider", self.rate_limits.per_provider),
+            ("rate_limits.per_group", self.rate_limits.per_group),
+            ("rate_limits.per_member", self.rate_limits.per_member),
+            (
+                "rate_limits.per_target_user",
+                self.rate_limits.per_target_user,
+            ),
         ] {
             if (rate.per_second == 0) != (rate.burst == 0) {
                 return Err(invalid(

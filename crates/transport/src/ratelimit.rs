@@ -17,7 +17,9 @@ use std::time::Duration;
 
 use governor::clock::Clock as _;
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
-use mimid_wire::ProviderDomain;
+use mimid_wire::{ProviderDomain, UserId};
+
+use crate::error::TransportError;
 use serde::Deserialize;
 
 /// How often a full limiter looks for keys it can forget.
@@ -47,6 +49,15 @@ pub struct RateLimits {
     pub per_ip: Option<Rate>,
     /// Per sending provider, once its signature or certificate is checked.
     pub per_provider: Option<Rate>,
+    /// Per group and sending provider, on `/welcome_information` and
+    /// `/external_commit_information`.
+    pub per_group: Option<Rate>,
+    /// Per member (group and leaf) and sending provider, on
+    /// `/group_operation`.
+    pub per_member: Option<Rate>,
+    /// Per target user, on `/connection_key_packages` and
+    /// `/connection_request`, whoever asks.
+    pub per_target_user: Option<Rate>,
     /// Keys a limiter tracks at most (memory: ~100 bytes a key).
     pub max_keys: usize,
 }
@@ -64,6 +75,18 @@ impl Default for RateLimits {
             per_provider: Some(Rate {
                 per_second: 1_000,
                 burst: 2_000,
+            }),
+            per_group: Some(Rate {
+                per_second: 20,
+                burst: 100,
+            }),
+            per_member: Some(Rate {
+                per_second: 50,
+                burst: 200,
+            }),
+            per_target_user: Some(Rate {
+                per_second: 5,
+                burst: 20,
             }),
             max_keys: 100_000,
         }
@@ -133,15 +156,40 @@ pub fn retry_after(wait: Duration) -> u32 {
 pub struct Limiters {
     pub per_ip: Option<Limiter<IpAddr>>,
     pub per_provider: Option<Limiter<ProviderDomain>>,
+    /// (sending provider, MLS group id).
+    pub per_group: Option<Limiter<(ProviderDomain, Vec<u8>)>>,
+    /// (sending provider, MLS group id, leaf index).
+    pub per_member: Option<Limiter<(ProviderDomain, Vec<u8>, u32)>>,
+    pub per_target_user: Option<Limiter<UserId>>,
 }
 
 impl Limiters {
     pub fn new(limits: &RateLimits) -> Self {
-        Limiters {
-            per_ip: limits.per_ip.and_then(|r| Limiter::new(r, limits.max_keys)),
-            per_provider: limits
-                .per_provider
-                .and_then(|r| Limiter::new(r, limits.max_keys)),
+        fn layer<K: Hash + Eq + Clone>(rate: Option<Rate>, max_keys: usize) -> Option<Limiter<K>> {
+            rate.and_then(|r| Limiter::new(r, max_keys))
         }
+        Limiters {
+            per_ip: layer(limits.per_ip, limits.max_keys),
+            per_provider: layer(limits.per_provider, limits.max_keys),
+            per_group: layer(limits.per_group, limits.max_keys),
+            per_member: layer(limits.per_member, limits.max_keys),
+            per_target_user: layer(limits.per_target_user, limits.max_keys),
+        }
+    }
+}
+
+/// Takes a token from `limiter` (if the layer is on) for `key`, or the
+/// layer's 429.
+pub(crate) fn take<K: Hash + Eq + Clone>(
+    limiter: &Option<Limiter<K>>,
+    key: &K,
+    layer: &'static str,
+) -> Result<(), TransportError> {
+    match limiter.as_ref().map(|l| l.check(key)) {
+        Some(Err(wait)) => Err(TransportError::RateLimited {
+            layer,
+            retry_after: retry_after(wait),
+        }),
+        _ => Ok(()),
     }
 }

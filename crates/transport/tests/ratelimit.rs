@@ -23,6 +23,9 @@ fn limits(per_ip: Option<Rate>, per_provider: Option<Rate>) -> RateLimits {
     RateLimits {
         per_ip,
         per_provider,
+        per_group: None,
+        per_member: None,
+        per_target_user: None,
         max_keys: 1_000,
     }
 }
@@ -354,4 +357,138 @@ async fn a_limited_hub_waits_and_delivers_everything_once() {
             .unwrap()
             .is_empty()
     );
+}
+
+/// The limits that come after decoding, each keyed under the sending
+/// provider where a provider names the key: a member's `/group_operation`
+/// requests, a group's `/external_commit_information` requests, and the
+/// `/connection_key_packages` requests for one target user.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_groups_and_target_users_have_their_own_limits() {
+    use mimid_core::DsEndpoint;
+    use mimid_wire::{
+        ConnectionKeyPackageRequest, ConnectionKeyPackageResponse, DSAuthData, DSRequest,
+        DSRequestBody, DSResponseBody, ExternalCommitInformationRequest, GroupId, GroupIdField,
+        KeyPackagesResult, Limits, Wire,
+    };
+
+    let two = Rate {
+        per_second: 1,
+        burst: 2,
+    };
+    let mut setups = [
+        Setup::new("a.example", [127, 0, 0, 2], AuthMode::Signature),
+        Setup::new("b.example", [127, 0, 0, 3], AuthMode::Signature),
+    ];
+    setups[0].rate_limits = Some(RateLimits {
+        per_ip: None,
+        per_provider: None,
+        per_group: Some(two),
+        per_member: Some(two),
+        per_target_user: Some(two),
+        max_keys: 1_000,
+    });
+    let f = Federation::new(&setups).await;
+    let mut g = group(&f).await;
+    let a = domain("a.example");
+    let b = f.p("b.example");
+    let code = |body: &DSResponseBody| match body {
+        DSResponseBody::Error(e) => Some(e.code),
+        _ => None,
+    };
+
+    // Bob's messages: two, then 429; the refused one stores nothing.
+    let mut codes = Vec::new();
+    let mut before = None;
+    for i in 0..3 {
+        let message = g
+            .bob
+            .send_message(&g.id, format!("{i}").as_bytes())
+            .unwrap();
+        if i == 2 {
+            before = Some(trace(f.p("a.example"), &g.id).await);
+        }
+        let (status, response) = b
+            .client
+            .ds_request(&a, DsEndpoint::GroupOperation, &message)
+            .await
+            .unwrap();
+        codes.push((status, code(&response.response_body)));
+    }
+    assert_eq!(
+        codes,
+        [
+            (200, None),
+            (200, None),
+            (429, Some(ErrorCode::RateLimited))
+        ]
+    );
+    assert_eq!(Some(trace(f.p("a.example"), &g.id).await), before);
+
+    // External commit information for the group: one request left of the
+    // burst (joining used one), then 429; another group is not affected.
+    let eci = |group: &GroupId| DSRequest {
+        version: 1,
+        request_body: DSRequestBody::ExternalCommitInformation(ExternalCommitInformationRequest {
+            group_id: GroupIdField(group.clone()),
+            requester: "mimi://b.example/d/bob/laptop".parse().unwrap(),
+        }),
+        authentication_data: DSAuthData::Anonymous,
+    };
+    let mut codes = Vec::new();
+    for _ in 0..2 {
+        let (_, response) = b
+            .client
+            .ds_request(&a, DsEndpoint::ExternalCommitInformation, &eci(&g.id))
+            .await
+            .unwrap();
+        codes.push(code(&response.response_body));
+    }
+    assert_eq!(codes, [None, Some(ErrorCode::RateLimited)]);
+    let other = GroupId {
+        hub_domain: a.clone(),
+        local_id: [9; 16],
+    };
+    let (_, response) = b
+        .client
+        .ds_request(&a, DsEndpoint::ExternalCommitInformation, &eci(&other))
+        .await
+        .unwrap();
+    assert_eq!(code(&response.response_body), Some(ErrorCode::UnknownGroup));
+
+    // Connection KeyPackages of one user: two requests, then 429; another
+    // user is not affected.
+    async fn ask(
+        client: &mimid_transport::TransportClient,
+        a: &mimid_wire::ProviderDomain,
+        target: &str,
+    ) -> (u16, Option<ErrorCode>, Option<u64>) {
+        let body = ConnectionKeyPackageRequest {
+            version: 1,
+            requester: "mimi://b.example/u/bob".parse().unwrap(),
+            target: target.parse().unwrap(),
+        }
+        .to_bytes()
+        .unwrap();
+        let reply = client
+            .post(a, "/connection_key_packages", body)
+            .await
+            .unwrap();
+        let response =
+            ConnectionKeyPackageResponse::decode_exact(&reply.body, &Limits::default()).unwrap();
+        match response.result {
+            KeyPackagesResult::Error(e) => (reply.status, Some(e.code), reply.retry_after),
+            KeyPackagesResult::Ok(_) => (reply.status, None, reply.retry_after),
+        }
+    }
+    let mut codes = Vec::new();
+    for _ in 0..3 {
+        codes.push(ask(&b.client, &a, "mimi://a.example/u/alice").await);
+    }
+    assert_eq!(codes[0].1, Some(ErrorCode::NoKeyPackages), "{codes:?}");
+    assert_eq!(codes[1].1, Some(ErrorCode::NoKeyPackages), "{codes:?}");
+    assert_eq!(codes[2].0, 429, "{codes:?}");
+    assert!(codes[2].2.is_some(), "429 without Retry-After");
+    let (_, other, _) = ask(&b.client, &a, "mimi://a.example/u/dan").await;
+    assert_eq!(other, Some(ErrorCode::UnknownUser));
 }

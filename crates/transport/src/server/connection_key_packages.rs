@@ -21,6 +21,12 @@ pub(super) async fn handle<S: Store>(
     let fail = |e: TransportError| Failure::new(Some(Endpoint::ConnectionKeyPackages), e);
     let asked = ConnectionKeyPackageRequest::decode_exact(&request.body, &state.config.limits)
         .map_err(|e| fail(e.into()))?;
+    crate::ratelimit::take(
+        &state.limiters.per_target_user,
+        &asked.target,
+        "per target user",
+    )
+    .map_err(fail)?;
     let ok = state
         .people
         .key_packages(
@@ -30,7 +36,7 @@ pub(super) async fn handle<S: Store>(
             &asked.requester,
             &asked.target,
             &[],
-            crate::clock::Clock::now(&crate::clock::SystemClock),
+            state.clock.now(),
         )
         .await
         .map_err(|e| fail(e.into()))?;

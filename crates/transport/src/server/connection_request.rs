@@ -27,6 +27,14 @@ pub(super) async fn handle<S: Store>(
             }
         })?;
     let message_id = decoded.message_id;
+    if let mimid_wire::QueueingServicePayload::ConnectionRequest(c) = &decoded.payload {
+        crate::ratelimit::take(
+            &state.limiters.per_target_user,
+            &c.recipient_user,
+            "per target user",
+        )
+        .map_err(|e| fail(e).echoing(message_id))?;
+    }
     let ok = state
         .guest
         .connection_request(

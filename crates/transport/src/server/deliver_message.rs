@@ -34,7 +34,7 @@ pub(super) async fn handle<S: Store>(
             request.peer.domain(),
             QsEndpoint::DeliverMessage,
             &decoded,
-            crate::clock::Clock::now(&crate::clock::SystemClock),
+            state.clock.now(),
         )
         .await
         .map_err(|e| fail(e.into()).echoing(message_id))?;

@@ -117,15 +117,8 @@ impl<S: Store> FromRequest<Arc<AppState<S>>> for Signed {
             )
             .await
             .map_err(|e| Failure::at(path, e))?;
-        if let Some(limiter) = &state.limiters.per_provider
-            && let Err(wait) = limiter.check(peer.domain())
-        {
-            let limited = TransportError::RateLimited {
-                layer: "per provider",
-                retry_after: crate::ratelimit::retry_after(wait),
-            };
-            return Err(Failure::at(path, limited));
-        }
+        crate::ratelimit::take(&state.limiters.per_provider, peer.domain(), "per provider")
+            .map_err(|e| Failure::at(path, e))?;
         Ok(Signed { peer, body })
     }
 }

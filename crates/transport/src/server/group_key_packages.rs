@@ -28,7 +28,7 @@ pub(super) async fn handle<S: Store>(
             &asked.requester,
             &asked.target,
             &asked.clients,
-            crate::clock::Clock::now(&crate::clock::SystemClock),
+            state.clock.now(),
         )
         .await
         .map_err(|e| fail(e.into()))?;

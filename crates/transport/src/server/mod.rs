@@ -324,16 +324,10 @@ async fn per_ip<S: Store>(
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    if let (Some(limiter), Some(RemoteAddr(remote))) = (
-        &state.limiters.per_ip,
-        request.extensions().get::<RemoteAddr>(),
-    ) && !request.uri().path().starts_with(client_api::PREFIX)
-        && let Err(wait) = limiter.check(&remote.ip())
+    if let Some(RemoteAddr(remote)) = request.extensions().get::<RemoteAddr>()
+        && !request.uri().path().starts_with(client_api::PREFIX)
+        && let Err(limited) = crate::ratelimit::take(&state.limiters.per_ip, &remote.ip(), "per IP")
     {
-        let limited = TransportError::RateLimited {
-            layer: "per IP",
-            retry_after: crate::ratelimit::retry_after(wait),
-        };
         return Failure::at(request.uri().path(), limited).into_response();
     }
     next.run(request).await
