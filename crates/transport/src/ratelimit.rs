@@ -5,9 +5,13 @@
 //!
 //! Memory stays bounded under any number of distinct keys: a limiter
 //! tracks at most `max_keys`; when full it first forgets keys whose bucket
-//! is full again (they are indistinguishable from new ones), and keys that
-//! still find no room share one overflow bucket, so a flood of fresh keys
-//! (spoofed or rotating addresses) is limited as one.
+//! is full again (they are indistinguishable from new ones), and while it
+//! is still full every request shares one overflow bucket, so a flood of
+//! fresh keys (rotating addresses) is limited as one. The price: a flood of
+//! more than `max_keys` fresh keys within a bucket's refill time (burst /
+//! rate) also puts the keys already tracked on the shared bucket until
+//! room is made (`governor` cannot tell a tracked key from a new one
+//! without inserting it).
 
 use std::hash::Hash;
 use std::net::IpAddr;
