@@ -492,3 +492,86 @@ async fn members_groups_and_target_users_have_their_own_limits() {
     let (_, other, _) = ask(&b.client, &a, "mimi://a.example/u/dan").await;
     assert_eq!(other, Some(ErrorCode::UnknownUser));
 }
+
+/// `/connection_request` shares the per-target-user layer: the third
+/// request for one user within the burst is 429 and echoes its
+/// `message_id`; a request for another user is not affected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_requests_for_one_user_are_limited() {
+    use mimid_wire::{
+        ConnectionRequest, GroupId, GroupIdField, GroupKind, Limits, MessageId,
+        QueueingServicePayload, QueueingServiceRequest, QueueingServiceResponse,
+        QueueingServiceResult, Wire,
+    };
+
+    let mut setups = [
+        Setup::new("a.example", [127, 0, 0, 2], AuthMode::Signature),
+        Setup::new("b.example", [127, 0, 0, 3], AuthMode::Signature),
+    ];
+    setups[0].rate_limits = Some(RateLimits {
+        per_target_user: Some(Rate {
+            per_second: 1,
+            burst: 2,
+        }),
+        ..limits(None, None)
+    });
+    let f = Federation::new(&setups).await;
+    let a = domain("a.example");
+    let b = f.p("b.example");
+    // A real Welcome into a connection group of Bob's.
+    let group = GroupId {
+        hub_domain: domain("b.example"),
+        local_id: [3; 16],
+    };
+    let mut bob = client("mimi://b.example/d/bob/phone");
+    bob.create_group(&group, GroupKind::Connection).unwrap();
+    let alice = client("mimi://a.example/d/alice/phone");
+    let add = bob
+        .add(&group, &[alice.key_package(true, false).unwrap()], false)
+        .unwrap();
+    let mimid_wire::DSRequestBody::AddUsers(users) = &add.request_body else {
+        panic!("not add_users")
+    };
+    let welcome = users.welcome_messages[0].clone();
+    let send = async |n: u8, target: &str| {
+        let body = QueueingServiceRequest {
+            version: 1,
+            sender: domain("b.example"),
+            recipient: a.clone(),
+            message_id: MessageId([n; 16]),
+            payload: QueueingServicePayload::ConnectionRequest(ConnectionRequest {
+                sender_user: "mimi://b.example/u/bob".parse().unwrap(),
+                recipient_user: target.parse().unwrap(),
+                group_id: GroupIdField(group.clone()),
+                epoch: 1,
+                welcome: welcome.clone(),
+            }),
+        }
+        .to_bytes()
+        .unwrap();
+        let reply = b
+            .client
+            .post(&a, "/connection_request", body)
+            .await
+            .unwrap();
+        let response =
+            QueueingServiceResponse::decode_exact(&reply.body, &Limits::default()).unwrap();
+        let code = match response.result {
+            QueueingServiceResult::Error(e) => Some(e.code),
+            QueueingServiceResult::Ok(_) => None,
+        };
+        (reply.status, code, response.message_id)
+    };
+    let alice_user = "mimi://a.example/u/alice";
+    let first = send(1, alice_user).await;
+    let second = send(2, alice_user).await;
+    assert_ne!(first.1, Some(ErrorCode::RateLimited), "{first:?}");
+    assert_ne!(second.1, Some(ErrorCode::RateLimited), "{second:?}");
+    let third = send(3, alice_user).await;
+    assert_eq!(
+        third,
+        (429, Some(ErrorCode::RateLimited), MessageId([3; 16]))
+    );
+    let other = send(4, "mimi://a.example/u/dan").await;
+    assert_ne!(other.1, Some(ErrorCode::RateLimited), "{other:?}");
+}
