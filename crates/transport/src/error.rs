@@ -58,6 +58,19 @@ pub enum TransportError {
     Internal(String),
 }
 
+/// A store failure or a refusal of the core, through the service's error.
+impl From<mimid_store::StoreError> for TransportError {
+    fn from(e: mimid_store::StoreError) -> Self {
+        TransportError::Service(e.into())
+    }
+}
+
+impl From<mimid_core::HubError> for TransportError {
+    fn from(e: mimid_core::HubError) -> Self {
+        TransportError::Service(e.into())
+    }
+}
+
 impl TransportError {
     /// The wire error (its code gives the HTTP status).
     pub fn to_ds_error(&self) -> DSError {

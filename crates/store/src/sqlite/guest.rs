@@ -58,13 +58,7 @@ pub(super) fn apply<'a>(
             user_id,
             now,
         } => {
-            script
-                .statement()
-                .push("INSERT INTO users (user_id, created_at) VALUES (")
-                .push_bind(user_id.as_str())
-                .push(", ")
-                .push_bind(*now)
-                .push(") ON CONFLICT DO NOTHING");
+            super::people::insert_user(script, user_id, *now);
             script
                 .statement()
                 .push("INSERT INTO clients (client_id, user_id, created_at) VALUES (")

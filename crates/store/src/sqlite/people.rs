@@ -21,13 +21,7 @@ pub(super) fn apply<'a>(
 ) -> Result<Result<(), StoreError>, String> {
     match op {
         Op::AddUser { user_id, now } => {
-            script
-                .statement()
-                .push("INSERT INTO users (user_id, created_at) VALUES (")
-                .push_bind(user_id.as_str())
-                .push(", ")
-                .push_bind(*now)
-                .push(") ON CONFLICT DO NOTHING RETURNING 1");
+            insert_user(script, user_id, *now).push(" RETURNING 1");
             if script.fetch(conn)?.is_empty() {
                 return Ok(Err(StoreError::Conflict));
             }
@@ -153,13 +147,7 @@ pub(super) fn apply<'a>(
             if script.fetch(conn)?.is_empty() {
                 return Ok(Err(StoreError::Conflict));
             }
-            script
-                .statement()
-                .push("INSERT INTO users (user_id, created_at) VALUES (")
-                .push_bind(user_id.as_str())
-                .push(", ")
-                .push_bind(*now)
-                .push(") ON CONFLICT DO NOTHING");
+            insert_user(script, user_id, *now);
             script
                 .statement()
                 .push("INSERT INTO clients (client_id, user_id, created_at, public_key) VALUES (")
@@ -402,6 +390,22 @@ pub(super) fn users(reader: &InlineReader) -> Result<Vec<User>, StoreError> {
         }
     }
     Ok(users)
+}
+
+/// Adds a user unless it exists; with `RETURNING 1` appended, the
+/// statement answers a row only if it added one.
+pub(super) fn insert_user<'s, 'a>(
+    script: &'s mut Script<'a>,
+    user_id: &'a str,
+    now: i64,
+) -> &'s mut crate::sql::Statement<'a> {
+    script
+        .statement()
+        .push("INSERT INTO users (user_id, created_at) VALUES (")
+        .push_bind(user_id)
+        .push(", ")
+        .push_bind(now)
+        .push(") ON CONFLICT DO NOTHING")
 }
 
 /// [`Store::clients_of_user`](crate::Store::clients_of_user).

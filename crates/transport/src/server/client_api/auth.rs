@@ -88,8 +88,7 @@ impl<S: Store> FromRequest<Arc<AppState<S>>> for ClientSigned {
             .service
             .store()
             .client_key(client.as_str())
-            .await
-            .map_err(|e| ApiFailure(TransportError::Service(e.into())))?
+            .await?
             .ok_or_else(|| fail(format!("{client} has not enrolled")))?;
         let key = <[u8; 32]>::try_from(key.as_slice())
             .ok()

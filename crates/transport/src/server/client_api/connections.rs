@@ -9,7 +9,6 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
-use mimid_core::HubError;
 use mimid_store::{Decision, KeyPackageKind, Store, StoreError};
 use mimid_wire::{
     ClientId, ConnectionKeyPackageRequest, ConnectionKeyPackageResponse, ConnectionRequest,
@@ -26,14 +25,6 @@ use crate::error::TransportError;
 
 fn malformed(field: &str, e: impl std::fmt::Display) -> TransportError {
     TransportError::Malformed(format!("{field}: {e}"))
-}
-
-fn hub(e: HubError) -> TransportError {
-    TransportError::Service(e.into())
-}
-
-fn store(e: StoreError) -> TransportError {
-    TransportError::Service(e.into())
 }
 
 #[derive(Deserialize)]
@@ -90,7 +81,7 @@ pub(super) async fn fetch<S: Store>(
     };
     let mut key_packages = Vec::with_capacity(ok.key_packages.len());
     for kp in &ok.key_packages {
-        let owner = mimid_core::people::owner_of(kp).map_err(hub)?;
+        let owner = mimid_core::people::owner_of(kp)?;
         if owner.user() != target {
             return Err(TransportError::Peer {
                 provider: target.domain().to_string(),
@@ -259,8 +250,7 @@ pub(super) async fn connect<S: Store>(
             target.as_str().to_owned(),
             state.clock.now(),
         )
-        .await
-        .map_err(store)?;
+        .await?;
     Ok(json(StatusCode::OK, &serde_json::json!({})))
 }
 
@@ -290,8 +280,7 @@ pub(super) async fn list<S: Store>(
         .service
         .store()
         .connection_requests(user.as_str())
-        .await
-        .map_err(store)?
+        .await?
         .into_iter()
         .map(|r| Waiting {
             id: r.id,
@@ -340,6 +329,6 @@ pub(super) async fn settle<S: Store>(
     {
         Ok(()) => Ok(json(StatusCode::OK, &serde_json::json!({}))),
         Err(StoreError::Conflict) => Err(TransportError::NotFound.into()),
-        Err(e) => Err(store(e).into()),
+        Err(e) => Err(e.into()),
     }
 }

@@ -83,7 +83,7 @@ pub(super) async fn handle<S: Store>(
                 .into(),
         )
         .into()),
-        Err(e) => Err(TransportError::Service(e.into()).into()),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -108,7 +108,6 @@ pub async fn invite<S: Store>(
             now.saturating_add(valid_for),
             now,
         )
-        .await
-        .map_err(|e| TransportError::Service(e.into()))?;
+        .await?;
     Ok(secret)
 }

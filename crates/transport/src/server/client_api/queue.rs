@@ -18,7 +18,6 @@ use serde::{Deserialize, Serialize};
 use super::super::AppState;
 use super::auth::ClientSigned;
 use super::{ApiFailure, base64, json, parse};
-use crate::error::TransportError;
 
 /// Longest wait of a read (seconds).
 const MAX_WAIT: u64 = 25;
@@ -78,8 +77,7 @@ pub(super) async fn read<S: Store>(
         rung.as_mut().enable();
         let queued = store
             .client_queue(request.client.as_str(), query.after, MAX_READ)
-            .await
-            .map_err(|e| TransportError::Service(e.into()))?;
+            .await?;
         let now = Instant::now();
         if !queued.is_empty() || now >= deadline {
             return answer(&state, &request, queued).await;
@@ -113,8 +111,7 @@ async fn answer<S: Store>(
     ] {
         let stock = store
             .key_package_stock(request.client.as_str(), kind, state.clock.now())
-            .await
-            .map_err(|e| TransportError::Service(e.into()))?;
+            .await?;
         if stock.one_time < LOW_STOCK || !stock.last_resort {
             low_key_packages.push(name);
         }
@@ -142,7 +139,6 @@ pub(super) async fn acknowledge<S: Store>(
         .service
         .store()
         .acknowledge(request.client.as_str().to_owned(), asked.up_to)
-        .await
-        .map_err(|e| TransportError::Service(e.into()))?;
+        .await?;
     Ok(json(StatusCode::OK, &serde_json::json!({})))
 }
