@@ -7,10 +7,14 @@
 //! one transaction, or not at all.
 
 mod bell;
+mod pages;
+mod postgres;
 mod sql;
 mod sqlite;
+pub mod throwaway;
 
 pub use bell::{Listener, QueueBell};
+pub use postgres::{PostgresOptions, PostgresStore};
 pub use sqlite::{Durability, SqliteStore};
 
 /// Errors of the store. `Conflict` is the expected outcome of a lost race;

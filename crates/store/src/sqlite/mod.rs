@@ -54,7 +54,7 @@
 //! This file opens and closes the store and routes each [`Store`] method;
 //! [`writer`] holds the write connection and its queue, [`batch`] applies
 //! one transaction's requests, [`plan`] evaluates a batch's steps in memory
-//! and writes their net effect (with [`pages`] for the state pages), using
+//! and writes their net effect (with [`crate::pages`] for the state pages), using
 //! [`script`] to build and run the statements; [`reads`] are the reads,
 //! [`checkpoint`] the checkpointer and [`migrate`] the migrations.
 
@@ -63,7 +63,6 @@ mod checkpoint;
 mod guest;
 mod inline;
 mod migrate;
-mod pages;
 mod people;
 mod plan;
 mod reads;

@@ -8,9 +8,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use sha2::{Digest, Sha256};
 
-use super::pages::{PageChange, PagePlan, page_count};
 use super::script::{MAX_TERMS_PER_DELETE, Script, push_in, push_values};
 use super::{last_before, to_i64};
+use crate::pages::{PageChange, PagePlan, page_count};
 use crate::{GroupWrite, Step, StoreError};
 
 /// The net effect of the accepted steps of a sub-batch.

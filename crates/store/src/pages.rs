@@ -9,30 +9,30 @@ use crate::{STATE_PAGE, StoreError};
 
 /// The effect of the accepted steps on one group's state pages.
 #[derive(Default)]
-pub(super) struct PagePlan<'a> {
+pub(crate) struct PagePlan<'a> {
     /// Every stored page goes first (the state was replaced whole, or the
     /// group deleted).
-    pub(super) clear: bool,
+    pub(crate) clear: bool,
     /// Length of the state as the steps leave it (`None`: not written).
-    pub(super) len: Option<u64>,
+    pub(crate) len: Option<u64>,
     /// Pages written by the steps, by number; the last write of each wins.
-    pub(super) written: BTreeMap<u32, &'a [u8]>,
+    pub(crate) written: BTreeMap<u32, &'a [u8]>,
 }
 
 /// The number of pages of a state of `len` bytes.
-pub(super) fn page_count(len: u64) -> u64 {
+pub(crate) fn page_count(len: u64) -> u64 {
     len.div_ceil(STATE_PAGE as u64)
 }
 
 /// What one step does to the state pages (checked before anything changes).
-pub(super) enum PageChange<'a> {
+pub(crate) enum PageChange<'a> {
     Replace(&'a [u8]),
     Patch(u64, &'a [(u32, Vec<u8>)]),
     Clear,
 }
 
 impl<'a> PageChange<'a> {
-    pub(super) fn check(&self) -> Result<(), StoreError> {
+    pub(crate) fn check(&self) -> Result<(), StoreError> {
         let bad = |what: String| Err(StoreError::Database(format!("state patch: {what}")));
         match *self {
             PageChange::Replace(state) if page_count(state.len() as u64) > u64::from(u32::MAX) => {
@@ -55,7 +55,7 @@ impl<'a> PageChange<'a> {
         }
     }
 
-    pub(super) fn apply(self, plan: &mut PagePlan<'a>) {
+    pub(crate) fn apply(self, plan: &mut PagePlan<'a>) {
         match self {
             PageChange::Replace(state) => {
                 plan.clear = true;
