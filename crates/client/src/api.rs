@@ -62,6 +62,7 @@ pub enum ApiError {
 }
 
 /// The Ed25519 key a client signs its requests with.
+#[derive(Clone)]
 pub struct SigningKey(ed25519_dalek::SigningKey);
 
 impl std::fmt::Debug for SigningKey {
@@ -166,8 +167,9 @@ struct Fetched {
     key_packages: Vec<String>,
 }
 
-/// An enrolled client's connection to its provider's client API.
-#[derive(Debug)]
+/// An enrolled client's connection to its provider's client API (a clone
+/// shares its HTTP connections).
+#[derive(Clone, Debug)]
 pub struct ProviderApi {
     http: reqwest::Client,
     base: String,

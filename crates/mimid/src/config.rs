@@ -182,10 +182,52 @@ pub struct Peer {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreSettings {
-    /// The SQLite database file (created if missing).
-    pub path: PathBuf,
+    /// The SQLite database file (created if missing), for one mimid
+    /// process; or else `postgres_url`.
+    pub path: Option<PathBuf>,
+    /// SQLite only.
     #[serde(default)]
     pub durability: Durability,
+    /// A PostgreSQL database (`postgres://user[:password]@host[:port]/db`),
+    /// which several mimid processes of one provider may share.
+    pub postgres_url: Option<String>,
+    /// Connections each process keeps to PostgreSQL (at least 2).
+    #[serde(default = "default_postgres_connections")]
+    pub postgres_connections: u32,
+    /// How long a request waits for a database connection (or for an
+    /// unreachable database) before it is answered 503 `unavailable`.
+    #[serde(default = "default_postgres_wait_ms")]
+    pub postgres_wait_ms: u64,
+}
+
+fn default_postgres_connections() -> u32 {
+    16
+}
+
+fn default_postgres_wait_ms() -> u64 {
+    5000
+}
+
+/// The store a configuration names.
+pub enum Backend<'a> {
+    Sqlite(&'a Path),
+    Postgres(mimid_store::PostgresOptions),
+}
+
+impl StoreSettings {
+    /// The configured backend (checked at load: exactly one is set).
+    pub fn backend(&self) -> Backend<'_> {
+        match (&self.path, &self.postgres_url) {
+            (Some(path), _) => Backend::Sqlite(path),
+            (None, url) => {
+                let mut options =
+                    mimid_store::PostgresOptions::new(url.clone().unwrap_or_default());
+                options.max_connections = self.postgres_connections;
+                options.acquire_timeout = std::time::Duration::from_millis(self.postgres_wait_ms);
+                Backend::Postgres(options)
+            }
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -286,6 +328,30 @@ impl Config {
                 "signature authentication needs at least one provider key (make one with \
                  `mimid keygen`)"
                     .into(),
+            ));
+        }
+        match (&self.store.path, &self.store.postgres_url) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "store",
+                    "set `path` (SQLite) or `postgres_url` (PostgreSQL), not both".into(),
+                ));
+            }
+            (None, None) => {
+                return Err(invalid(
+                    "store",
+                    "set `path` (SQLite) or `postgres_url` (PostgreSQL)".into(),
+                ));
+            }
+            _ => {}
+        }
+        if self.store.postgres_wait_ms == 0 {
+            return Err(invalid("store.postgres_wait_ms", "must be above 0".into()));
+        }
+        if self.store.postgres_connections < 2 {
+            return Err(invalid(
+                "store.postgres_connections",
+                "must be at least 2".into(),
             ));
         }
         if self.limits.body_bytes == 0 {

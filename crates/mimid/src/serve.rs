@@ -7,13 +7,13 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use mimid_service::outbox::OutboxConfig;
-use mimid_store::{SqliteStore, Store};
+use mimid_store::{PostgresStore, SqliteStore, Store};
 use mimid_transport::auth::{AuthMode, PeerModes};
 use mimid_transport::discovery::parse_authority;
 use mimid_transport::node::{Node, NodeSettings};
 use mimid_transport::{Clock as _, ProviderKey, ProviderKeys, SystemClock, tls};
 
-use crate::config::{Config, Durability, ProviderAuth};
+use crate::config::{Backend, Config, Durability, ProviderAuth};
 
 fn mode(auth: ProviderAuth) -> AuthMode {
     match auth {
@@ -28,6 +28,46 @@ fn durability(d: Durability) -> mimid_store::Durability {
         Durability::Process => mimid_store::Durability::Process,
         Durability::PowerLoss => mimid_store::Durability::PowerLoss,
     }
+}
+
+/// The configured store, opened.
+enum Opened {
+    Sqlite(SqliteStore),
+    Postgres(PostgresStore),
+}
+
+async fn open(config: &Config) -> anyhow::Result<Opened> {
+    Ok(match config.store.backend() {
+        Backend::Sqlite(path) => Opened::Sqlite(
+            SqliteStore::open(path, durability(config.store.durability))
+                .await
+                .context("store.path")?,
+        ),
+        Backend::Postgres(options) => Opened::Postgres(
+            PostgresStore::connect(&options)
+                .await
+                .context("store.postgres_url")?,
+        ),
+    })
+}
+
+/// Runs `$body` with `$store` bound to the configured store (whichever
+/// backend), then closes the store.
+macro_rules! with_store {
+    ($config:expr, |$store:ident| $body:expr) => {
+        match open(&$config).await? {
+            Opened::Sqlite($store) => {
+                let outcome = $body;
+                $store.close().await?;
+                outcome
+            }
+            Opened::Postgres($store) => {
+                let outcome = $body;
+                $store.close().await?;
+                outcome
+            }
+        }
+    };
 }
 
 /// Starts the provider and serves until interrupted.
@@ -87,11 +127,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .ds_authority
         .clone()
         .unwrap_or_else(|| domain.to_string());
-    let node = Node::start(NodeSettings {
+    let settings = NodeSettings {
         domain: domain.clone(),
         listener,
         ds_authority,
-        store_path: config.store.path.clone(),
+        store_path: config.store.path.clone().unwrap_or_default(),
         durability: durability(config.store.durability),
         chain,
         key,
@@ -106,9 +146,16 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         outbox,
         rate_limits: config.rate_limits.to_limits(),
         clock: Arc::new(SystemClock),
-    })
-    .await?;
-    println!("serving {domain} on https://{}", node.local_addr());
+    };
+    match open(&config).await? {
+        Opened::Sqlite(store) => run(Node::start_with(settings, store).await?).await,
+        Opened::Postgres(store) => run(Node::start_with(settings, store).await?).await,
+    }
+}
+
+/// Serves until interrupted.
+async fn run<S: Store>(node: Node<S>) -> anyhow::Result<()> {
+    println!("serving {} on https://{}", node.domain, node.local_addr());
     tokio::signal::ctrl_c().await?;
     println!("stopping");
     drop(node);
@@ -117,9 +164,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 
 /// Prints the dead letters of the configured store.
 pub async fn dead_letters(config: Config) -> anyhow::Result<()> {
-    let store = SqliteStore::open(&config.store.path, durability(config.store.durability))
-        .await
-        .context("store.path")?;
+    with_store!(config, |store| print_dead_letters(&store).await)
+}
+
+async fn print_dead_letters(store: &impl Store) -> anyhow::Result<()> {
     let letters = store.dead_letters(10_000).await?;
     if letters.is_empty() {
         println!("no dead letters");
@@ -137,7 +185,6 @@ pub async fn dead_letters(config: Config) -> anyhow::Result<()> {
             l.reason
         );
     }
-    store.close().await?;
     Ok(())
 }
 
@@ -152,9 +199,14 @@ pub enum UserAction {
 
 /// `mimid user`: the provider's users, on its store.
 pub async fn users(config: Config, action: UserAction) -> anyhow::Result<()> {
-    let store = SqliteStore::open(&config.store.path, durability(config.store.durability))
-        .await
-        .context("store.path")?;
+    with_store!(config, |store| manage_users(&store, &config, action).await)
+}
+
+async fn manage_users(
+    store: &impl Store,
+    config: &Config,
+    action: UserAction,
+) -> anyhow::Result<()> {
     let domain = &config.provider.domain;
     let user_id = |name: &str| -> anyhow::Result<mimid_wire::UserId> {
         let id = if name.contains("://") {
@@ -171,7 +223,7 @@ pub async fn users(config: Config, action: UserAction) -> anyhow::Result<()> {
         );
         Ok(id)
     };
-    let outcome = match action {
+    match action {
         UserAction::Add(name) => {
             let id = user_id(&name)?;
             use mimid_transport::Clock as _;
@@ -206,8 +258,7 @@ pub async fn users(config: Config, action: UserAction) -> anyhow::Result<()> {
                 let now = mimid_transport::SystemClock.now();
                 let valid_for = hours.saturating_mul(3600);
                 let secret =
-                    mimid_transport::server::client_api::invite(&store, &id, valid_for, now)
-                        .await?;
+                    mimid_transport::server::client_api::invite(store, &id, valid_for, now).await?;
                 let expires = now.saturating_add(valid_for);
                 println!("enrolment secret for one client of {id}, good until {expires}:");
                 println!("{secret}");
@@ -229,7 +280,5 @@ pub async fn users(config: Config, action: UserAction) -> anyhow::Result<()> {
             }
             Ok(())
         }
-    };
-    store.close().await?;
-    outcome
+    }
 }

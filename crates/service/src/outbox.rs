@@ -103,6 +103,13 @@ pub struct OutboxConfig {
     pub lanes: usize,
     /// Seconds since the Unix epoch (a clock tests can drive).
     pub now: Arc<dyn Fn() -> u64 + Send + Sync>,
+    /// This outbox's name in the destinations' leases
+    /// ([`Store::lease_destination`]): of several processes sharing a
+    /// store, only a lease's holder sends its destination's jobs. Keep it
+    /// the same across restarts of one process (e.g. its listen address),
+    /// so that a process started again takes its leases back at once
+    /// instead of waiting for them to run out.
+    pub owner: String,
 }
 
 impl OutboxConfig {
@@ -115,6 +122,7 @@ impl OutboxConfig {
             rescan: Duration::from_secs(5),
             lanes: 8,
             now: Arc::new(crate::unix_now),
+            owner: uuid::Uuid::now_v7().to_string(),
         }
     }
 }
@@ -165,6 +173,11 @@ const COMPLETE: usize = 32;
 
 /// A worker with nothing to send stops after this long.
 const IDLE: Duration = Duration::from_secs(30);
+
+/// How long a destination's lease runs; the worker renews it once half of
+/// it is left. A process that dies holding one delays that destination's
+/// jobs (committed by other processes) by at most this.
+const LEASE: u64 = 30;
 
 impl<S: Store, C: Courier> Outbox<S, C> {
     /// An outbox for `hub`'s jobs, which it is told of as they become
@@ -259,9 +272,48 @@ impl<S: Store, C: Courier> Outbox<S, C> {
         let mut after: i64 = 0;
         // The last read returned all there was.
         let mut exhausted = false;
+        // Until when this outbox holds the destination's lease.
+        let mut leased_until: u64 = 0;
         loop {
             if let Some(worker) = lock(&self.workers).get_mut(&destination) {
                 worker.dirty = false;
+            }
+            let now = (self.config.now)();
+            if leased_until.saturating_sub(now) < LEASE / 2 {
+                let until = now.saturating_add(LEASE);
+                match self
+                    .hub
+                    .store()
+                    .lease_destination(&destination, &self.config.owner, now, until)
+                    .await
+                {
+                    Ok(true) => leased_until = until,
+                    Ok(false) => {
+                        // Another process sends this destination's jobs:
+                        // settle what is in flight, leave the rest to it.
+                        while let Some(sent) = sends.next().await {
+                            if let Ok((_, _, settled)) = sent {
+                                delivered.extend(settled);
+                            }
+                        }
+                        if !delivered.is_empty() {
+                            let outbox = self.clone();
+                            let ids = std::mem::take(&mut delivered);
+                            completing
+                                .spawn(async move { outbox.hub.store().complete_jobs(ids).await });
+                        }
+                        while let Some(completed) = completing.join_next().await {
+                            log_completion(completed);
+                        }
+                        lock(&self.workers).remove(&destination);
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!(%destination, error = %e, "outbox: cannot take the lease");
+                        tokio::time::sleep(self.config.backoff_start).await;
+                        continue;
+                    }
+                }
             }
             // Reads are of whole batches: one read per job would be a
             // round trip to the store per delivery.
@@ -353,6 +405,18 @@ impl<S: Store, C: Courier> Outbox<S, C> {
                     exhausted = false;
                     continue;
                 }
+                // Given up before the worker leaves, so that another
+                // process can take the destination at once; should a wake
+                // come meanwhile, the loop takes the lease again.
+                if let Err(e) = self
+                    .hub
+                    .store()
+                    .release_destination(&destination, &self.config.owner)
+                    .await
+                {
+                    tracing::warn!(%destination, error = %e, "outbox: cannot give up the lease");
+                }
+                leased_until = 0;
                 let mut workers = lock(&self.workers);
                 if workers.get(&destination).is_some_and(|w| w.dirty) {
                     exhausted = false;

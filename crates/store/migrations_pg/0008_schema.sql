@@ -182,3 +182,20 @@ CREATE TABLE blocks (
     since   bigint NOT NULL,
     PRIMARY KEY (user_id, peer)
 );
+
+-- Nonces of verified provider-signed requests, for the processes sharing
+-- this database: a request replayed to any of them is refused.
+CREATE TABLE nonces (
+    sender     text   NOT NULL,
+    nonce      bytea  NOT NULL,
+    expires_at bigint NOT NULL,
+    PRIMARY KEY (sender, nonce)
+);
+CREATE INDEX nonces_by_expiry ON nonces (expires_at);
+
+-- Which process's outbox sends a destination's jobs, until when.
+CREATE TABLE outbox_leases (
+    destination text   PRIMARY KEY,
+    owner       text   NOT NULL,
+    expires_at  bigint NOT NULL
+);

@@ -821,4 +821,57 @@ pub trait Store: Send + Sync + 'static {
 
     /// Number of group slots, for metrics and tests.
     fn group_count(&self) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// Remembers the nonce of a verified provider-signed request from
+    /// `sender` until `expires_at`; fails with [`StoreError::Conflict`] if
+    /// it is remembered already (a replay). Each process keeps a replay
+    /// cache of its own in memory; a store shared by several processes
+    /// (PostgreSQL) remembers nonces for all of them, so that a request
+    /// replayed to another process behind the same domain is refused too.
+    /// A store used by one process only keeps the default, which records
+    /// nothing: that process's own cache sees every request.
+    fn remember_nonce(
+        &self,
+        sender: &str,
+        nonce: [u8; 16],
+        expires_at: u64,
+        now: u64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        let _ = (sender, nonce, expires_at, now);
+        async { Ok(()) }
+    }
+
+    /// Forgets nonces that expired before `now`.
+    fn prune_nonces(&self, now: u64) -> impl Future<Output = Result<(), StoreError>> + Send {
+        let _ = now;
+        async { Ok(()) }
+    }
+
+    /// Takes, or renews, the lease on `destination`'s outbox for `owner`
+    /// (an outbox of one process) until `until`: `true` if `owner` holds
+    /// it now, `false` if another owner's lease runs at `now`. Of several
+    /// processes sharing a store, only the lease holder sends a
+    /// destination's jobs, so each job is sent by one process and in order.
+    /// A store used by one process only keeps the default: its one outbox
+    /// always holds every lease.
+    fn lease_destination(
+        &self,
+        destination: &str,
+        owner: &str,
+        now: u64,
+        until: u64,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        let _ = (destination, owner, now, until);
+        async { Ok(true) }
+    }
+
+    /// Gives up `owner`'s lease on `destination` (nothing if it holds none).
+    fn release_destination(
+        &self,
+        destination: &str,
+        owner: &str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        let _ = (destination, owner);
+        async { Ok(()) }
+    }
 }

@@ -94,11 +94,21 @@ impl Default for AuthConfig {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Authenticated {
     domain: ProviderDomain,
+    /// The verified signature's nonce and until when it must be
+    /// remembered (none for a request authenticated by mTLS alone).
+    nonce: Option<([u8; 16], u64)>,
 }
 
 impl Authenticated {
     pub fn domain(&self) -> &ProviderDomain {
         &self.domain
+    }
+
+    /// The verified signature's nonce and the end of its replay window, for
+    /// a replay check shared by the processes of one provider
+    /// (`Store::remember_nonce`).
+    pub fn nonce(&self) -> Option<([u8; 16], u64)> {
+        self.nonce
     }
 }
 
@@ -285,12 +295,18 @@ impl Authenticator {
         if mode.mtls() {
             self.check_certificate(certificates, &sender)?;
         }
+        let mut nonce = None;
         if mode.signature() {
             let signature =
                 signature.ok_or_else(|| fail(format!("no {PROVIDER_SIGNATURE_HEADER} header")))?;
             self.check_signature(&signature, method, path, body).await?;
+            let expires = self.clock.now().saturating_add(self.config.replay_window);
+            nonce = Some((signature.nonce, expires));
         }
-        Ok(Authenticated { domain: sender })
+        Ok(Authenticated {
+            domain: sender,
+            nonce,
+        })
     }
 
     fn sender_from_certificate(

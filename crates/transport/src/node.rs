@@ -12,7 +12,7 @@ use mimid_core::{DsEndpoint, Hub, HubConfig};
 use mimid_service::guest::LocalCourier;
 use mimid_service::outbox::{Outbox, OutboxConfig};
 use mimid_service::{HubService, ServiceConfig};
-use mimid_store::{Durability, SqliteStore, Store as _};
+use mimid_store::{Durability, SqliteStore, Store};
 use mimid_wire::{DSError, DSRequest, DSResponseBody, ProviderDomain};
 use rustls::RootCertStore;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -34,6 +34,8 @@ pub struct NodeSettings {
     pub listener: tokio::net::TcpListener,
     /// `host[:port]` served on the well-known path.
     pub ds_authority: String,
+    /// The SQLite database of [`Node::start`] (not used by
+    /// [`Node::start_with`], which is given its store).
     pub store_path: PathBuf,
     pub durability: Durability,
     /// The DS certificate chain and key (naming the provider's domain too,
@@ -75,9 +77,9 @@ pub enum NodeError {
 
 /// A running provider. Dropping it stops its server, outbox and
 /// maintenance (the store stays on disk).
-pub struct Node {
+pub struct Node<S: Store = SqliteStore> {
     pub domain: ProviderDomain,
-    pub service: Arc<HubService<SqliteStore>>,
+    pub service: Arc<HubService<S>>,
     pub client: Arc<TransportClient>,
     server: RunningServer,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -87,8 +89,17 @@ pub struct Node {
 const MAINTENANCE: Duration = Duration::from_secs(60);
 
 impl Node {
+    /// Starts a provider on the SQLite database of `s.store_path`.
     pub async fn start(s: NodeSettings) -> Result<Node, NodeError> {
         let store = SqliteStore::open(&s.store_path, s.durability).await?;
+        Node::start_with(s, store).await
+    }
+}
+
+impl<S: Store> Node<S> {
+    /// Starts a provider on `store` (PostgreSQL, to run several processes
+    /// for one domain).
+    pub async fn start_with(s: NodeSettings, store: S) -> Result<Node<S>, NodeError> {
         let service = Arc::new(HubService::new(
             Hub::new(HubConfig::new(s.domain.clone())),
             store,
@@ -133,6 +144,8 @@ impl Node {
         ));
         let mut outbox_config = s.outbox;
         outbox_config.domain = s.domain.clone();
+        // The same after a restart: the process takes its leases back.
+        outbox_config.owner = format!("{} {}", s.domain, server.local_addr());
         let outbox = Outbox::new(service.clone(), courier, outbox_config.clone());
         let maintained = service.clone();
         let clock = s.clock.clone();
@@ -160,6 +173,9 @@ impl Node {
                         .await;
                     if let Err(e) = pruned {
                         tracing::warn!(error = %e, "pruning KeyPackages failed");
+                    }
+                    if let Err(e) = maintained.store().prune_nonces(now).await {
+                        tracing::warn!(error = %e, "pruning request nonces failed");
                     }
                     tokio::time::sleep(MAINTENANCE).await;
                 }
@@ -192,7 +208,7 @@ impl Node {
     }
 }
 
-impl Drop for Node {
+impl<S: Store> Drop for Node<S> {
     fn drop(&mut self) {
         for task in &self.tasks {
             task.abort();

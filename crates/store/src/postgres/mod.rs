@@ -498,6 +498,77 @@ impl Store for PostgresStore {
     async fn group_count(&self) -> Result<u64, StoreError> {
         reads::count(&self.pool, "SELECT COUNT(*) FROM groups").await
     }
+
+    async fn remember_nonce(
+        &self,
+        sender: &str,
+        nonce: [u8; 16],
+        expires_at: u64,
+        now: u64,
+    ) -> Result<(), StoreError> {
+        // An expired entry of the same pair is taken over: its request is
+        // outside every window by now.
+        let remembered = sqlx::query(
+            "INSERT INTO nonces (sender, nonce, expires_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (sender, nonce) DO UPDATE SET expires_at = excluded.expires_at \
+             WHERE nonces.expires_at < $4",
+        )
+        .bind(sender)
+        .bind(&nonce[..])
+        .bind(to_i64(expires_at, "time")?)
+        .bind(to_i64(now, "time")?)
+        .execute(&self.pool)
+        .await
+        .map_err(error)?
+        .rows_affected();
+        if remembered == 0 {
+            return Err(StoreError::Conflict);
+        }
+        Ok(())
+    }
+
+    async fn prune_nonces(&self, now: u64) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM nonces WHERE expires_at < $1")
+            .bind(i64::try_from(now).unwrap_or(i64::MAX))
+            .execute(&self.pool)
+            .await
+            .map_err(error)?;
+        Ok(())
+    }
+
+    async fn lease_destination(
+        &self,
+        destination: &str,
+        owner: &str,
+        now: u64,
+        until: u64,
+    ) -> Result<bool, StoreError> {
+        let held = sqlx::query(
+            "INSERT INTO outbox_leases (destination, owner, expires_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (destination) DO UPDATE SET owner = excluded.owner, \
+             expires_at = excluded.expires_at \
+             WHERE outbox_leases.owner = excluded.owner OR outbox_leases.expires_at <= $4",
+        )
+        .bind(destination)
+        .bind(owner)
+        .bind(to_i64(until, "time")?)
+        .bind(to_i64(now, "time")?)
+        .execute(&self.pool)
+        .await
+        .map_err(error)?
+        .rows_affected();
+        Ok(held == 1)
+    }
+
+    async fn release_destination(&self, destination: &str, owner: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM outbox_leases WHERE destination = $1 AND owner = $2")
+            .bind(destination)
+            .bind(owner)
+            .execute(&self.pool)
+            .await
+            .map_err(error)?;
+        Ok(())
+    }
 }
 
 /// The store's error for a database error: what cannot reach the database

@@ -119,6 +119,26 @@ impl<S: Store> FromRequest<Arc<AppState<S>>> for Signed {
             .map_err(|e| Failure::at(path, e))?;
         crate::ratelimit::take(&state.limiters.per_provider, peer.domain(), "per provider")
             .map_err(|e| Failure::at(path, e))?;
+        // The other processes of this provider may have seen it: the
+        // authenticator's cache knows only this one's requests.
+        if let Some((nonce, expires_at)) = peer.nonce() {
+            let now = state.clock.now();
+            match state
+                .service
+                .store()
+                .remember_nonce(peer.domain().as_str(), nonce, expires_at, now)
+                .await
+            {
+                Ok(()) => {}
+                Err(mimid_store::StoreError::Conflict) => {
+                    return Err(Failure::at(
+                        path,
+                        TransportError::Authentication("nonce already used (replay)".into()),
+                    ));
+                }
+                Err(e) => return Err(Failure::at(path, TransportError::from(e))),
+            }
+        }
         Ok(Signed { peer, body })
     }
 }
