@@ -108,9 +108,12 @@ pub(super) async fn run(
             Err(e) => {
                 let e = error(e);
                 for request in batch {
+                    // (The message as it is: `to_string` would prefix
+                    // "database: " once more.)
                     let _ = request.answer.send(Err(match &e {
                         StoreError::Unavailable(m) => StoreError::Unavailable(m.clone()),
-                        other => StoreError::Database(other.to_string()),
+                        StoreError::Database(m) => StoreError::Database(m.clone()),
+                        StoreError::Conflict => StoreError::Conflict,
                     }));
                 }
             }
@@ -526,12 +529,23 @@ async fn apply_step<'a>(
             .await?;
     }
     if !step.messages.is_empty() {
-        let ids: Vec<&[u8]> = step.messages.iter().map(|m| &m.message_id[..]).collect();
-        let bodies: Vec<&[u8]> = step.messages.iter().map(|m| m.body.as_slice()).collect();
+        // A message stored already (a retried step) is kept as it is, but
+        // locked until this commits (`DO UPDATE ... WHERE false` locks the
+        // row it leaves alone; `DO NOTHING` would not): otherwise another
+        // process completing its last job could delete it before this
+        // step's jobs refer to it, failing this whole transaction on the
+        // jobs' foreign key. Sorted and without repeats: two processes lock
+        // in one order, and a statement may lock a row it inserted only
+        // once.
+        let mut messages: Vec<_> = step.messages.iter().collect();
+        messages.sort_by_key(|m| m.message_id);
+        messages.dedup_by_key(|m| m.message_id);
+        let ids: Vec<&[u8]> = messages.iter().map(|m| &m.message_id[..]).collect();
+        let bodies: Vec<&[u8]> = messages.iter().map(|m| m.body.as_slice()).collect();
         sqlx::query(
             "INSERT INTO messages (message_id, group_id, body, created_at) \
              SELECT m, $3, b, $4 FROM UNNEST($1::bytea[], $2::bytea[]) AS t (m, b) \
-             ON CONFLICT DO NOTHING",
+             ON CONFLICT (message_id) DO UPDATE SET body = messages.body WHERE false",
         )
         .bind(&ids)
         .bind(&bodies)
@@ -646,6 +660,34 @@ async fn deliver<'a>(
 const UNREFERENCED: &str =
     "NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.message_id = messages.message_id)";
 
+/// Deletes those of the messages `ids` that no job refers to. They are
+/// locked first and looked at in a statement of its own, after the locks:
+/// a step of another process that refers to one of them holds it (`FOR KEY
+/// SHARE`) until its job is committed, and one look before that commit
+/// would delete the message under the job, failing this transaction on the
+/// jobs' foreign key.
+async fn drop_unreferenced(
+    tx: &mut PgConnection,
+    mut ids: Vec<Vec<u8>>,
+) -> Result<(), sqlx::Error> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    sqlx::query("SELECT 1 FROM messages WHERE message_id = ANY($1) ORDER BY message_id FOR UPDATE")
+        .bind(&ids)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DELETE FROM messages WHERE message_id = ANY($1) AND {UNREFERENCED}"
+    )))
+    .bind(&ids)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
 /// Applies a request that is not a step or a delivery.
 async fn apply_other(tx: &mut PgConnection, op: &Op) -> Result<(), sqlx::Error> {
     match op {
@@ -692,21 +734,17 @@ async fn apply_other(tx: &mut PgConnection, op: &Op) -> Result<(), sqlx::Error> 
                 .await?;
         }
         Op::DiscardMessages(ids) => {
-            let ids: Vec<&[u8]> = ids.iter().map(|id| &id[..]).collect();
-            sqlx::query(sqlx::AssertSqlSafe(format!(
-                "DELETE FROM messages WHERE message_id = ANY($1) AND {UNREFERENCED}"
-            )))
-            .bind(&ids)
-            .execute(&mut *tx)
-            .await?;
+            let ids: Vec<Vec<u8>> = ids.iter().map(|id| id.to_vec()).collect();
+            drop_unreferenced(tx, ids).await?;
         }
         Op::PruneMessages(last) => {
-            sqlx::query(sqlx::AssertSqlSafe(format!(
-                "DELETE FROM messages WHERE created_at <= $1 AND {UNREFERENCED}"
+            let ids: Vec<Vec<u8>> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                "SELECT message_id FROM messages WHERE created_at <= $1 AND {UNREFERENCED}"
             )))
             .bind(last)
-            .execute(&mut *tx)
+            .fetch_all(&mut *tx)
             .await?;
+            drop_unreferenced(tx, ids).await?;
         }
         Op::PruneInbound(last) => {
             sqlx::query("DELETE FROM inbound WHERE received_at <= $1")
