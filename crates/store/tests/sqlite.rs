@@ -1,512 +1,52 @@
-//! `SqliteStore` against real SQLite files in a temporary directory.
+//! `SqliteStore` against real SQLite files in a temporary directory: the
+//! store suite (`suite/mod.rs`), and what only SQLite has (durability
+//! modes, a crashing process, group commit's transactions, the rows of its
+//! tables, migrations from older schemas).
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mimid_store::{
-    Durability, GroupWrite, NewJob, NewMessage, STATE_PAGE, Snapshot, SqliteStore, Step, Store,
-    StoreError, StoredGroup,
+    Durability, GroupWrite, NewJob, NewMessage, STATE_PAGE, SqliteStore, Step, Store, StoreError,
+    StoredGroup,
 };
 use sqlx::Connection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
 
 mod common;
-use common::{at_schema, count, db_path, open, raw};
+mod suite;
+use common::{Sqlite, at_schema, count, db_path, open, raw};
+use suite::{
+    at, check_fixture, group, is_conflict, job, message, paged_state, put, snapshot, step,
+    stored_state, with_mail, with_prune, with_snapshot, write_fixture,
+};
 
 const BOTH: [Durability; 2] = [Durability::Process, Durability::PowerLoss];
 
-fn step(group: &[u8], expected_version: Option<u64>, write: GroupWrite) -> Step {
-    Step {
-        group_id: group.to_vec(),
-        expected_version,
-        write,
-        snapshot: None,
-        prune_snapshots_before: None,
-        messages: Vec::new(),
-        jobs: Vec::new(),
-        local: Vec::new(),
-        now: 1_000,
-    }
-}
+suite::store_suite!(Sqlite::new(Durability::Process));
 
-fn put(state: &[u8]) -> GroupWrite {
-    GroupWrite::Put {
-        state: state.to_vec(),
-        reserved_until: None,
-    }
-}
-
-fn snapshot(epoch: u64, created_at: u64) -> Snapshot {
-    Snapshot {
-        epoch,
-        created_at,
-        data: format!("tree+groupinfo of epoch {epoch}").into_bytes(),
-    }
-}
-
-fn message(id: u8, body: &str) -> NewMessage {
-    NewMessage {
-        message_id: [id; 16],
-        body: body.as_bytes().to_vec(),
-    }
-}
-
-fn job(destination: &str, message_id: u8, recipients: &str) -> NewJob {
-    NewJob {
-        destination: destination.into(),
-        message_id: [message_id; 16],
-        recipients: recipients.as_bytes().to_vec(),
-    }
-}
-
-async fn group(store: &SqliteStore, id: &[u8]) -> Option<StoredGroup> {
-    store.load_group(id).await.expect("load_group")
-}
-
-fn is_conflict(result: &Result<(), StoreError>) -> bool {
-    matches!(result, Err(StoreError::Conflict))
+/// The suite's cases that are about what is durable, with the other
+/// durability mode too.
+#[tokio::test]
+async fn create_update_and_conflicts_change_nothing_power_loss() {
+    suite::create_update_and_conflicts_change_nothing(&Sqlite::new(Durability::PowerLoss)).await;
 }
 
 #[tokio::test]
-async fn create_update_and_conflicts_change_nothing() {
-    for durability in BOTH {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = db_path(&dir);
-        let store = open(&path, durability).await;
-        let g = b"group-1";
-
-        assert_eq!(group(&store, g).await, None);
-        assert_eq!(store.group_count().await.expect("count"), 0);
-
-        // Create a reservation, then activate it.
-        let mut create = step(
-            g,
-            None,
-            GroupWrite::Put {
-                state: Vec::new(),
-                reserved_until: Some(5_000),
-            },
-        );
-        create.now = 900;
-        store.commit(create).await.expect("create");
-        assert_eq!(
-            group(&store, g).await,
-            Some(StoredGroup {
-                version: 1,
-                state: Vec::new(),
-                reserved_until: Some(5_000),
-            })
-        );
-
-        let mut update = step(g, Some(1), put(b"state-2"));
-        update.snapshot = Some(snapshot(1, 1_000));
-        update.messages = vec![message(1, "hello")];
-        update.jobs = vec![job("a.example", 1, "alice")];
-        store.commit(update).await.expect("update");
-        let expected = StoredGroup {
-            version: 2,
-            state: b"state-2".to_vec(),
-            reserved_until: None,
-        };
-        assert_eq!(group(&store, g).await, Some(expected.clone()));
-
-        // A stale writer: every part of its step must be discarded.
-        let mut stale = step(g, Some(1), put(b"stale"));
-        stale.snapshot = Some(snapshot(2, 1_100));
-        stale.prune_snapshots_before = Some(u64::MAX >> 1);
-        stale.messages = vec![message(2, "lost")];
-        stale.jobs = vec![job("a.example", 2, "bob"), job("b.example", 1, "carol")];
-        assert!(is_conflict(&store.commit(stale).await));
-
-        // Creating an existing slot, updating a missing one, and a Keep with
-        // the wrong version are conflicts too.
-        assert!(is_conflict(&store.commit(step(g, None, put(b"x"))).await));
-        assert!(is_conflict(
-            &store.commit(step(b"missing", Some(1), put(b"x"))).await
-        ));
-        let mut keep = step(g, Some(7), GroupWrite::Keep);
-        keep.messages = vec![message(3, "also lost")];
-        keep.jobs = vec![job("a.example", 3, "dave")];
-        assert!(is_conflict(&store.commit(keep).await));
-
-        assert_eq!(group(&store, g).await, Some(expected));
-        assert_eq!(group(&store, b"missing").await, None);
-        assert_eq!(store.group_count().await.expect("count"), 1);
-        assert_eq!(
-            store.load_snapshot(g, 1).await.expect("snapshot"),
-            Some(snapshot(1, 1_000))
-        );
-        assert_eq!(store.load_snapshot(g, 2).await.expect("snapshot"), None);
-        let jobs = store.pending_jobs("a.example", 10).await.expect("jobs");
-        assert_eq!(jobs.len(), 1);
-        assert_eq!(jobs[0].message_id, [1; 16]);
-        assert_eq!(jobs[0].body, b"hello");
-        assert_eq!(jobs[0].recipients, b"alice");
-        assert_eq!(jobs[0].created_at, 1_000);
-        assert_eq!(jobs[0].attempts, 0);
-        assert!(
-            store
-                .pending_jobs("b.example", 10)
-                .await
-                .expect("jobs")
-                .is_empty()
-        );
-
-        let mut conn = raw(&path).await;
-        assert_eq!(count(&mut conn, "messages").await, 1);
-        assert_eq!(count(&mut conn, "jobs").await, 1);
-        assert_eq!(count(&mut conn, "snapshots").await, 1);
-        conn.close().await.expect("close raw");
-        store.close().await.expect("close");
-    }
+async fn committed_steps_survive_close_drop_and_reopen_power_loss() {
+    suite::committed_steps_survive_close_drop_and_reopen(&Sqlite::new(Durability::PowerLoss)).await;
 }
 
+/// After the suite's patches, growing and shrinking a state: no page row
+/// is left beyond its end.
 #[tokio::test]
-async fn keep_stores_a_message_once_and_drops_it_with_its_last_job() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = db_path(&dir);
-    let store = open(&path, Durability::Process).await;
-    let g = b"group-keep";
-    store
-        .commit(step(g, None, put(b"s1")))
-        .await
-        .expect("create");
-
-    // One message to three destinations' jobs (two on the same
-    // destination), one more message, and a Keep: the version stays.
-    let mut keep = step(g, Some(1), GroupWrite::Keep);
-    keep.now = 2_000;
-    keep.messages = vec![message(7, "fan-out"), message(8, "other")];
-    keep.jobs = vec![
-        job("a.example", 7, "alice"),
-        job("b.example", 7, "bob"),
-        job("a.example", 7, "anne"),
-        job("c.example", 8, "carl"),
-    ];
-    store.commit(keep).await.expect("keep");
-    assert_eq!(group(&store, g).await.map(|g| g.version), Some(1));
-
-    // The same message id again (a retried step) is ignored, not duplicated.
-    let mut again = step(g, Some(1), GroupWrite::Keep);
-    again.messages = vec![message(7, "a different body")];
-    store.commit(again).await.expect("keep again");
-
-    let mut conn = raw(&path).await;
-    assert_eq!(count(&mut conn, "messages").await, 2);
-    assert_eq!(count(&mut conn, "jobs").await, 4);
-
-    // Oldest first, limited, body joined.
-    let a = store.pending_jobs("a.example", 10).await.expect("jobs");
-    assert_eq!(a.len(), 2);
-    assert!(a[0].id < a[1].id);
-    assert_eq!(a[0].recipients, b"alice");
-    assert_eq!(a[1].recipients, b"anne");
-    assert!(
-        a.iter()
-            .all(|j| j.body == b"fan-out" && j.created_at == 2_000)
-    );
-    let first = store.pending_jobs("a.example", 1).await.expect("jobs");
-    assert_eq!(first, a[..1].to_vec());
-    let b = store.pending_jobs("b.example", 10).await.expect("jobs");
-    assert_eq!(b.len(), 1);
-
-    // The message stays until its last job is done.
-    store.complete_job(a[0].id).await.expect("complete");
-    assert_eq!(count(&mut conn, "messages").await, 2);
-    store.complete_job(b[0].id).await.expect("complete");
-    assert_eq!(count(&mut conn, "messages").await, 2);
-    store.complete_job(a[1].id).await.expect("complete");
-    assert_eq!(count(&mut conn, "messages").await, 1);
-    assert!(
-        store
-            .pending_jobs("a.example", 10)
-            .await
-            .expect("jobs")
-            .is_empty()
-    );
-    // Completing twice, or an unknown job, is harmless.
-    store.complete_job(a[1].id).await.expect("complete again");
-    store.complete_job(9_999).await.expect("complete unknown");
-    let c = store.pending_jobs("c.example", 10).await.expect("jobs");
-    assert_eq!(c.len(), 1);
-    assert_eq!(c[0].body, b"other");
-    store.complete_job(c[0].id).await.expect("complete");
-    assert_eq!(count(&mut conn, "messages").await, 0);
-    assert_eq!(count(&mut conn, "jobs").await, 0);
-
-    // A job whose message exists nowhere fails the step as a whole.
-    let mut dangling = step(g, Some(1), put(b"s2"));
-    dangling.jobs = vec![job("a.example", 99, "nobody")];
-    assert!(matches!(
-        store.commit(dangling).await,
-        Err(StoreError::Database(_))
-    ));
-    assert_eq!(group(&store, g).await.map(|g| g.version), Some(1));
-    assert_eq!(count(&mut conn, "jobs").await, 0);
-
+async fn a_patched_state_keeps_no_page_beyond_its_end() {
+    let sqlite = Sqlite::new(Durability::Process);
+    suite::a_patch_rewrites_only_the_pages_that_changed(&sqlite).await;
+    let mut conn = raw(&sqlite.path).await;
+    assert_eq!(count(&mut conn, "state_pages").await, 2);
     conn.close().await.expect("close raw");
-    store.close().await.expect("close");
-}
-
-#[tokio::test]
-async fn jobs_are_read_on_from_a_cursor_and_completed_together() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = db_path(&dir);
-    let store = open(&path, Durability::Process).await;
-    let g = b"group-batch";
-    store
-        .commit(step(g, None, put(b"s1")))
-        .await
-        .expect("create");
-    let mut keep = step(g, Some(1), GroupWrite::Keep);
-    keep.messages = vec![message(1, "one"), message(2, "two"), message(3, "three")];
-    keep.jobs = vec![
-        job("b.example", 1, "bob"),
-        job("b.example", 2, "bob"),
-        job("c.example", 2, "carl"),
-        job("b.example", 3, "bob"),
-    ];
-    store.commit(keep).await.expect("keep");
-
-    // Reading on from a job: only later ones, of that destination, in order.
-    let all = store.pending_jobs("b.example", 10).await.expect("jobs");
-    assert_eq!(all.len(), 3);
-    let rest = store
-        .pending_jobs_after("b.example", all[0].id, 10)
-        .await
-        .expect("jobs after");
-    assert_eq!(rest, all[1..].to_vec());
-    let none = store
-        .pending_jobs_after("b.example", all[2].id, 10)
-        .await
-        .expect("jobs after the last");
-    assert!(none.is_empty());
-
-    // Completed together (an unknown id among them is harmless): the jobs
-    // go, and the messages no other job refers to.
-    store
-        .complete_jobs(vec![all[0].id, all[1].id, 9_999])
-        .await
-        .expect("complete");
-    assert_eq!(
-        store.pending_jobs("b.example", 10).await.expect("jobs"),
-        all[2..].to_vec()
-    );
-    let mut conn = raw(&path).await;
-    // Message 1 is gone; 2 stays for c.example's job, 3 for b.example's.
-    assert_eq!(count(&mut conn, "messages").await, 2);
-    assert_eq!(count(&mut conn, "jobs").await, 2);
-    store.complete_jobs(Vec::new()).await.expect("nothing");
-
-    // By group: another group's job to the same destination is not one of
-    // them, and `to` bounds the walk.
-    let other = b"group-other";
-    store
-        .commit(step(other, None, put(b"s1")))
-        .await
-        .expect("create other");
-    let mut keep = step(other, Some(1), GroupWrite::Keep);
-    keep.messages = vec![message(4, "four")];
-    keep.jobs = vec![job("b.example", 4, "bob")];
-    store.commit(keep).await.expect("keep other");
-    let b = store.pending_jobs("b.example", 10).await.expect("jobs");
-    assert_eq!(b.len(), 2);
-    let ours = store
-        .pending_group_jobs("b.example", g, 0, i64::MAX, 10)
-        .await
-        .expect("group jobs");
-    assert_eq!(ours, all[2..].to_vec());
-    let theirs = store
-        .pending_group_jobs("b.example", other, 0, i64::MAX, 10)
-        .await
-        .expect("group jobs");
-    assert_eq!(theirs, b[1..].to_vec());
-    assert!(
-        store
-            .pending_group_jobs("b.example", other, 0, b[1].id - 1, 10)
-            .await
-            .expect("group jobs")
-            .is_empty()
-    );
-    conn.close().await.expect("close raw");
-    store.close().await.expect("close");
-}
-
-#[tokio::test]
-async fn snapshots_are_kept_pruned_and_deleted_with_the_group() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = db_path(&dir);
-    let store = open(&path, Durability::PowerLoss).await;
-    let g = b"group-snap";
-    let other = b"group-other";
-
-    let mut create = step(g, None, put(b"e1"));
-    create.snapshot = Some(snapshot(1, 10));
-    store.commit(create).await.expect("create");
-    let mut create_other = step(other, None, put(b"o1"));
-    create_other.snapshot = Some(snapshot(1, 10));
-    store.commit(create_other).await.expect("create other");
-    for (version, epoch) in [(1, 2), (2, 3)] {
-        let mut next = step(g, Some(version), put(b"next"));
-        next.snapshot = Some(snapshot(epoch, epoch * 10));
-        store.commit(next).await.expect("next epoch");
-    }
-    for epoch in 1..=3 {
-        assert_eq!(
-            store.load_snapshot(g, epoch).await.expect("load"),
-            Some(snapshot(epoch, epoch * 10))
-        );
-    }
-    assert_eq!(store.load_snapshot(g, 4).await.expect("load"), None);
-
-    // Same epoch again replaces; pruning drops only this group's old ones.
-    let mut replace = step(g, Some(3), put(b"replace"));
-    replace.snapshot = Some(Snapshot {
-        epoch: 3,
-        created_at: 31,
-        data: b"replaced".to_vec(),
-    });
-    replace.prune_snapshots_before = Some(25);
-    store.commit(replace).await.expect("replace and prune");
-    assert_eq!(store.load_snapshot(g, 1).await.expect("load"), None);
-    assert_eq!(store.load_snapshot(g, 2).await.expect("load"), None);
-    assert_eq!(
-        store.load_snapshot(g, 3).await.expect("load"),
-        Some(Snapshot {
-            epoch: 3,
-            created_at: 31,
-            data: b"replaced".to_vec(),
-        })
-    );
-    assert_eq!(
-        store.load_snapshot(other, 1).await.expect("load"),
-        Some(snapshot(1, 10))
-    );
-
-    // Delete needs the right version, and takes the snapshots with it.
-    assert!(is_conflict(
-        &store.commit(step(g, Some(1), GroupWrite::Delete)).await
-    ));
-    assert!(group(&store, g).await.is_some());
-    store
-        .commit(step(g, Some(4), GroupWrite::Delete))
-        .await
-        .expect("delete");
-    assert_eq!(group(&store, g).await, None);
-    assert_eq!(store.load_snapshot(g, 3).await.expect("load"), None);
-    assert_eq!(store.group_count().await.expect("count"), 1);
-    let mut conn = raw(&path).await;
-    assert_eq!(count(&mut conn, "snapshots").await, 1);
-    conn.close().await.expect("close raw");
-
-    // The slot is free again.
-    store
-        .commit(step(g, None, put(b"reborn")))
-        .await
-        .expect("recreate");
-    assert_eq!(group(&store, g).await.map(|g| g.version), Some(1));
-    store.close().await.expect("close");
-}
-
-/// Writes a known set of steps: two groups, snapshots, pending jobs.
-async fn write_fixture(store: &SqliteStore) {
-    let mut create = step(b"g-a", None, put(b"a1"));
-    create.snapshot = Some(snapshot(1, 100));
-    store.commit(create).await.expect("create a");
-    let mut update = step(b"g-a", Some(1), put(b"a2"));
-    update.snapshot = Some(snapshot(2, 200));
-    update.messages = vec![message(1, "m1")];
-    update.jobs = vec![job("x.example", 1, "r1"), job("y.example", 1, "r2")];
-    store.commit(update).await.expect("update a");
-    let mut reserve = step(
-        b"g-b",
-        None,
-        GroupWrite::Put {
-            state: Vec::new(),
-            reserved_until: Some(9_999),
-        },
-    );
-    reserve.messages = vec![message(2, "m2")];
-    reserve.jobs = vec![job("x.example", 2, "r3")];
-    store.commit(reserve).await.expect("reserve b");
-}
-
-/// Checks everything `write_fixture` wrote.
-async fn check_fixture(store: &SqliteStore) {
-    assert_eq!(store.group_count().await.expect("count"), 2);
-    assert_eq!(
-        group(store, b"g-a").await,
-        Some(StoredGroup {
-            version: 2,
-            state: b"a2".to_vec(),
-            reserved_until: None,
-        })
-    );
-    assert_eq!(
-        group(store, b"g-b").await,
-        Some(StoredGroup {
-            version: 1,
-            state: Vec::new(),
-            reserved_until: Some(9_999),
-        })
-    );
-    for epoch in [1, 2] {
-        assert_eq!(
-            store.load_snapshot(b"g-a", epoch).await.expect("load"),
-            Some(snapshot(epoch, epoch * 100))
-        );
-    }
-    let x = store.pending_jobs("x.example", 10).await.expect("jobs");
-    let x: Vec<_> = x
-        .iter()
-        .map(|j| (j.recipients.clone(), j.body.clone()))
-        .collect();
-    assert_eq!(
-        x,
-        vec![
-            (b"r1".to_vec(), b"m1".to_vec()),
-            (b"r3".to_vec(), b"m2".to_vec())
-        ]
-    );
-    assert_eq!(
-        store
-            .pending_jobs("y.example", 10)
-            .await
-            .expect("jobs")
-            .len(),
-        1
-    );
-}
-
-#[tokio::test]
-async fn committed_steps_survive_close_drop_and_reopen() {
-    for durability in BOTH {
-        // Closed cleanly.
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = db_path(&dir);
-        let store = open(&path, durability).await;
-        write_fixture(&store).await;
-        store.close().await.expect("close");
-        let store = open(&path, durability).await;
-        check_fixture(&store).await;
-        // Versions continue where they were.
-        store
-            .commit(step(b"g-a", Some(2), put(b"a3")))
-            .await
-            .expect("update after reopen");
-        store.close().await.expect("close");
-
-        // Just dropped.
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = db_path(&dir);
-        let store = open(&path, durability).await;
-        write_fixture(&store).await;
-        drop(store);
-        let store = open(&path, durability).await;
-        check_fixture(&store).await;
-        store.close().await.expect("close");
-    }
 }
 
 const CRASH_DB: &str = "MIMID_STORE_CRASH_DB";
@@ -605,14 +145,14 @@ async fn steps_of_one_batch_are_sequential() {
     assert!(results[6].is_ok());
     assert_eq!(store.transactions_committed() - before, 1);
     assert_eq!(
-        group(&store, g).await,
+        group(&*store, g).await,
         Some(StoredGroup {
             version: 3,
             state: b"v3".to_vec(),
             reserved_until: None,
         })
     );
-    assert_eq!(group(&store, b"other").await, None);
+    assert_eq!(group(&*store, b"other").await, None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -693,7 +233,7 @@ async fn concurrent_commits_share_transactions() {
             store.group_count().await.expect("count"),
             (GROUPS + 1) as u64
         );
-        let hot = group(&store, b"hot").await.expect("hot group");
+        let hot = group(&*store, b"hot").await.expect("hot group");
         assert_eq!(hot.version, 2);
         assert!(hot.state.starts_with(b"winner-"));
         assert_eq!(
@@ -965,27 +505,6 @@ async fn batched_equals_sequential(
     assert_eq!(batched_outcomes, sequential_outcomes);
     assert_eq!(batched_rows, sequential_rows);
     (batched_outcomes, batched_rows)
-}
-
-fn with_snapshot(mut s: Step, epoch: u64, created_at: u64) -> Step {
-    s.snapshot = Some(snapshot(epoch, created_at));
-    s
-}
-
-fn with_prune(mut s: Step, before: u64) -> Step {
-    s.prune_snapshots_before = Some(before);
-    s
-}
-
-fn with_mail(mut s: Step, messages: Vec<NewMessage>, jobs: Vec<NewJob>) -> Step {
-    s.messages = messages;
-    s.jobs = jobs;
-    s
-}
-
-fn at(mut s: Step, now: u64) -> Step {
-    s.now = now;
-    s
 }
 
 /// One group created, written to, deleted, created again and written to in
@@ -1302,16 +821,16 @@ async fn a_database_failure_fails_the_whole_batch() {
         }
     }
     assert_eq!(store.transactions_committed(), before);
-    assert_eq!(group(&store, b"g").await.map(|g| g.version), Some(1));
-    assert_eq!(group(&store, b"h").await, None);
-    assert_eq!(group(&store, b"i").await, None);
+    assert_eq!(group(&*store, b"g").await.map(|g| g.version), Some(1));
+    assert_eq!(group(&*store, b"h").await, None);
+    assert_eq!(group(&*store, b"i").await, None);
     assert_eq!(count(&mut conn, "messages").await, 0);
 
     store
         .commit(step(b"g", Some(1), put(b"2")))
         .await
         .expect("commit after a failed batch");
-    assert_eq!(group(&store, b"g").await.map(|g| g.version), Some(2));
+    assert_eq!(group(&*store, b"g").await.map(|g| g.version), Some(2));
     conn.close().await.expect("close raw");
     close(store).await;
 }
@@ -1814,95 +1333,6 @@ async fn jobs_from_before_recipient_sets_keep_working() {
     store.close().await.expect("close");
 }
 
-/// A state of `pages` pages and a bit, each byte telling its page.
-fn paged_state(pages: usize, seed: u8) -> Vec<u8> {
-    (0..pages * STATE_PAGE + 100)
-        .map(|i| seed.wrapping_add((i / STATE_PAGE) as u8))
-        .collect()
-}
-
-async fn stored_state(store: &SqliteStore, group: &[u8]) -> (u64, Vec<u8>) {
-    let stored = store.load_group(group).await.expect("load").expect("group");
-    (stored.version, stored.state)
-}
-
-#[tokio::test]
-async fn a_patch_rewrites_only_the_pages_that_changed() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = db_path(&dir);
-    let store = open(&path, Durability::Process).await;
-    let g = b"paged";
-    let first = paged_state(4, 0);
-    store.commit(step(g, None, put(&first))).await.unwrap();
-    assert_eq!(stored_state(&store, g).await, (1, first.clone()));
-
-    // One byte of page 2 changes: one page is written.
-    let mut second = first.clone();
-    second[2 * STATE_PAGE + 7] ^= 0xff;
-    let patch = GroupWrite::patch(&first, &second);
-    let GroupWrite::Patch { len, pages } = &patch else {
-        panic!("not a patch: {patch:?}")
-    };
-    assert_eq!(*len, second.len() as u64);
-    assert_eq!(pages.len(), 1);
-    assert_eq!(pages[0].0, 2);
-    store.commit(step(g, Some(1), patch)).await.unwrap();
-    assert_eq!(stored_state(&store, g).await, (2, second.clone()));
-
-    // Growing, then shrinking: no page is left beyond the end.
-    let mut third = second.clone();
-    third.extend(paged_state(3, 9));
-    store
-        .commit(step(g, Some(2), GroupWrite::patch(&second, &third)))
-        .await
-        .unwrap();
-    assert_eq!(stored_state(&store, g).await, (3, third.clone()));
-    let fourth = third[..STATE_PAGE + 5].to_vec();
-    store
-        .commit(step(g, Some(3), GroupWrite::patch(&third, &fourth)))
-        .await
-        .unwrap();
-    assert_eq!(stored_state(&store, g).await, (4, fourth.clone()));
-    store.close().await.unwrap();
-    let mut conn = raw(&path).await;
-    assert_eq!(count(&mut conn, "state_pages").await, 2);
-}
-
-#[tokio::test]
-async fn a_bad_patch_fails_alone_and_changes_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&db_path(&dir), Durability::Process).await;
-    let g = b"paged";
-    let first = paged_state(2, 0);
-    store.commit(step(g, None, put(&first))).await.unwrap();
-    let bad = [
-        // A page shorter than the state says it is.
-        GroupWrite::Patch {
-            len: first.len() as u64,
-            pages: vec![(0, vec![1; 10])],
-        },
-        // A page beyond the end.
-        GroupWrite::Patch {
-            len: 10,
-            pages: vec![(3, vec![1; 10])],
-        },
-    ];
-    for write in bad {
-        assert!(matches!(
-            store.commit(step(g, Some(1), write)).await,
-            Err(StoreError::Database(_))
-        ));
-    }
-    // No stored state to patch.
-    let patch = GroupWrite::patch(&[], b"new");
-    assert!(matches!(
-        store.commit(step(b"absent", None, patch)).await,
-        Err(StoreError::Database(_))
-    ));
-    assert_eq!(stored_state(&store, g).await, (1, first));
-    assert_eq!(store.load_group(b"absent").await.unwrap(), None);
-}
-
 /// Puts, patches and a deletion of one group in one batch: exactly the
 /// pages of committing them one by one.
 #[tokio::test(flavor = "current_thread")]
@@ -1976,50 +1406,6 @@ async fn states_stored_before_pages_survive_the_migration() {
     assert_eq!(stored_state(&store, b"big").await, (8, next));
 }
 
-#[tokio::test]
-async fn expired_reservations_are_pruned_in_queue_order() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&db_path(&dir), Durability::Process).await;
-    let reserve = |until| GroupWrite::Put {
-        state: Vec::new(),
-        reserved_until: Some(until),
-    };
-    store
-        .commit(step(b"expired", None, reserve(900)))
-        .await
-        .unwrap();
-    store
-        .commit(step(b"valid", None, reserve(5_000)))
-        .await
-        .unwrap();
-    store
-        .commit(step(b"group", None, put(b"state")))
-        .await
-        .unwrap();
-    // A step queued before the pruning still finds its reservation.
-    let before = store
-        .enqueue(step(b"expired", Some(1), reserve(950)))
-        .await
-        .unwrap();
-    store.prune_reservations(1_000).await.unwrap();
-    before.await.unwrap();
-    assert_eq!(store.load_group(b"expired").await.unwrap(), None);
-    assert!(matches!(
-        store.commit(step(b"expired", Some(2), put(b"late"))).await,
-        Err(StoreError::Conflict)
-    ));
-    assert_eq!(
-        store
-            .load_group(b"valid")
-            .await
-            .unwrap()
-            .map(|g| g.reserved_until),
-        Some(Some(5_000))
-    );
-    assert_eq!(stored_state(&store, b"group").await, (1, b"state".to_vec()));
-    assert_eq!(store.group_count().await.unwrap(), 2);
-}
-
 /// The writer remembers versions between its transactions; a commit by
 /// another connection (another process on the same file) must still be
 /// seen by the version check.
@@ -2061,378 +1447,4 @@ async fn a_commit_by_another_connection_is_seen() {
         .await
         .unwrap();
     assert_eq!(stored_state(&store, g).await, (11, b"eleven".to_vec()));
-}
-
-#[tokio::test]
-async fn old_snapshots_are_pruned_in_queue_order() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&db_path(&dir), Durability::Process).await;
-    let g = b"group";
-    store
-        .commit(with_snapshot(step(g, None, put(b"one")), 1, 100))
-        .await
-        .unwrap();
-    store
-        .commit(with_snapshot(step(g, Some(1), put(b"two")), 2, 500))
-        .await
-        .unwrap();
-    // Queued before the pruning: pruned with it.
-    let before = store
-        .enqueue(with_snapshot(step(g, Some(2), put(b"three")), 3, 150))
-        .await
-        .unwrap();
-    store.prune_snapshots(200).await.unwrap();
-    before.await.unwrap();
-    // Queued after: kept.
-    store
-        .commit(with_snapshot(step(g, Some(3), put(b"four")), 4, 160))
-        .await
-        .unwrap();
-    let mut kept = Vec::new();
-    for epoch in 1..=4 {
-        if store.load_snapshot(g, epoch).await.unwrap().is_some() {
-            kept.push(epoch);
-        }
-    }
-    assert_eq!(kept, [2, 4]);
-    assert_eq!(stored_state(&store, g).await, (4, b"four".to_vec()));
-}
-
-/// A message stored ahead of its step: its step refers to it; discarding
-/// or pruning drops it only while no job does, in queue order.
-#[tokio::test]
-async fn messages_stored_ahead_are_referred_to_discarded_or_pruned() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = db_path(&dir);
-    let store = open(&path, Durability::Process).await;
-    let g = b"group-ahead";
-    store
-        .commit(step(g, None, put(b"s1")))
-        .await
-        .expect("create");
-    // Three messages ahead (at time 1,000); the step refers to the first.
-    let ahead = with_mail(
-        step(g, Some(1), GroupWrite::Keep),
-        vec![
-            message(1, "commit"),
-            message(2, "refused"),
-            message(3, "lost"),
-        ],
-        Vec::new(),
-    );
-    store.commit(ahead).await.expect("store ahead");
-    let refers = with_mail(
-        step(g, Some(1), put(b"s2")),
-        Vec::new(),
-        vec![job("b.example", 1, "bob")],
-    );
-    let pending = store.enqueue(refers).await.expect("enqueue");
-    // Queued after the step: message 1 has a job by then and stays.
-    let discard = store
-        .discard_messages(vec![[1; 16], [2; 16]])
-        .await
-        .expect("discard");
-    pending
-        .await
-        .expect("step referring to a message stored ahead");
-    discard.await.expect("discarded");
-    let mut conn = raw(&path).await;
-    assert_eq!(count(&mut conn, "messages").await, 2);
-    let jobs = store.pending_jobs("b.example", 10).await.expect("jobs");
-    assert_eq!(jobs.len(), 1);
-    assert_eq!(jobs[0].body, b"commit");
-
-    // Pruning drops unreferenced messages written before the cutoff only.
-    store.prune_messages(1_000).await.expect("prune");
-    assert_eq!(count(&mut conn, "messages").await, 2);
-    store.prune_messages(1_001).await.expect("prune");
-    assert_eq!(count(&mut conn, "messages").await, 1);
-    assert_eq!(store.message_count().await.expect("count"), 1);
-    assert_eq!(
-        store.pending_jobs("b.example", 10).await.expect("jobs")[0].body,
-        b"commit"
-    );
-    conn.close().await.expect("close raw");
-    store.close().await.expect("close");
-}
-
-async fn version(store: &SqliteStore, id: &[u8]) -> Option<u64> {
-    store.group_version(id).await.expect("group_version")
-}
-
-/// `group_version` reports the version `load_group` reports, through
-/// every kind of write, and `None` for a slot that does not exist.
-#[tokio::test]
-async fn group_version_is_the_stored_version() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = open(&db_path(&dir), Durability::Process).await;
-    let g = b"versioned";
-    assert_eq!(version(&store, g).await, None);
-    assert_eq!(version(&store, b"").await, None);
-
-    let reserve = GroupWrite::Put {
-        state: Vec::new(),
-        reserved_until: Some(5_000),
-    };
-    let old = paged_state(3, 1);
-    let new = paged_state(3, 2);
-    let steps = [
-        step(g, None, reserve),
-        step(g, Some(1), put(&old)),
-        step(g, Some(2), GroupWrite::patch(&old, &new)),
-        with_mail(
-            step(g, Some(3), GroupWrite::Keep),
-            vec![message(1, "hello")],
-            vec![job("b.example", 1, "bob")],
-        ),
-    ];
-    for s in steps {
-        store.commit(s).await.expect("step");
-        let loaded = group(&store, g).await.map(|g| g.version);
-        assert!(loaded.is_some());
-        assert_eq!(version(&store, g).await, loaded);
-    }
-    assert_eq!(version(&store, g).await, Some(3));
-    // A refused step changes no version.
-    assert!(is_conflict(
-        &store.commit(step(g, Some(1), put(b"stale"))).await
-    ));
-    assert_eq!(version(&store, g).await, Some(3));
-    // Other groups are not affected.
-    assert_eq!(version(&store, b"other").await, None);
-    store
-        .commit(step(g, Some(3), GroupWrite::Delete))
-        .await
-        .expect("delete");
-    assert_eq!(version(&store, g).await, None);
-    assert_eq!(group(&store, g).await, None);
-    store.close().await.expect("close");
-}
-
-/// Two processes sharing one database file: a step committed through one
-/// store is seen by the other's `group_version` (and so a cached group can
-/// be found stale), without reopening anything.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn group_version_sees_commits_of_another_store() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = db_path(&dir);
-    let first = open(&path, Durability::Process).await;
-    let second = open(&path, Durability::Process).await;
-    let g = b"shared-version";
-    assert_eq!(version(&first, g).await, None);
-
-    second
-        .commit(step(g, None, put(b"one")))
-        .await
-        .expect("create through the second store");
-    assert_eq!(version(&first, g).await, Some(1));
-
-    first
-        .commit(step(g, Some(1), put(b"two")))
-        .await
-        .expect("step through the first store");
-    second
-        .commit(step(g, Some(2), put(b"three")))
-        .await
-        .expect("step through the second store");
-    assert_eq!(version(&first, g).await, Some(3));
-    assert_eq!(version(&second, g).await, Some(3));
-    assert_eq!(stored_state(&first, g).await, (3, b"three".to_vec()));
-    // The first store's own step, based on what it had seen, now conflicts.
-    assert!(is_conflict(
-        &first.commit(step(g, Some(2), put(b"stale"))).await
-    ));
-
-    second
-        .commit(step(g, Some(3), GroupWrite::Delete))
-        .await
-        .expect("delete through the second store");
-    assert_eq!(version(&first, g).await, None);
-
-    second.close().await.expect("close second");
-    first.close().await.expect("close first");
-}
-
-/// Epochs and times beyond `i64::MAX` (SQLite's largest integer) cannot be
-/// stored. A read of such an epoch finds nothing; pruning before such a
-/// time prunes everything, however late its stamp.
-#[tokio::test]
-async fn values_beyond_sqlite_integers_find_nothing_or_prune_everything() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = db_path(&dir);
-    let store = open(&path, Durability::Process).await;
-    let latest = i64::MAX as u64;
-    let g = b"far-future";
-    store
-        .commit(with_snapshot(step(g, None, put(b"one")), latest, latest))
-        .await
-        .expect("a snapshot at the last storable epoch and time");
-    store
-        .commit(with_snapshot(step(g, Some(1), put(b"two")), 1, 100))
-        .await
-        .expect("step");
-    for epoch in [1 << 63, u64::MAX, latest + 1] {
-        assert_eq!(
-            store.load_snapshot(g, epoch).await.expect("load_snapshot"),
-            None,
-            "epoch {epoch}"
-        );
-        assert_eq!(
-            store
-                .load_snapshot(b"absent", epoch)
-                .await
-                .expect("load_snapshot"),
-            None
-        );
-    }
-    assert_eq!(
-        store
-            .load_snapshot(g, latest)
-            .await
-            .expect("load_snapshot")
-            .map(|s| (s.epoch, s.created_at)),
-        Some((latest, latest))
-    );
-
-    // Before the last storable time: the snapshot stamped with it stays.
-    store.prune_snapshots(latest).await.expect("prune");
-    assert!(store.load_snapshot(g, 1).await.expect("load").is_none());
-    assert!(
-        store
-            .load_snapshot(g, latest)
-            .await
-            .expect("load")
-            .is_some()
-    );
-    // Before any later time: nothing stays.
-    store.prune_snapshots(latest + 1).await.expect("prune");
-    assert!(
-        store
-            .load_snapshot(g, latest)
-            .await
-            .expect("load")
-            .is_none()
-    );
-    store
-        .commit(with_snapshot(step(g, Some(2), put(b"three")), 3, latest))
-        .await
-        .expect("step");
-    store.prune_snapshots(u64::MAX).await.expect("prune");
-    assert!(store.load_snapshot(g, 3).await.expect("load").is_none());
-
-    // Reservations expiring at the last storable time expire before any
-    // later one.
-    let reserve = GroupWrite::Put {
-        state: Vec::new(),
-        reserved_until: Some(latest),
-    };
-    store
-        .commit(step(b"reserved", None, reserve))
-        .await
-        .expect("reserve");
-    store.prune_reservations(latest).await.expect("prune");
-    assert_eq!(version(&store, b"reserved").await, Some(1));
-    store.prune_reservations(u64::MAX).await.expect("prune");
-    assert_eq!(version(&store, b"reserved").await, None);
-    assert_eq!(version(&store, g).await, Some(3));
-
-    // Messages written at the last storable time, that no job refers to.
-    store
-        .commit(at(
-            with_mail(
-                step(g, Some(3), GroupWrite::Keep),
-                vec![message(1, "ahead"), message(2, "delivered")],
-                vec![job("b.example", 2, "bob")],
-            ),
-            latest,
-        ))
-        .await
-        .expect("messages");
-    store.prune_messages(latest).await.expect("prune");
-    assert_eq!(store.message_count().await.expect("count"), 2);
-    store.prune_messages(1 << 63).await.expect("prune");
-    assert_eq!(store.message_count().await.expect("count"), 1);
-    assert_eq!(
-        store.pending_jobs("b.example", 10).await.expect("jobs")[0].body,
-        b"delivered"
-    );
-    store.close().await.expect("close");
-}
-
-/// A step carrying a value that cannot be stored fails alone, with an
-/// error naming it, and changes nothing; a step queued with it does not
-/// notice. A cutoff beyond storable times prunes every snapshot instead.
-#[tokio::test(flavor = "current_thread")]
-async fn a_step_with_values_beyond_sqlite_integers() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = open(&db_path(&dir), Durability::Process).await;
-    let g = b"group";
-    store
-        .commit(with_snapshot(step(g, None, put(b"one")), 1, 100))
-        .await
-        .expect("create");
-    let late = 1u64 << 63;
-    let reserve_late = GroupWrite::Put {
-        state: Vec::new(),
-        reserved_until: Some(late),
-    };
-    let bad = [
-        (at(step(g, Some(1), put(b"x")), late), "step time"),
-        (
-            with_snapshot(step(g, Some(1), put(b"x")), late, 100),
-            "snapshot epoch",
-        ),
-        (
-            with_snapshot(step(g, Some(1), put(b"x")), 2, late),
-            "snapshot time",
-        ),
-        (step(b"other", None, reserve_late), "reservation expiry"),
-        (
-            step(
-                g,
-                Some(1),
-                GroupWrite::Patch {
-                    len: late,
-                    pages: Vec::new(),
-                },
-            ),
-            "state length",
-        ),
-    ];
-    for (bad, what) in bad {
-        let good = store
-            .enqueue(step(b"neighbour", None, put(b"n")))
-            .await
-            .expect("enqueue");
-        let refused = store.enqueue(bad).await.expect("enqueue").await;
-        match refused {
-            Err(StoreError::Database(message)) => {
-                assert!(message.contains(what), "{message} names the {what}");
-                assert!(message.contains(&late.to_string()), "{message}");
-            }
-            other => panic!("a {what} beyond i64::MAX: {other:?}"),
-        }
-        good.await.expect("the step batched with it");
-        store
-            .commit(step(b"neighbour", Some(1), GroupWrite::Delete))
-            .await
-            .expect("delete");
-    }
-    assert_eq!(stored_state(&store, g).await, (1, b"one".to_vec()));
-    assert_eq!(version(&store, b"other").await, None);
-    assert!(store.load_snapshot(g, 1).await.expect("load").is_some());
-
-    // Pruning before a time beyond storable ones: every snapshot goes, the
-    // step's own included (it is written, then pruned).
-    store
-        .commit(with_prune(
-            with_snapshot(step(g, Some(1), put(b"two")), 2, i64::MAX as u64),
-            u64::MAX,
-        ))
-        .await
-        .expect("step pruning everything");
-    assert!(store.load_snapshot(g, 1).await.expect("load").is_none());
-    assert!(store.load_snapshot(g, 2).await.expect("load").is_none());
-    assert_eq!(stored_state(&store, g).await, (2, b"two".to_vec()));
-    store.close().await.expect("close");
 }

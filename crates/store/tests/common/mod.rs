@@ -66,3 +66,35 @@ pub async fn at_schema(
         .unwrap();
     conn
 }
+
+/// The store suite's SQLite backend: a database file in a temporary
+/// directory of its own.
+pub struct Sqlite {
+    pub dir: tempfile::TempDir,
+    pub path: PathBuf,
+    pub durability: Durability,
+}
+
+impl Sqlite {
+    pub fn new(durability: Durability) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = db_path(&dir);
+        Sqlite {
+            dir,
+            path,
+            durability,
+        }
+    }
+}
+
+impl crate::suite::Backend for Sqlite {
+    type Store = SqliteStore;
+
+    async fn open(&self) -> SqliteStore {
+        open(&self.path, self.durability).await
+    }
+
+    async fn close(&self, store: SqliteStore) {
+        store.close().await.expect("close");
+    }
+}
