@@ -120,6 +120,19 @@ impl HubFixture {
         hub.handle(DsEndpoint::GroupOperation, &create, &mut slot, None, &ctx)
             .map_err(|e| e.to_string())?;
         let add = group.add_members(members).map_err(|e| e.to_string())?;
+        // The hub's own users are added with every client its directory
+        // has (`docs/protocol.md` 6.3): the one device each has here.
+        let mut directory = mimid_core::Directory::new();
+        for i in 1..members {
+            let client = client_id(i, group.providers).map_err(|e| e.to_string())?;
+            if client.domain() == group.group_id.hub_domain {
+                directory.entry(client.user()).or_default().insert(client);
+            }
+        }
+        let ctx = Context {
+            directory: Some(directory),
+            ..ctx
+        };
         let outcome = hub
             .handle(DsEndpoint::GroupOperation, &add, &mut slot, None, &ctx)
             .map_err(|e| e.to_string())?;
@@ -200,14 +213,27 @@ pub async fn seeded_service(
     dir: &std::path::Path,
     cache_groups: std::num::NonZeroUsize,
 ) -> Result<mimid_service::HubService<mimid_store::SqliteStore>, String> {
-    use mimid_store::Store as _;
     let store = mimid_store::SqliteStore::open(&dir.join("hub.db"), durability)
         .await
         .map_err(|e| e.to_string())?;
-    store
-        .commit(put_state(&fx.group.group_id, fx.state.clone(), None))
-        .await
-        .map_err(|e| e.to_string())?;
+    seeded_service_on(fx, store, true, cache_groups).await
+}
+
+/// A hub service on `store`, holding the fixture's group at version 1
+/// (stored now if `seed`, else by an earlier service on the same
+/// database).
+pub async fn seeded_service_on<S: mimid_store::Store>(
+    fx: &HubFixture,
+    store: S,
+    seed: bool,
+    cache_groups: std::num::NonZeroUsize,
+) -> Result<mimid_service::HubService<S>, String> {
+    if seed {
+        store
+            .commit(put_state(&fx.group.group_id, fx.state.clone(), None))
+            .await
+            .map_err(|e| e.to_string())?;
+    }
     let hub = mimid_core::Hub::new(mimid_core::HubConfig::new(
         fx.group.group_id.hub_domain.clone(),
     ));
