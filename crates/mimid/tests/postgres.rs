@@ -416,11 +416,19 @@ async fn two_processes_share_one_database() {
             carol.apis[1 - round % 2].clone(),
         );
         let (b, c) = tokio::join!(bob_api.submit(&from_bob), carol_api.submit(&from_carol));
-        let (winner, loser) = match (b.is_ok(), c.is_ok()) {
-            (true, false) => (&mut bob, &mut carol),
-            (false, true) => (&mut carol, &mut bob),
+        let (winner, loser, refusal) = match (b, c) {
+            (Ok(_), Err(refusal)) => (&mut bob, &mut carol, refusal),
+            (Err(refusal), Ok(_)) => (&mut carol, &mut bob, refusal),
             outcome => panic!("round {round}: both or neither accepted: {outcome:?}"),
         };
+        // The loser is told it is behind, as within one process.
+        assert!(
+            matches!(
+                &refusal,
+                mimid_client::api::ApiError::Refused { status: 409, code, .. } if code == "wrong_epoch"
+            ),
+            "{refusal}"
+        );
         accepted += 1;
         winner.mls.merge_pending_commit(&group).expect("merge");
         loser.mls.clear_pending_commit(&group).expect("clear");
