@@ -2,9 +2,10 @@
 //! client API's long polls), once the messages are durable: a waiting read
 //! costs nothing until its client has something, however many wait.
 //!
-//! It rings for what this process stores. Until stores shared by several
-//! processes notify each other (PostgreSQL's LISTEN/NOTIFY), a reader also
-//! looks again now and then on its own.
+//! It rings for what this process stores; a store shared by several
+//! processes (PostgreSQL) also rings it for what the others store (by
+//! `LISTEN`/`NOTIFY`). A reader still looks again now and then on its own,
+//! for a notification lost while the store reconnected.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
