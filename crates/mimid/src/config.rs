@@ -68,6 +68,119 @@ pub struct Config {
     pub delivery: Delivery,
     #[serde(default)]
     pub rate_limits: RateLimitSettings,
+    #[serde(default)]
+    pub ops: OpsSettings,
+    #[serde(default)]
+    pub log: LogSettings,
+}
+
+/// The operator's side: where metrics and health are served, and how long
+/// a stop may take (`docs/operations.md`, "Monitoring" and "Stopping").
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OpsSettings {
+    /// Plain-HTTP listener for `/metrics`, `/healthz` and `/readyz`; none
+    /// by default (nothing listens that the operator did not ask for).
+    pub listen: Option<SocketAddr>,
+    /// On SIGTERM or SIGINT: the longest wait for requests and deliveries
+    /// in flight before the process exits anyway.
+    pub shutdown_grace_seconds: u64,
+}
+
+impl Default for OpsSettings {
+    fn default() -> Self {
+        OpsSettings {
+            listen: None,
+            shutdown_grace_seconds: 30,
+        }
+    }
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    #[default]
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// Logging (to standard error).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    /// A `tracing` filter (`info`, `warn,mimid_transport=debug`, ...);
+    /// `RUST_LOG` replaces it when set.
+    pub level: String,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        LogSettings {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
+    }
+}
+
+/// The sections of the file, as environment overrides name them.
+const SECTIONS: [&str; 9] = [
+    "provider",
+    "tls",
+    "federation",
+    "store",
+    "limits",
+    "delivery",
+    "rate_limits",
+    "ops",
+    "log",
+];
+
+/// Prefix of the environment variables that override settings.
+pub const ENV_PREFIX: &str = "MIMID_";
+
+/// Sets `section.key` in `table` for each `MIMID_<SECTION>_<KEY>` of
+/// `env` (upper case, as in the file otherwise). A value is read as a TOML
+/// value (number, boolean, array, inline table, quoted string), else taken
+/// as a string. Returns the settings overridden, with their variables.
+fn apply_overrides(
+    table: &mut toml::Table,
+    env: &[(String, String)],
+) -> Result<Vec<(String, String)>, String> {
+    let mut applied = Vec::new();
+    for (name, value) in env {
+        let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
+            continue;
+        };
+        let found = SECTIONS.iter().find_map(|section| {
+            rest.strip_prefix(section.to_uppercase().as_str())
+                .and_then(|r| r.strip_prefix('_'))
+                .filter(|key| !key.is_empty())
+                .map(|key| (*section, key.to_lowercase()))
+        });
+        let Some((section, key)) = found else {
+            return Err(format!(
+                "{name}: no such setting (MIMID_<SECTION>_<KEY>, sections: {})",
+                SECTIONS.join(", ")
+            ));
+        };
+        let value = toml::from_str::<toml::Table>(&format!("v = {value}"))
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or_else(|| toml::Value::String(value.clone()));
+        let entry = table
+            .entry(section)
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        let toml::Value::Table(section_table) = entry else {
+            return Err(format!("{name}: {section} is not a section in the file"));
+        };
+        section_table.insert(key.clone(), value);
+        applied.push((format!("{section}.{key}"), name.clone()));
+    }
+    Ok(applied)
 }
 
 /// Rate limits (`docs/operations.md`, "Rate limits"). A rate of zero (both
@@ -274,22 +387,66 @@ impl Default for Delivery {
 }
 
 impl Config {
-    /// Reads and checks `path`.
+    /// Reads and checks `path`, with the process environment's
+    /// `MIMID_<SECTION>_<KEY>` overrides.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
             source,
         })?;
-        Self::parse(path, &text)
+        let mut env = Vec::new();
+        for (name, value) in std::env::vars_os() {
+            let Some(name) = name.to_str().filter(|n| n.starts_with(ENV_PREFIX)) else {
+                continue;
+            };
+            let value = value.into_string().map_err(|_| ConfigError::Parse {
+                path: path.to_owned(),
+                message: format!("{name}: not UTF-8"),
+            })?;
+            env.push((name.to_owned(), value));
+        }
+        env.sort();
+        Self::parse_with(path, &text, &env)
     }
 
     /// Parses and checks a configuration's text (`path` names it in errors).
+    #[cfg(test)]
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+        Self::parse_with(path, text, &[])
+    }
+
+    /// [`Config::parse`] with environment overrides (`env`: the variables
+    /// starting with `MIMID_`).
+    pub fn parse_with(
+        path: &Path,
+        text: &str,
+        env: &[(String, String)],
+    ) -> Result<Config, ConfigError> {
+        let parse_error = |message: String| ConfigError::Parse {
             path: path.to_owned(),
-            message: e.to_string(),
-        })?;
-        config.check(path)?;
+            message,
+        };
+        let (config, overridden): (Config, _) = if env.is_empty() {
+            // Straight from the text: errors point at the line.
+            (
+                toml::from_str(text).map_err(|e| parse_error(e.to_string()))?,
+                Vec::new(),
+            )
+        } else {
+            let mut table: toml::Table =
+                toml::from_str(text).map_err(|e| parse_error(e.to_string()))?;
+            let overridden = apply_overrides(&mut table, env).map_err(parse_error)?;
+            let config = toml::Value::Table(table).try_into().map_err(|e| {
+                let names: Vec<&str> = overridden.iter().map(|(_, n)| n.as_str()).collect();
+                parse_error(format!(
+                    "{} (with the environment's {})",
+                    e.to_string().trim_end(),
+                    names.join(", ")
+                ))
+            })?;
+            (config, overridden)
+        };
+        config.check(path, &overridden)?;
         Ok(config)
     }
 
@@ -301,10 +458,16 @@ impl Config {
             .map_err(|e: mimid_wire::IdentifierError| format!("provider.domain: {}", e.0))
     }
 
-    fn check(&self, path: &Path) -> Result<(), ConfigError> {
+    fn check(&self, path: &Path, overridden: &[(String, String)]) -> Result<(), ConfigError> {
         let invalid = |setting: &str, message: String| ConfigError::Invalid {
             path: path.to_owned(),
-            setting: setting.to_owned(),
+            setting: match overridden
+                .iter()
+                .find(|(s, _)| setting.starts_with(s.as_str()))
+            {
+                Some((_, name)) => format!("{setting} (from {name})"),
+                None => setting.to_owned(),
+            },
             message,
         };
         self.provider
@@ -394,6 +557,15 @@ impl Config {
                 "delivery.lanes",
                 "must be between 1 and 1024".into(),
             ));
+        }
+        if self.ops.shutdown_grace_seconds > 3600 {
+            return Err(invalid(
+                "ops.shutdown_grace_seconds",
+                "must be at most 3600".into(),
+            ));
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            return Err(invalid("log.level", e.to_string()));
         }
         for (setting, file) in [
             ("tls.certificate", &self.tls.certificate),
@@ -492,10 +664,69 @@ path = "a.db"
                 "rate_limits.max_keys",
             ),
             (format!("{MINIMAL}\nlisten_twice = 1\n"), "listen_twice"),
+            (
+                format!("{MINIMAL}\n[ops]\nshutdown_grace_seconds = 7200\n"),
+                "ops.shutdown_grace_seconds",
+            ),
+            (
+                format!("{MINIMAL}\n[log]\nlevel = \"info,=\"\n"),
+                "log.level",
+            ),
+            (format!("{MINIMAL}\n[log]\nformat = \"xml\"\n"), "format"),
         ];
         for (text, setting) in cases {
             let error = parse(&text).expect_err(setting).to_string();
             assert!(error.contains(setting), "{setting}: {error}");
+        }
+    }
+
+    fn env(vars: &[(&str, &str)]) -> Vec<(String, String)> {
+        vars.iter()
+            .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn environment_variables_override_the_file() {
+        let vars = env(&[
+            ("MIMID_PROVIDER_LISTEN", "127.0.0.1:9443"),
+            ("MIMID_DELIVERY_LANES", "3"),
+            ("MIMID_RATE_LIMITS_MAX_KEYS", "77"),
+            ("MIMID_RATE_LIMITS_PER_IP", "{ per_second = 5, burst = 9 }"),
+            ("MIMID_STORE_DURABILITY", "power_loss"),
+            ("MIMID_OPS_LISTEN", "127.0.0.1:9464"),
+            ("MIMID_LOG_FORMAT", "json"),
+            ("MIMID_TLS_WEBPKI_ROOTS", "false"),
+        ]);
+        let config = Config::parse_with(Path::new("test.toml"), MINIMAL, &vars).unwrap();
+        assert_eq!(config.provider.listen.port(), 9443);
+        assert_eq!(config.provider.domain, "a.example");
+        assert_eq!(config.delivery.lanes, 3);
+        assert_eq!(config.rate_limits.max_keys, 77);
+        assert_eq!(config.rate_limits.per_ip.burst, 9);
+        assert_eq!(config.store.durability, Durability::PowerLoss);
+        assert_eq!(config.ops.listen.map(|a| a.port()), Some(9464));
+        assert_eq!(config.log.format, LogFormat::Json);
+        assert!(!config.tls.webpki_roots);
+    }
+
+    #[test]
+    fn a_bad_override_names_its_variable() {
+        let cases = [
+            (
+                ("MIMID_DELIVERY_LANES", "0"),
+                "delivery.lanes (from MIMID_DELIVERY_LANES)",
+            ),
+            (("MIMID_DELIVERY_LANES", "many"), "MIMID_DELIVERY_LANES"),
+            (("MIMID_STORE_PATHS", "x.db"), "paths"),
+            (("MIMID_NOWHERE_X", "1"), "MIMID_NOWHERE_X: no such setting"),
+            (("MIMID_PROVIDER_", "1"), "MIMID_PROVIDER_: no such setting"),
+        ];
+        for ((name, value), expected) in cases {
+            let error = Config::parse_with(Path::new("test.toml"), MINIMAL, &env(&[(name, value)]))
+                .expect_err(name)
+                .to_string();
+            assert!(error.contains(expected), "{name}: {error}");
         }
     }
 }
