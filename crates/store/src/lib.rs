@@ -17,6 +17,9 @@ pub use bell::{Listener, QueueBell};
 pub use postgres::{PostgresOptions, PostgresStore};
 pub use sqlite::{Durability, SqliteStore};
 
+/// Seconds each write transaction took, by `backend` (a metric).
+pub const TRANSACTION_SECONDS: &str = "mimid_store_transaction_seconds";
+
 /// Errors of the store. `Conflict` is the expected outcome of a lost race;
 /// everything else is an operational failure.
 #[derive(Debug, thiserror::Error)]
@@ -299,6 +302,25 @@ pub struct DeadLetter {
     pub job: Job,
     pub failed_at: u64,
     pub reason: String,
+}
+
+/// One destination's delivery jobs, for the operator's metrics.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DestinationBacklog {
+    pub destination: String,
+    /// Jobs not yet delivered (nor dead).
+    pub jobs: u64,
+    /// When its oldest job was committed (seconds since the Unix epoch).
+    pub oldest_created_at: u64,
+}
+
+/// What the outbox holds, for the operator's metrics.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OutboxStats {
+    /// Each destination with jobs, by name.
+    pub destinations: Vec<DestinationBacklog>,
+    /// Dead letters kept.
+    pub dead_letters: u64,
 }
 
 /// Everything one core step writes, committed atomically.
@@ -874,4 +896,9 @@ pub trait Store: Send + Sync + 'static {
         let _ = (destination, owner);
         async { Ok(()) }
     }
+
+    /// Each destination's backlog (jobs and the oldest one's age) and the
+    /// number of dead letters: read when `/metrics` is scraped, so it
+    /// must cost an index scan at most.
+    fn outbox_stats(&self) -> impl Future<Output = Result<OutboxStats, StoreError>> + Send;
 }

@@ -499,6 +499,10 @@ impl Store for PostgresStore {
         reads::count(&self.pool, "SELECT COUNT(*) FROM groups").await
     }
 
+    async fn outbox_stats(&self) -> Result<crate::OutboxStats, StoreError> {
+        reads::outbox_stats(&self.pool).await
+    }
+
     async fn remember_nonce(
         &self,
         sender: &str,

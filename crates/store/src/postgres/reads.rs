@@ -128,6 +128,36 @@ pub(super) async fn job_destinations(pool: &PgPool) -> Result<Vec<String>, Store
         .map_err(error)
 }
 
+/// [`Store::outbox_stats`](crate::Store::outbox_stats): one walk of the
+/// `(destination, id)` index, then the oldest job of each destination by
+/// id (ids become visible in order), and the dead letters' count.
+pub(super) async fn outbox_stats(pool: &PgPool) -> Result<crate::OutboxStats, StoreError> {
+    let rows = sqlx::query(
+        "SELECT d.destination, d.jobs, j.created_at \
+         FROM (SELECT destination, COUNT(*) AS jobs, MIN(id) AS first \
+               FROM jobs GROUP BY destination) d \
+         JOIN jobs j ON j.id = d.first \
+         ORDER BY d.destination",
+    )
+    .fetch_all(pool)
+    .await
+    .map_err(error)?;
+    let destinations = rows
+        .iter()
+        .map(|row| {
+            Ok(crate::DestinationBacklog {
+                destination: row.try_get("destination").map_err(error)?,
+                jobs: get_u64(row, "jobs")?,
+                oldest_created_at: get_u64(row, "created_at")?,
+            })
+        })
+        .collect::<Result<_, StoreError>>()?;
+    Ok(crate::OutboxStats {
+        destinations,
+        dead_letters: count(pool, "SELECT COUNT(*) FROM dead_letters").await?,
+    })
+}
+
 /// [`Store::dead_letters`](crate::Store::dead_letters).
 pub(super) async fn dead_letters(pool: &PgPool, limit: u32) -> Result<Vec<DeadLetter>, StoreError> {
     let rows = sqlx::query(

@@ -128,6 +128,7 @@ type Applied = (Vec<Result<(), StoreError>>, Vec<String>);
 /// Applies `batch` in one transaction. `Err`: the transaction failed as a
 /// whole and changed nothing.
 async fn apply(pool: &PgPool, batch: &[Request]) -> Result<Applied, sqlx::Error> {
+    let started = std::time::Instant::now();
     let mut tx = pool.begin().await?;
     let mut outcomes = Vec::with_capacity(batch.len());
     let mut deferred = Deferred::default();
@@ -144,6 +145,8 @@ async fn apply(pool: &PgPool, batch: &[Request]) -> Result<Applied, sqlx::Error>
     }
     let queued_for = deferred.write(&mut tx).await?;
     tx.commit().await?;
+    metrics::histogram!(crate::TRANSACTION_SECONDS, "backend" => "postgres")
+        .record(started.elapsed().as_secs_f64());
     Ok((outcomes, queued_for))
 }
 

@@ -592,6 +592,10 @@ impl Store for SqliteStore {
     async fn group_count(&self) -> Result<u64, StoreError> {
         reads::count(&self.readers, "groups").await
     }
+
+    async fn outbox_stats(&self) -> Result<crate::OutboxStats, StoreError> {
+        reads::outbox_stats(&self.readers).await
+    }
 }
 
 fn write_db(e: rusqlite::Error) -> StoreError {

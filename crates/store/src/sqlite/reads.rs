@@ -143,6 +143,36 @@ pub(super) async fn job_destinations(readers: &SqlitePool) -> Result<Vec<String>
         .map_err(db)
 }
 
+/// [`Store::outbox_stats`](crate::Store::outbox_stats): one walk of the
+/// `(destination, id)` index, then the oldest job of each destination by
+/// id (ids grow in commit order), and the dead letters' count.
+pub(super) async fn outbox_stats(readers: &SqlitePool) -> Result<crate::OutboxStats, StoreError> {
+    let rows = sqlx::query(
+        "SELECT d.destination, d.jobs, j.created_at \
+         FROM (SELECT destination, COUNT(*) AS jobs, MIN(id) AS first \
+               FROM jobs GROUP BY destination) d \
+         JOIN jobs j ON j.id = d.first \
+         ORDER BY d.destination",
+    )
+    .fetch_all(readers)
+    .await
+    .map_err(db)?;
+    let destinations = rows
+        .iter()
+        .map(|row| {
+            Ok(crate::DestinationBacklog {
+                destination: row.try_get("destination").map_err(db)?,
+                jobs: get_u64(row, "jobs")?,
+                oldest_created_at: get_u64(row, "created_at")?,
+            })
+        })
+        .collect::<Result<_, StoreError>>()?;
+    Ok(crate::OutboxStats {
+        destinations,
+        dead_letters: count(readers, "dead_letters").await?,
+    })
+}
+
 /// [`Store::dead_letters`](crate::Store::dead_letters).
 pub(super) async fn dead_letters(
     readers: &SqlitePool,

@@ -347,9 +347,13 @@ impl Writer {
                 }
             }
             let batch = self.take_batch();
+            let started = Instant::now();
             match run_batch(conn, &batch) {
                 Ok(outcomes) => {
                     self.transactions.fetch_add(1, Ordering::Relaxed);
+                    // From BEGIN's return to COMMIT's, sync included.
+                    metrics::histogram!(crate::TRANSACTION_SECONDS, "backend" => "sqlite")
+                        .record(started.elapsed().as_secs_f64());
                     for (request, outcome) in batch.iter().zip(&outcomes) {
                         if let (Op::Deliver(inbound), Ok(())) = (&request.op, outcome) {
                             self.bell.ring(

@@ -11,9 +11,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mimid_store::{
-    Decision, GroupWrite, Inbound, InboundConnectionRequest, KeyPackageKind, KeyPackageStock,
-    LocalDelivery, NewJob, NewMessage, PublishedKeyPackage, STATE_PAGE, Snapshot, Step, Store,
-    StoreError, StoredGroup,
+    Decision, DestinationBacklog, GroupWrite, Inbound, InboundConnectionRequest, KeyPackageKind,
+    KeyPackageStock, LocalDelivery, NewJob, NewMessage, OutboxStats, PublishedKeyPackage,
+    STATE_PAGE, Snapshot, Step, Store, StoreError, StoredGroup,
 };
 
 /// A database of one backend, fresh for each case.
@@ -58,6 +58,7 @@ macro_rules! store_suite {
             enrolment_secrets_are_spent_once,
             connection_requests_are_remembered_and_settled,
             failed_jobs_are_counted_and_dead_lettered,
+            outbox_stats_count_each_destinations_jobs_and_the_dead_letters,
         );
         $crate::suite::store_suite!(@cases $backend; (flavor = "multi_thread", worker_threads = 2);
             group_version_sees_commits_of_another_store,
@@ -2090,6 +2091,62 @@ pub async fn connection_requests_are_remembered_and_settled(backend: &impl Backe
         .expect("connect again");
     assert!(store.connected("bob", "zed").await.expect("connected"));
     assert!(!store.connected("zed", "bob").await.expect("connected"));
+    backend.close(store).await;
+}
+
+pub async fn outbox_stats_count_each_destinations_jobs_and_the_dead_letters(
+    backend: &impl Backend,
+) {
+    let store = backend.open().await;
+    assert_eq!(
+        store.outbox_stats().await.expect("stats"),
+        OutboxStats::default()
+    );
+    let g = b"group-stats";
+    store
+        .commit(step(g, None, put(b"s1")))
+        .await
+        .expect("create");
+    let mut first = at(step(g, Some(1), GroupWrite::Keep), 1_000);
+    first.messages = vec![message(1, "one")];
+    first.jobs = vec![job("c.example", 1, "carl"), job("b.example", 1, "bob")];
+    store.commit(first).await.expect("first");
+    let mut second = at(step(g, Some(1), GroupWrite::Keep), 2_000);
+    second.messages = vec![message(2, "two")];
+    second.jobs = vec![job("b.example", 2, "bob")];
+    store.commit(second).await.expect("second");
+    let backlog = |destination: &str, jobs, oldest_created_at| DestinationBacklog {
+        destination: destination.into(),
+        jobs,
+        oldest_created_at,
+    };
+    assert_eq!(
+        store.outbox_stats().await.expect("stats"),
+        OutboxStats {
+            destinations: vec![
+                backlog("b.example", 2, 1_000),
+                backlog("c.example", 1, 1_000)
+            ],
+            dead_letters: 0,
+        }
+    );
+
+    // b.example's oldest job dies, c.example's is delivered: b.example's
+    // oldest is the second step's, c.example has none left.
+    let b = store.pending_jobs("b.example", 10).await.expect("jobs");
+    let c = store.pending_jobs("c.example", 10).await.expect("jobs");
+    store
+        .dead_letter(b[0].id, "refused".into(), 3_000)
+        .await
+        .expect("dead letter");
+    store.complete_job(c[0].id).await.expect("complete");
+    assert_eq!(
+        store.outbox_stats().await.expect("stats"),
+        OutboxStats {
+            destinations: vec![backlog("b.example", 1, 2_000)],
+            dead_letters: 1,
+        }
+    );
     backend.close(store).await;
 }
 
