@@ -8,7 +8,10 @@
 //! exponential backoff, at least its `Retry-After`); a job its destination
 //! refuses for good, or one still undelivered after `delivery_expiry`, goes
 //! to the dead letters with the reason, so one poisoned message cannot
-//! block a queue. Nothing is dropped silently.
+//! block a queue. Nothing is dropped silently. [`Outbox::stop`] lets the
+//! sends in flight finish and records their outcome before the workers
+//! end: a job is delivered and completed, or still pending, never lost
+//! between the two.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
@@ -142,7 +145,18 @@ pub struct Outbox<S: Store, C: Courier> {
     courier: Arc<C>,
     config: OutboxConfig,
     workers: Mutex<HashMap<String, Worker>>,
+    /// `true` once [`Outbox::stop`] was called.
+    stop: tokio::sync::watch::Sender<bool>,
+    /// Notified whenever a worker ends.
+    ended: Notify,
 }
+
+/// Dead letters made since the process started, by `destination` (a
+/// metric; the store's count is `mimid_outbox_dead_letters`).
+pub const DEAD_LETTERED: &str = "mimid_outbox_dead_lettered_total";
+/// Delivery attempts, by `destination` and `outcome` (`delivered`,
+/// `retry`, `refused`; a batch counts once).
+pub const ATTEMPTS: &str = "mimid_outbox_attempts_total";
 
 /// Jobs a worker reads at a time.
 const BATCH: usize = 64;
@@ -188,6 +202,8 @@ impl<S: Store, C: Courier> Outbox<S, C> {
             courier,
             config,
             workers: Mutex::new(HashMap::new()),
+            stop: tokio::sync::watch::Sender::new(false),
+            ended: Notify::new(),
         });
         let weak = Arc::downgrade(&outbox);
         hub.set_job_listener(Arc::new(move |destinations: &[String]| {
@@ -204,7 +220,7 @@ impl<S: Store, C: Courier> Outbox<S, C> {
     /// or wakes a worker for each destination with jobs, for jobs nobody
     /// told it of (committed before a restart, or by another process).
     pub async fn run(self: Arc<Self>) {
-        loop {
+        while !self.stopping() {
             match self.hub.store().job_destinations().await {
                 Ok(destinations) => {
                     for destination in destinations {
@@ -213,12 +229,47 @@ impl<S: Store, C: Courier> Outbox<S, C> {
                 }
                 Err(e) => tracing::warn!(error = %e, "outbox: cannot list destinations"),
             }
-            tokio::time::sleep(self.config.rescan).await;
+            tokio::select! {
+                () = tokio::time::sleep(self.config.rescan) => {}
+                () = self.stopped() => {}
+            }
         }
+    }
+
+    /// Stops the outbox: no worker starts and no job is read or sent any
+    /// more; the sends in flight finish (a failed one is not retried), the
+    /// delivered jobs are completed, and then the workers end. Returns once
+    /// they all have; bound the wait with a timeout (a send in flight takes
+    /// up to the client's request timeout).
+    pub async fn stop(&self) {
+        self.stop.send_replace(true);
+        loop {
+            let ended = self.ended.notified();
+            tokio::pin!(ended);
+            ended.as_mut().enable();
+            if lock(&self.workers).is_empty() {
+                return;
+            }
+            ended.await;
+        }
+    }
+
+    fn stopping(&self) -> bool {
+        *self.stop.borrow()
+    }
+
+    /// Resolves once [`Outbox::stop`] was called.
+    async fn stopped(&self) {
+        let mut stop = self.stop.subscribe();
+        // An error means the outbox is gone: stopped too.
+        let _ = stop.wait_for(|stopping| *stopping).await;
     }
 
     /// Starts the destination's worker, or wakes it.
     pub fn wake(self: &Arc<Self>, destination: String) {
+        if self.stopping() {
+            return;
+        }
         let mut workers = lock(&self.workers);
         if let Some(worker) = workers.get_mut(&destination) {
             worker.dirty = true;
@@ -235,7 +286,10 @@ impl<S: Store, C: Courier> Outbox<S, C> {
         );
         drop(workers);
         let outbox = self.clone();
-        tokio::spawn(async move { outbox.work(destination, wake).await });
+        tokio::spawn(async move {
+            outbox.clone().work(destination, wake).await;
+            outbox.ended.notify_waiters();
+        });
     }
 
     /// One destination's worker. It reads the destination's jobs in order
@@ -278,8 +332,11 @@ impl<S: Store, C: Courier> Outbox<S, C> {
             if let Some(worker) = lock(&self.workers).get_mut(&destination) {
                 worker.dirty = false;
             }
+            // Once stopping, nothing more is read or sent: what is in
+            // flight settles, then the worker ends.
+            let stopping = self.stopping();
             let now = (self.config.now)();
-            if leased_until.saturating_sub(now) < LEASE / 2 {
+            if !stopping && leased_until.saturating_sub(now) < LEASE / 2 {
                 let until = now.saturating_add(LEASE);
                 match self
                     .hub
@@ -318,7 +375,7 @@ impl<S: Store, C: Courier> Outbox<S, C> {
             // Reads are of whole batches: one read per job would be a
             // round trip to the store per delivery.
             let room = HELD.saturating_sub(lanes.held);
-            if !exhausted && room >= BATCH {
+            if !stopping && !exhausted && room >= BATCH {
                 let limit = u32::try_from(BATCH).unwrap_or(u32::MAX);
                 match self
                     .hub
@@ -344,7 +401,12 @@ impl<S: Store, C: Courier> Outbox<S, C> {
             // Lanes that sent what they held of their group, with more of it
             // left unread: read those jobs by group, up to the last job
             // read in order (later ones come with the next reads).
-            for (key, group_id, from) in lanes.unread_due() {
+            let due = if stopping {
+                Vec::new()
+            } else {
+                lanes.unread_due()
+            };
+            for (key, group_id, from) in due {
                 let limit = u32::try_from(PER_LANE).unwrap_or(u32::MAX);
                 match self
                     .hub
@@ -373,7 +435,7 @@ impl<S: Store, C: Courier> Outbox<S, C> {
             } else {
                 1
             };
-            while sends.len() < self.config.lanes.max(1) {
+            while !stopping && sends.len() < self.config.lanes.max(1) {
                 let Some((key, jobs)) = lanes.next(batch) else {
                     break;
                 };
@@ -400,8 +462,27 @@ impl<S: Store, C: Courier> Outbox<S, C> {
                 while let Some(completed) = completing.join_next().await {
                     log_completion(completed);
                 }
+                if stopping {
+                    // Another process may take the destination at once.
+                    if leased_until > 0
+                        && let Err(e) = self
+                            .hub
+                            .store()
+                            .release_destination(&destination, &self.config.owner)
+                            .await
+                    {
+                        tracing::warn!(%destination, error = %e, "outbox: cannot give up the lease");
+                    }
+                    lock(&self.workers).remove(&destination);
+                    return;
+                }
                 after = 0;
-                if tokio::time::timeout(IDLE, wake.notified()).await.is_ok() {
+                let woken = tokio::select! {
+                    woken = tokio::time::timeout(IDLE, wake.notified()) => woken.is_ok(),
+                    // Looked at again at the top: stopping, it ends.
+                    () = self.stopped() => true,
+                };
+                if woken {
                     exhausted = false;
                     continue;
                 }
@@ -444,6 +525,7 @@ impl<S: Store, C: Courier> Outbox<S, C> {
                 },
                 Some(completed) = completing.join_next() => log_completion(completed),
                 () = wake.notified() => exhausted = false,
+                () = self.stopped(), if !stopping => {}
             }
         }
     }
@@ -475,14 +557,18 @@ impl<S: Store, C: Courier> Outbox<S, C> {
         );
         let mut delivered = Vec::with_capacity(jobs.len());
         for (job, request) in jobs {
+            if self.stopping() {
+                break;
+            }
             delivered.extend(self.settle_one(destination, job, request).await);
         }
         delivered
     }
 
     /// Sends `jobs` in one `deliver_messages` request until it is
-    /// delivered (their ids returned); `None` once it is refused for good
-    /// or one of them has expired.
+    /// delivered (their ids returned), or the outbox stops (none
+    /// returned); `None` once it is refused for good or one of them has
+    /// expired.
     async fn settle_batch(
         &self,
         destination: &ProviderDomain,
@@ -494,10 +580,12 @@ impl<S: Store, C: Courier> Outbox<S, C> {
             let now = (self.config.now)();
             match self.courier.send(destination, &request).await {
                 Sent::Delivered(ok) => {
+                    attempted(destination, "delivered");
                     self.delivered(destination, &ok);
                     return Some(jobs.iter().map(|(job, _)| job.id).collect());
                 }
                 Sent::Refused(reason) => {
+                    attempted(destination, "refused");
                     tracing::info!(%destination, %reason, "outbox: a batch was refused, sending its messages one by one");
                     return None;
                 }
@@ -505,19 +593,26 @@ impl<S: Store, C: Courier> Outbox<S, C> {
                     return None;
                 }
                 Sent::Retry { after, reason } => {
+                    attempted(destination, "retry");
                     tracing::info!(%destination, %reason, "outbox: delivery failed, will retry");
                     failures = failures.saturating_add(1);
                     for (job, _) in jobs {
                         let _ = self.hub.store().record_attempt(job.id).await;
                     }
-                    tokio::time::sleep(self.delay(destination.as_str(), failures, after)).await;
+                    if !self
+                        .pause(self.delay(destination.as_str(), failures, after))
+                        .await
+                    {
+                        return Some(Vec::new());
+                    }
                 }
             }
         }
     }
 
     /// Sends one job until it is settled: delivered (its id returned, to be
-    /// completed), dead or expired. Each failure waits longer.
+    /// completed), dead or expired, or the outbox stops. Each failure waits
+    /// longer.
     async fn settle_one(
         &self,
         destination: &ProviderDomain,
@@ -533,7 +628,9 @@ impl<S: Store, C: Courier> Outbox<S, C> {
                     failures = failures.saturating_add(1);
                     let _ = self.hub.store().record_attempt(job.id).await;
                     let delay = self.delay(destination.as_str(), failures, after);
-                    tokio::time::sleep(delay).await;
+                    if !self.pause(delay).await {
+                        return None;
+                    }
                 }
             }
         }
@@ -557,7 +654,16 @@ impl<S: Store, C: Courier> Outbox<S, C> {
                     .await;
             }
         };
-        match self.courier.send(destination, request).await {
+        let sent = self.courier.send(destination, request).await;
+        attempted(
+            destination,
+            match &sent {
+                Sent::Delivered(_) => "delivered",
+                Sent::Refused(_) => "refused",
+                Sent::Retry { .. } => "retry",
+            },
+        );
+        match sent {
             Sent::Delivered(ok) => {
                 self.delivered(destination, &ok);
                 Settled::Delivered
@@ -574,6 +680,15 @@ impl<S: Store, C: Courier> Outbox<S, C> {
                 tracing::info!(%destination, %reason, "outbox: delivery failed, will retry");
                 Settled::No(after)
             }
+        }
+    }
+
+    /// Waits `delay` before a retry; `false` (at once) if the outbox
+    /// stops meanwhile: the job stays pending, for the next start.
+    async fn pause(&self, delay: Duration) -> bool {
+        tokio::select! {
+            () = tokio::time::sleep(delay) => !self.stopping(),
+            () = self.stopped() => false,
         }
     }
 
@@ -601,7 +716,11 @@ impl<S: Store, C: Courier> Outbox<S, C> {
             "outbox: job moved to the dead letters"
         );
         match self.hub.store().dead_letter(job.id, reason, now).await {
-            Ok(()) => Settled::Yes,
+            Ok(()) => {
+                metrics::counter!(DEAD_LETTERED, "destination" => job.destination.clone())
+                    .increment(1);
+                Settled::Yes
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "outbox: cannot move a job to the dead letters");
                 Settled::No(None)
@@ -843,6 +962,12 @@ fn batch_request(jobs: &[Prepared]) -> Option<QueueingServiceRequest> {
         message_id: first.message_id,
         payload: QueueingServicePayload::DeliverMessages(DeliverMessages { messages }),
     })
+}
+
+/// Counts a delivery attempt.
+fn attempted(destination: &ProviderDomain, outcome: &'static str) {
+    metrics::counter!(ATTEMPTS, "destination" => destination.to_string(), "outcome" => outcome)
+        .increment(1);
 }
 
 fn log_completion(completed: Result<Result<(), mimid_store::StoreError>, tokio::task::JoinError>) {

@@ -48,6 +48,8 @@ struct Federation {
     unbatched: Mutex<HashSet<String>>,
     /// Messages per request that reached each remote provider's guest side.
     requests: Mutex<HashMap<String, Vec<usize>>>,
+    /// Providers whose deliveries take this long on the way.
+    slow: Mutex<HashMap<String, Duration>>,
 }
 
 impl Courier for Federation {
@@ -89,6 +91,10 @@ impl Courier for Federation {
                 .contains(destination.as_str())
         {
             return Sent::Refused("400 malformed_message: unknown request_type 2".into());
+        }
+        let slow = self.slow.lock().unwrap().get(destination.as_str()).copied();
+        if let Some(delay) = slow {
+            tokio::time::sleep(delay).await;
         }
         let Some(remote) = self.remotes.get(destination.as_str()) else {
             return Sent::Retry {
@@ -212,6 +218,7 @@ async fn scene() -> Scene {
         stalled: Mutex::new(HashSet::new()),
         unbatched: Mutex::new(HashSet::new()),
         requests: Mutex::new(HashMap::new()),
+        slow: Mutex::new(HashMap::new()),
     });
     Scene {
         hub,
@@ -231,6 +238,10 @@ async fn scene() -> Scene {
 
 impl Scene {
     fn start_outbox(&self, expiry: Duration) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(self.outbox(expiry).run())
+    }
+
+    fn outbox(&self, expiry: Duration) -> Arc<Outbox<SqliteStore, Federation>> {
         let clock = self.clock.clone();
         let mut config = OutboxConfig::new("a.example".parse().unwrap());
         config.backoff_start = Duration::from_millis(10);
@@ -238,8 +249,7 @@ impl Scene {
         config.rescan = Duration::from_millis(200);
         config.delivery_expiry = expiry;
         config.now = Arc::new(move || clock.load(Ordering::SeqCst));
-        let outbox = Outbox::new(self.hub.clone(), self.federation.clone(), config);
-        tokio::spawn(outbox.run())
+        Outbox::new(self.hub.clone(), self.federation.clone(), config)
     }
 
     /// Alice sends `n` messages; returns their bytes in hub order.
@@ -553,4 +563,66 @@ async fn a_group_with_more_failing_jobs_than_the_outbox_holds_holds_back_nobody(
     assert_eq!(s.messages(CAROL, 1).await, sent_first);
     assert!(s.hub.store().dead_letters(10).await.unwrap().is_empty());
     outbox.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_outbox_finishes_its_sends_in_flight_and_leaves_the_rest_pending() {
+    let mut s = scene().await;
+    // c.example answers after a second; b.example is down (retried every
+    // 10 to 50 ms, for ever).
+    s.federation
+        .slow
+        .lock()
+        .unwrap()
+        .insert("c.example".into(), Duration::from_secs(1));
+    s.federation.down.lock().unwrap().insert("b.example".into());
+    let sent = s.send(3).await;
+    let outbox = s.outbox(Duration::from_secs(3600));
+    let running = tokio::spawn(outbox.clone().run());
+    // The Welcome and the three messages are on their way to c.example.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(s.queue(CAROL).await.is_empty());
+    let started = std::time::Instant::now();
+    tokio::time::timeout(Duration::from_secs(10), outbox.stop())
+        .await
+        .expect("the outbox stops");
+    // It waited for c.example's answer, and completed those jobs.
+    assert!(started.elapsed() >= Duration::from_millis(500));
+    assert_eq!(s.messages(CAROL, 1).await, sent);
+    assert!(
+        s.hub
+            .store()
+            .pending_jobs("c.example", 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // b.example's are pending (not dead): sent after the next start.
+    assert_eq!(
+        s.hub
+            .store()
+            .pending_jobs("b.example", 10)
+            .await
+            .unwrap()
+            .len(),
+        4
+    );
+    assert!(s.hub.store().dead_letters(10).await.unwrap().is_empty());
+    // Stopped, it sends nothing more.
+    s.send(1).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(s.queue(CAROL).await.len(), 4);
+    assert_eq!(
+        s.hub
+            .store()
+            .pending_jobs("c.example", 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    tokio::time::timeout(Duration::from_secs(1), running)
+        .await
+        .expect("the rescan loop ends")
+        .unwrap();
 }
