@@ -72,6 +72,27 @@ impl From<mimid_core::HubError> for TransportError {
 }
 
 impl TransportError {
+    /// A short, stable name of the refusal's kind (a metric label): the
+    /// transport's own checks by name, the hub's refusals by their code.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            TransportError::NotFound => "not_found",
+            TransportError::MethodNotAllowed => "method_not_allowed",
+            TransportError::UnsupportedMediaType => "unsupported_media_type",
+            TransportError::PayloadTooLarge { .. } => "payload_too_large",
+            TransportError::Malformed(_) => "malformed",
+            TransportError::Authentication(_) => "authentication",
+            TransportError::Unavailable { .. } => "unavailable",
+            TransportError::Decode(_) => "decode",
+            TransportError::WrongRecipient(_) => "wrong_recipient",
+            TransportError::Service(e) => e.to_ds_error().code.name(),
+            TransportError::RateLimited { .. } => "rate_limited",
+            TransportError::Timeout => "timeout",
+            TransportError::Peer { .. } => "peer_refused",
+            TransportError::Internal(_) => "internal",
+        }
+    }
+
     /// The wire error (its code gives the HTTP status).
     pub fn to_ds_error(&self) -> DSError {
         match self {

@@ -117,6 +117,7 @@ impl<S: Store> FromRequest<Arc<AppState<S>>> for Signed {
             )
             .await
             .map_err(|e| Failure::at(path, e))?;
+        super::observe::peer(peer.domain());
         crate::ratelimit::take(&state.limiters.per_provider, peer.domain(), "per provider")
             .map_err(|e| Failure::at(path, e))?;
         // The other processes of this provider may have seen it: the

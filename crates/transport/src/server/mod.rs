@@ -43,6 +43,7 @@ mod extract;
 mod group_key_packages;
 mod group_operation;
 mod listen;
+pub mod observe;
 mod verification_key;
 mod welcome_information;
 mod well_known;
@@ -271,6 +272,7 @@ impl IntoResponse for Failure {
         let status = StatusCode::from_u16(error.code.http_status())
             .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         tracing::debug!(endpoint = ?self.endpoint, %status, error = %self.error, "refused");
+        observe::rejected(&self.error);
         let body = Endpoint::error_body(self.endpoint, &error, self.message_id);
         let mut response = (status, body).into_response();
         let headers = response.headers_mut();
@@ -393,8 +395,17 @@ pub fn router<S: Store>(state: Arc<AppState<S>>) -> Router {
         .with_state(state.clone())
         .layer(
             ServiceBuilder::new()
+                .layer(axum::middleware::from_fn(observe::requests))
                 .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
-                .layer(TraceLayer::new_for_http())
+                .layer(
+                    TraceLayer::new_for_http()
+                        .make_span_with(observe::span)
+                        .on_response(
+                            tower_http::trace::DefaultOnResponse::new()
+                                .level(tracing::Level::INFO)
+                                .latency_unit(tower_http::LatencyUnit::Micros),
+                        ),
+                )
                 .layer(PropagateRequestIdLayer::x_request_id())
                 .layer(axum::middleware::from_fn_with_state(state, per_ip::<S>))
                 .layer(HandleErrorLayer::new(timed_out))

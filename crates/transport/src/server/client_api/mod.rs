@@ -61,6 +61,26 @@ pub(super) fn routes<S: Store>() -> Router<Arc<AppState<S>>> {
         .route(&format!("{PREFIX}/ds/{{endpoint}}"), post(ds::handle::<S>))
 }
 
+/// The metric label of a client API path (`None`: not one of its routes).
+pub(crate) fn label(path: &str) -> Option<&'static str> {
+    const ROUTES: [&str; 8] = [
+        "/client/v1/enrol",
+        "/client/v1/key_packages",
+        "/client/v1/queue",
+        "/client/v1/ack",
+        "/client/v1/key_packages/fetch",
+        "/client/v1/connect",
+        "/client/v1/connection_requests",
+        "/client/v1/connection_requests/settle",
+    ];
+    if let Some(route) = ROUTES.iter().find(|r| **r == path) {
+        return Some(route);
+    }
+    path.strip_prefix(PREFIX)
+        .is_some_and(|rest| rest.starts_with("/ds/"))
+        .then_some("/client/v1/ds/{endpoint}")
+}
+
 /// A refused client API request: the status of its error code and a JSON
 /// body naming it.
 #[derive(Debug)]
@@ -84,6 +104,7 @@ impl IntoResponse for ApiFailure {
         let status = StatusCode::from_u16(error.code.http_status())
             .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         tracing::debug!(%status, error = %self.0, "client API request refused");
+        super::observe::rejected(&self.0);
         let mut response = json(
             status,
             &ErrorBody {
