@@ -22,7 +22,7 @@ use crate::discovery::{
     Authority, DiscoveryCache, DiscoveryConfig, DiscoveryError, Lookup, WELL_KNOWN_PATH, max_age,
     parse_ds_domain,
 };
-use crate::keys::ProviderKeys;
+use crate::keys::{KeyRing, ProviderKeys};
 use crate::server::Endpoint;
 use crate::signature::{
     PROVIDER_SIGNATURE_HEADER, SENDER_HEADER, SignedRequest, encode_header, random_nonce,
@@ -125,7 +125,7 @@ pub struct TransportClient {
     http: reqwest::Client,
     discovery: DiscoveryCache,
     domain: ProviderDomain,
-    keys: ProviderKeys,
+    keys: KeyRing,
     modes: PeerModes,
     clock: Arc<dyn Clock>,
     body_limit: usize,
@@ -149,12 +149,17 @@ impl TransportClient {
             http: builder.build()?,
             discovery: DiscoveryCache::new(config.discovery),
             domain: config.domain,
-            keys: config.keys,
+            keys: KeyRing::new(config.keys),
             modes: config.modes,
             clock,
             body_limit: config.body_limit,
             limits: config.limits,
         })
+    }
+
+    /// The keys it signs with (shared with the server, to be replaced).
+    pub fn keys(&self) -> &KeyRing {
+        &self.keys
     }
 
     pub fn domain(&self) -> &ProviderDomain {
@@ -239,7 +244,7 @@ impl TransportClient {
                 timestamp: self.clock.now(),
                 nonce: random_nonce().map_err(|e| ClientError::Random(e.to_string()))?,
             }
-            .sign(self.keys.current())?;
+            .sign(self.keys.get().current())?;
             request = request.header(PROVIDER_SIGNATURE_HEADER, encode_header(&signature)?);
         }
         if mode.mtls() {

@@ -15,6 +15,7 @@
 //! them in that order; requests are signed with the first.
 
 use std::path::Path;
+use std::sync::{Arc, RwLock};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -157,6 +158,41 @@ impl ProviderKey {
         let mut file = options.open(path).map_err(io)?;
         file.write_all(self.to_toml().as_bytes()).map_err(io)?;
         file.sync_all().map_err(io)
+    }
+}
+
+/// This provider's keys as the server (`/verification_key`) and the client
+/// (signing) share them: replaced as a whole while requests are served
+/// (`mimid serve` reloads the key files on SIGHUP); each use takes the set
+/// in force at that moment.
+#[derive(Clone, Debug)]
+pub struct KeyRing(Arc<RwLock<Arc<ProviderKeys>>>);
+
+impl KeyRing {
+    pub fn new(keys: ProviderKeys) -> Self {
+        KeyRing(Arc::new(RwLock::new(Arc::new(keys))))
+    }
+
+    /// The keys in force.
+    pub fn get(&self) -> Arc<ProviderKeys> {
+        self.0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Puts `keys` in force for every holder of this ring.
+    pub fn replace(&self, keys: ProviderKeys) {
+        *self
+            .0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(keys);
+    }
+}
+
+impl From<ProviderKeys> for KeyRing {
+    fn from(keys: ProviderKeys) -> Self {
+        KeyRing::new(keys)
     }
 }
 

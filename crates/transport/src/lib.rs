@@ -16,6 +16,7 @@
 //! Time comes from a [`Clock`], so tests move it instead of sleeping.
 
 pub mod auth;
+pub mod cert_slot;
 pub mod client;
 mod clock;
 pub mod courier;
@@ -31,9 +32,10 @@ pub mod signature;
 pub mod tls;
 
 pub use auth::{AuthConfig, AuthMode, Authenticated, PeerModes};
+pub use cert_slot::CertSlot;
 pub use client::{ClientConfig, ClientError, Reply, TransportClient};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use discovery::{Authority, DiscoveryConfig, DiscoveryError};
 pub use error::TransportError;
-pub use keys::{KeyFileError, ProviderKey, ProviderKeys};
+pub use keys::{KeyFileError, KeyRing, ProviderKey, ProviderKeys};
 pub use server::{Endpoint, RunningServer, ServerConfig, serve};

@@ -18,11 +18,12 @@ use rustls::RootCertStore;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::auth::PeerModes;
+use crate::cert_slot::CertSlot;
 use crate::client::{ClientConfig, TransportClient};
 use crate::clock::Clock;
 use crate::courier::FederationCourier;
 use crate::discovery::{Authority, DiscoveryConfig};
-use crate::keys::ProviderKeys;
+use crate::keys::{KeyRing, ProviderKeys};
 use crate::server::{AppState, RunningServer, ServerConfig, router, serve};
 use crate::tls;
 
@@ -76,13 +77,25 @@ pub enum NodeError {
 }
 
 /// A running provider. Dropping it stops its server, outbox and
-/// maintenance (the store stays on disk).
+/// maintenance at once (the store stays on disk); [`Node::shutdown`] stops
+/// them gracefully.
 pub struct Node<S: Store = SqliteStore> {
     pub domain: ProviderDomain,
     pub service: Arc<HubService<S>>,
     pub client: Arc<TransportClient>,
     server: RunningServer,
+    outbox: Arc<Outbox<S, FederationCourier<S>>>,
+    certificate: Arc<CertSlot>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// How a graceful stop went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stopped {
+    /// Every request in flight was answered.
+    pub requests: bool,
+    /// Every delivery in flight was settled and recorded.
+    pub deliveries: bool,
 }
 
 /// How often the hub drops expired reservations and old snapshots.
@@ -105,10 +118,13 @@ impl<S: Store> Node<S> {
             store,
             ServiceConfig::default(),
         ));
+        // One slot for both sides: a reload reaches the server's
+        // handshakes and the client certificate of mutual TLS together.
+        let certificate = Arc::new(CertSlot::new(s.chain, s.key)?);
         let mut client_config = ClientConfig::new(
             s.domain.clone(),
             s.keys.clone(),
-            tls::client_config(s.roots.clone(), Some((s.chain.clone(), s.key.clone_key())))?,
+            tls::client_config_with(s.roots.clone(), certificate.clone())?,
         );
         client_config.modes = s.modes.clone();
         client_config.discovery = DiscoveryConfig {
@@ -128,13 +144,17 @@ impl<S: Store> Node<S> {
         server_config.rate_limits = s.rate_limits.clone();
         let state = AppState::new(
             service.clone(),
-            s.keys.clone(),
+            // One ring for both: a reload reaches the signer and the
+            // published keys together.
+            client.keys().clone(),
             server_config,
             client.clone(),
             s.clock.clone(),
         );
-        let server_tls =
-            tls::server_config(s.chain, s.key, s.modes.any_mtls().then(|| s.roots.clone()))?;
+        let server_tls = tls::server_config_with(
+            certificate.clone(),
+            s.modes.any_mtls().then(|| s.roots.clone()),
+        )?;
         let server = serve(s.listener, server_tls, router(state))
             .map_err(|e| NodeError::Server(e.to_string()))?;
 
@@ -155,7 +175,7 @@ impl<S: Store> Node<S> {
             .as_secs()
             .saturating_add(86_400);
         let tasks = vec![
-            tokio::spawn(outbox.run()),
+            tokio::spawn(outbox.clone().run()),
             tokio::spawn(async move {
                 loop {
                     if let Err(e) = maintained.maintain(clock.now()).await {
@@ -186,8 +206,43 @@ impl<S: Store> Node<S> {
             service,
             client,
             server,
+            outbox,
+            certificate,
             tasks,
         })
+    }
+
+    /// The certificate it presents, as server and as client: replace it
+    /// there (new connections get the new one).
+    pub fn certificate(&self) -> &Arc<CertSlot> {
+        &self.certificate
+    }
+
+    /// Its signing keys, as published and as used: replace them there.
+    pub fn keys(&self) -> &KeyRing {
+        self.client.keys()
+    }
+
+    /// Stops gracefully, within `grace` in all: stops accepting and lets
+    /// the requests in flight finish (those they commit wake the outbox),
+    /// then stops the outbox, whose sends in flight finish and are
+    /// recorded (a job is completed or still pending, never in between),
+    /// then the maintenance. Whatever is still running at the deadline is
+    /// cut off, which loses nothing acknowledged: an answered request was
+    /// durable before its answer, and a job cut off in flight is sent again
+    /// after the next start (the receiver recognises a repeat).
+    pub async fn shutdown(&mut self, grace: Duration) -> Stopped {
+        let deadline = tokio::time::Instant::now() + grace;
+        let requests = self.server.shutdown(grace).await;
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let deliveries = tokio::time::timeout(left, self.outbox.stop()).await.is_ok();
+        for task in &self.tasks {
+            task.abort();
+        }
+        Stopped {
+            requests,
+            deliveries,
+        }
     }
 
     /// Where the DS listens.

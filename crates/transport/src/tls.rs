@@ -11,6 +11,8 @@ use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 
+use crate::cert_slot::CertSlot;
+
 /// Why TLS material could not be loaded or a configuration built.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -23,7 +25,7 @@ pub enum TlsError {
 /// ALPN protocols, preferred first.
 pub const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
 
-fn provider() -> Arc<CryptoProvider> {
+pub(crate) fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
@@ -82,6 +84,14 @@ pub fn server_config(
     key: PrivateKeyDer<'static>,
     client_roots: Option<Arc<RootCertStore>>,
 ) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    server_config_with(Arc::new(CertSlot::new(chain, key)?), client_roots)
+}
+
+/// [`server_config`] presenting whatever `slot` holds at each handshake.
+pub fn server_config_with(
+    slot: Arc<CertSlot>,
+    client_roots: Option<Arc<RootCertStore>>,
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let builder = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| TlsError::Config(e.to_string()))?;
@@ -94,9 +104,7 @@ pub fn server_config(
         ),
         None => builder.with_no_client_auth(),
     };
-    let mut config = builder
-        .with_single_cert(chain, key)
-        .map_err(|e| TlsError::Config(e.to_string()))?;
+    let mut config = builder.with_cert_resolver(slot);
     config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
     Ok(Arc::new(config))
 }
@@ -117,6 +125,21 @@ pub fn client_config(
             .map_err(|e| TlsError::Config(e.to_string()))?,
         None => builder.with_no_client_auth(),
     };
+    config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
+    Ok(config)
+}
+
+/// [`client_config`] presenting, for mutual TLS, whatever `slot` holds
+/// when a connection is made.
+pub fn client_config_with(
+    roots: Arc<RootCertStore>,
+    slot: Arc<CertSlot>,
+) -> Result<rustls::ClientConfig, TlsError> {
+    let mut config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| TlsError::Config(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_client_cert_resolver(slot);
     config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
     Ok(config)
 }

@@ -31,7 +31,6 @@ use crate::client::{OCTET_STREAM, TransportClient};
 use crate::clock::Clock;
 use crate::discovery::WELL_KNOWN_PATH;
 use crate::error::TransportError;
-use crate::keys::ProviderKeys;
 
 pub mod client_api;
 mod connection_key_packages;
@@ -99,7 +98,7 @@ pub struct AppState<S: Store> {
     /// To other providers, for the client API's requests.
     client: Arc<TransportClient>,
     auth: Authenticator,
-    keys: ProviderKeys,
+    keys: crate::keys::KeyRing,
     limiters: crate::ratelimit::Limiters,
     config: ServerConfig,
 }
@@ -107,9 +106,11 @@ pub struct AppState<S: Store> {
 impl<S: Store> AppState<S> {
     /// `client` fetches the keys of senders; `clock` gives the time of the
     /// signature checks.
+    /// `keys`: a [`ProviderKeys`](crate::keys::ProviderKeys), or the client's
+    /// [`KeyRing`](crate::keys::KeyRing) to share its replacements.
     pub fn new(
         service: Arc<HubService<S>>,
-        keys: ProviderKeys,
+        keys: impl Into<crate::keys::KeyRing>,
         config: ServerConfig,
         client: Arc<TransportClient>,
         clock: Arc<dyn Clock>,
@@ -133,7 +134,7 @@ impl<S: Store> AppState<S> {
             client,
             service,
             auth,
-            keys,
+            keys: keys.into(),
             limiters: crate::ratelimit::Limiters::new(&config.rate_limits),
             config,
         })

@@ -32,7 +32,9 @@ pub(super) async fn handle<S: Store>(
         Endpoint::VerificationKey,
         VerificationKeyResponse {
             version: 1,
-            result: VerificationKeyResult::Ok(state.keys.verification_key_ok(&state.config.domain)),
+            result: VerificationKeyResult::Ok(
+                state.keys.get().verification_key_ok(&state.config.domain),
+            ),
         }
         .to_bytes(),
     ))
