@@ -7,6 +7,7 @@
 mod config;
 mod demo;
 mod inspect;
+mod ops;
 mod serve;
 
 /// mimalloc: a request allocates many small buffers (decoded MLS structs,
@@ -48,8 +49,9 @@ enum Command {
     /// step checked (exit code 1 on any failed check).
     Demo(DemoArgs),
     /// Serve as a provider, configured by a TOML file
-    /// (docs/operations.md, "Configuration").
-    Serve(ConfigArgs),
+    /// (docs/operations.md, "Configuration"); SIGTERM or SIGINT stops it
+    /// gracefully, SIGHUP reloads its certificate and provider keys.
+    Serve(ServeArgs),
     /// List the outbox jobs that could not be delivered.
     DeadLetters(ConfigArgs),
     /// Add, remove or list the provider's users.
@@ -88,6 +90,17 @@ struct ConfigArgs {
     /// The configuration file.
     #[arg(long, value_name = "FILE")]
     config: PathBuf,
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// The configuration file (settings may be overridden by
+    /// MIMID_<SECTION>_<KEY> environment variables).
+    #[arg(long, value_name = "FILE")]
+    config: PathBuf,
+    /// Log lines as text or JSON (instead of the configured log.format).
+    #[arg(long, value_name = "FORMAT")]
+    log_format: Option<config::LogFormat>,
 }
 
 #[derive(Args)]
@@ -168,6 +181,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Demo(args) => run_demo(&args),
         Command::Serve(args) => {
             let config = config::Config::load(&args.config)?;
+            init_logs(
+                args.log_format.unwrap_or(config.log.format),
+                &config.log.level,
+            )?;
             tokio::runtime::Runtime::new()?.block_on(serve::serve(config))
         }
         Command::DeadLetters(args) => {
@@ -187,6 +204,32 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             tokio::runtime::Runtime::new()?.block_on(serve::users(config, action))
         }
     }
+}
+
+/// Log lines to standard error: `format`, filtered by `RUST_LOG` if set,
+/// else by `level` (both checked: a bad filter fails the start).
+fn init_logs(format: config::LogFormat, level: &str) -> anyhow::Result<()> {
+    use std::io::IsTerminal as _;
+    use tracing_subscriber::EnvFilter;
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(value) => EnvFilter::try_new(&value).with_context(|| format!("RUST_LOG={value}"))?,
+        Err(_) => EnvFilter::try_new(level).context("log.level")?,
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let installed = match format {
+        config::LogFormat::Text => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init(),
+        config::LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .try_init(),
+    };
+    installed.map_err(|e| anyhow::anyhow!("cannot set up logging: {e}"))
 }
 
 fn run_demo(args: &DemoArgs) -> anyhow::Result<()> {

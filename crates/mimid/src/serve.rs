@@ -2,6 +2,7 @@
 //! provider started from its configuration (`docs/operations.md`).
 
 use std::collections::HashMap;
+use std::io::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,6 +13,8 @@ use mimid_transport::auth::{AuthMode, PeerModes};
 use mimid_transport::discovery::parse_authority;
 use mimid_transport::node::{Node, NodeSettings};
 use mimid_transport::{Clock as _, ProviderKey, ProviderKeys, SystemClock, tls};
+
+use tokio::signal::unix::{SignalKind, signal};
 
 use crate::config::{Backend, Config, Durability, ProviderAuth};
 
@@ -70,9 +73,30 @@ macro_rules! with_store {
     };
 }
 
-/// Starts the provider and serves until interrupted.
+/// Starts the provider and serves until SIGTERM or SIGINT, then stops
+/// gracefully; reloads the certificate and provider keys on SIGHUP.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     let domain = config.domain().map_err(anyhow::Error::msg)?;
+    // Bound first, like the DS: a taken address fails the start.
+    let ops_listener = match config.ops.listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("ops.listen: cannot listen on {addr}"))?,
+        ),
+        None => None,
+    };
+    let recorder = match ops_listener {
+        Some(_) => Some(crate::ops::install_recorder().context("ops: metrics")?),
+        None => None,
+    };
+    // Signal handlers before the first connection: a SIGTERM from then on
+    // is a graceful stop, not the default death.
+    let signals = Signals {
+        terminate: signal(SignalKind::terminate())?,
+        interrupt: signal(SignalKind::interrupt())?,
+        hangup: signal(SignalKind::hangup())?,
+    };
     let listener = tokio::net::TcpListener::bind(config.provider.listen)
         .await
         .with_context(|| {
@@ -81,8 +105,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
                 config.provider.listen
             )
         })?;
-    let chain = tls::load_certs(&config.tls.certificate).context("tls.certificate")?;
-    let key = tls::load_key(&config.tls.key).context("tls.key")?;
+    let (chain, key) = certificate(&config)?;
     let mut anchors = Vec::new();
     for path in &config.tls.trust_anchors {
         anchors.extend(tls::load_certs(path).context("tls.trust_anchors")?);
@@ -148,18 +171,126 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         clock: Arc::new(SystemClock),
     };
     match open(&config).await? {
-        Opened::Sqlite(store) => run(Node::start_with(settings, store).await?).await,
-        Opened::Postgres(store) => run(Node::start_with(settings, store).await?).await,
+        Opened::Sqlite(store) => {
+            let node = Node::start_with(settings, store).await?;
+            run(node, &config, ops_listener, recorder, signals).await
+        }
+        Opened::Postgres(store) => {
+            let node = Node::start_with(settings, store).await?;
+            run(node, &config, ops_listener, recorder, signals).await
+        }
     }
 }
 
-/// Serves until interrupted.
-async fn run<S: Store>(node: Node<S>) -> anyhow::Result<()> {
-    println!("serving {} on https://{}", node.domain, node.local_addr());
-    tokio::signal::ctrl_c().await?;
-    println!("stopping");
-    drop(node);
+/// The signals `mimid serve` handles.
+struct Signals {
+    terminate: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+    hangup: tokio::signal::unix::Signal,
+}
+
+/// Serves until SIGTERM or SIGINT, then stops gracefully.
+async fn run<S: Store>(
+    mut node: Node<S>,
+    config: &Config,
+    ops_listener: Option<tokio::net::TcpListener>,
+    recorder: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    mut signals: Signals,
+) -> anyhow::Result<()> {
+    let domain = node.domain.clone();
+    let mut ops_tasks = Vec::new();
+    let ops = match (ops_listener, recorder) {
+        (Some(listener), Some(recorder)) => {
+            let ops = crate::ops::Ops::new(&node, recorder);
+            tracing::info!(address = %listener.local_addr()?, "operator endpoints listening");
+            ops_tasks = ops.serve(listener);
+            Some(ops)
+        }
+        _ => None,
+    };
+    // For whoever started it; a closed standard output is no reason to stop.
+    let _ = writeln!(
+        std::io::stdout(),
+        "serving {domain} on https://{}",
+        node.local_addr()
+    );
+    tracing::info!(%domain, address = %node.local_addr(), "serving");
+    let signal = loop {
+        tokio::select! {
+            _ = signals.terminate.recv() => break "SIGTERM",
+            _ = signals.interrupt.recv() => break "SIGINT",
+            _ = signals.hangup.recv() => reload(config, &node),
+        }
+    };
+    let grace = Duration::from_secs(config.ops.shutdown_grace_seconds);
+    tracing::info!(signal, grace_seconds = grace.as_secs(), "stopping");
+    if let Some(ops) = &ops {
+        ops.stopping();
+    }
+    let stopped = node.shutdown(grace).await;
+    if stopped.requests && stopped.deliveries {
+        tracing::info!("stopped: every request and delivery in flight finished");
+    } else {
+        tracing::warn!(
+            requests_finished = stopped.requests,
+            deliveries_finished = stopped.deliveries,
+            "stopped at the end of the grace period; what was cut off is retried by its sender, \
+             or sent again after the next start"
+        );
+    }
+    for task in ops_tasks {
+        task.abort();
+    }
     Ok(())
+}
+
+/// The configured certificate chain and key.
+fn certificate(
+    config: &Config,
+) -> anyhow::Result<(
+    Vec<rustls::pki_types::CertificateDer<'static>>,
+    rustls::pki_types::PrivateKeyDer<'static>,
+)> {
+    let chain = tls::load_certs(&config.tls.certificate).context("tls.certificate")?;
+    let key = tls::load_key(&config.tls.key).context("tls.key")?;
+    Ok((chain, key))
+}
+
+/// SIGHUP: reads the certificate, its key and the provider key files
+/// again (the paths configured at start) and puts each in force if it is
+/// good; a bad one leaves the one in force and says why. Connections
+/// already made keep their certificate.
+fn reload<S: Store>(config: &Config, node: &Node<S>) {
+    let outcome = certificate(config).and_then(|(chain, key)| {
+        node.certificate()
+            .replace(chain, key)
+            .context("tls.certificate and tls.key")
+    });
+    reloaded("certificate", outcome);
+    if !config.federation.provider_keys.is_empty() {
+        let outcome = ProviderKeys::load(&config.federation.provider_keys)
+            .context("federation.provider_keys")
+            .map(|keys| node.keys().replace(keys));
+        reloaded("provider_keys", outcome);
+    }
+}
+
+fn reloaded(what: &'static str, outcome: anyhow::Result<()>) {
+    let label = match &outcome {
+        Ok(()) => {
+            tracing::info!(what, "reloaded");
+            "ok"
+        }
+        Err(e) => {
+            tracing::warn!(
+                what,
+                error = format!("{e:#}"),
+                "reload failed, the old one stays in force"
+            );
+            "failed"
+        }
+    };
+    metrics::counter!(crate::ops::RELOADS, "what" => what, "outcome" => label).increment(1);
 }
 
 /// Prints the dead letters of the configured store.
