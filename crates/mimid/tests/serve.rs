@@ -188,6 +188,34 @@ fn a_bad_configuration_fails_at_start_naming_the_setting() {
     }
 }
 
+#[test]
+fn a_bad_environment_override_fails_at_start_naming_the_variable() {
+    let f = files();
+    let path = f.write(&f.config());
+    for ((name, value), expected) in [
+        (
+            ("MIMID_DELIVERY_LANES", "0"),
+            "delivery.lanes (from MIMID_DELIVERY_LANES)",
+        ),
+        (
+            ("MIMID_STORE_DURABILITY", "sometimes"),
+            "MIMID_STORE_DURABILITY",
+        ),
+        (("MIMID_NO_SUCH", "1"), "MIMID_NO_SUCH: no such setting"),
+    ] {
+        let output = Command::new(env!("CARGO_BIN_EXE_mimid"))
+            .arg("serve")
+            .arg("--config")
+            .arg(&path)
+            .env(name, value)
+            .output()
+            .unwrap();
+        assert!(!output.status.success(), "{name}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(expected), "{name}: {stderr}");
+    }
+}
+
 /// Runs `mimid user ARGS` on the configuration; its status and output.
 fn user(config: &std::path::Path, args: &[&str]) -> (bool, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_mimid"))
