@@ -845,3 +845,77 @@ async fn sigterm_lets_a_request_in_flight_finish_then_exits_0() {
         f.log()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_requests_log_names_the_authenticated_peer() {
+    use mimid_transport::node::{Node, NodeSettings};
+    let f = files();
+    // b.example: a whole provider in this process, its certificate from
+    // the same CA, a.example's DS configured.
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(vec!["b.example".to_string()]).unwrap();
+    params
+        .subject_alt_names
+        .push(SanType::IpAddress(IpAddr::V4(IP)));
+    let cert = params.signed_by(&key, &f.issuer).unwrap();
+    let listener = tokio::net::TcpListener::bind(SocketAddr::new(IpAddr::V4(IP), 0))
+        .await
+        .unwrap();
+    let b_port = listener.local_addr().unwrap().port();
+    let now = mimid_transport::Clock::now(&SystemClock);
+    let b_domain: mimid_wire::ProviderDomain = "b.example".parse().unwrap();
+    let b = Node::start(NodeSettings {
+        domain: b_domain.clone(),
+        listener,
+        ds_authority: format!("{IP}:{b_port}"),
+        store_path: f.dir.path().join("b.db"),
+        durability: mimid_store::Durability::Process,
+        chain: vec![cert.der().clone()],
+        key: rustls::pki_types::PrivatePkcs8KeyDer::from(key.serialize_der()).into(),
+        roots: f.roots(),
+        keys: ProviderKeys::new(vec![ProviderKey::generate(now - 60, now + 3600).unwrap()])
+            .unwrap(),
+        modes: mimid_transport::PeerModes::default(),
+        overrides: std::collections::HashMap::from([(
+            "a.example".parse().unwrap(),
+            mimid_transport::discovery::parse_authority(&f.ds_addr().to_string()).unwrap(),
+        )]),
+        resolve: Vec::new(),
+        well_known_port: 443,
+        body_limit: mimid_wire::DEFAULT_BODY_LIMIT,
+        limits: mimid_wire::Limits::default(),
+        outbox: mimid_service::outbox::OutboxConfig::new(b_domain),
+        rate_limits: mimid_transport::ratelimit::RateLimits::default(),
+        clock: Arc::new(SystemClock),
+    })
+    .await
+    .unwrap();
+    let config = format!(
+        "{}\n[federation.peers.\"b.example\"]\nds_authority = \"{IP}:{b_port}\"\n",
+        f.config()
+    );
+    let _a = f.start(&config, &["--log-format", "json"], &[]);
+    // Signed by b.example (a fetches its key), then not a DSRequest: 400.
+    let reply = b
+        .client
+        .post(
+            &"a.example".parse().unwrap(),
+            "/group_operation",
+            b"not a DSRequest".to_vec(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 400);
+    let log = f.log();
+    assert!(
+        log.lines().any(|line| {
+            let line: serde_json::Value = serde_json::from_str(line).unwrap();
+            line["span"]["endpoint"] == "/group_operation"
+                && line["span"]["peer"] == "b.example"
+                && line["status"] == 400
+        }),
+        "{log}"
+    );
+    // Nothing of the body.
+    assert!(!log.contains("not a DSRequest"), "{log}");
+}
