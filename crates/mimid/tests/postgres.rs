@@ -144,11 +144,18 @@ ds_authority = "{peer_at}"
 
     /// Starts process `index` and waits until it serves.
     fn start(&self, index: usize) -> Server {
+        // Its log goes to a file beside its configuration.
+        let log = std::fs::File::options()
+            .create(true)
+            .append(true)
+            .open(self.path(&format!("mimid-{index}.log")))
+            .expect("log file");
         let mut child = Command::new(env!("CARGO_BIN_EXE_mimid"))
             .arg("serve")
             .arg("--config")
             .arg(self.config(index))
             .stdout(Stdio::piped())
+            .stderr(log)
             .spawn()
             .expect("mimid serve");
         let stdout = child.stdout.take().expect("stdout");
