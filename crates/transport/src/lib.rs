@@ -12,12 +12,15 @@
 //!   fetching.
 //! - [`keys`]: this provider's Ed25519 keys and their file format.
 //! - [`tls`]: loading certificates and building rustls configurations.
+//! - [`connections`], [`ratelimit`]: what a peer may hold of the server
+//!   (connections, requests in flight, time) and how often it may ask.
 //!
 //! Time comes from a [`Clock`], so tests move it instead of sleeping.
 
 pub mod auth;
 pub mod client;
 mod clock;
+pub mod connections;
 pub mod courier;
 pub mod discovery;
 mod error;

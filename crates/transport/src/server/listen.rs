@@ -1,7 +1,8 @@
 //! The accept loop: TLS with tokio-rustls, then hyper (HTTP/1.1 or h2),
-//! with the connection's client certificate attached to each request.
+//! with the connection's client certificate attached to each request, and
+//! the connection caps and timers of `docs/protocol.md` 3.5.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,21 +14,34 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tower::Service as _;
 
+use super::watch::{Expired, TimedBody, Watch, Watched};
 use crate::auth::PeerCertificates;
+use crate::connections::{Caps, ConnectionLimits};
 
-/// Longest TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long an h2 connection closed for idleness (GOAWAY) may take to go.
+const GOAWAY_GRACE: Duration = Duration::from_secs(1);
 
 /// A server accepting connections; dropping it stops accepting and closes
 /// every open connection (requests in flight are cut off: a sender retries).
 pub struct RunningServer {
     local_addr: SocketAddr,
+    open: Arc<Caps<IpAddr>>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl RunningServer {
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Connections open now (accepted and not yet closed).
+    pub fn open_connections(&self) -> usize {
+        self.open.total()
+    }
+
+    /// Connections open now from `ip`.
+    pub fn open_connections_from(&self, ip: IpAddr) -> usize {
+        self.open.of(&ip)
     }
 }
 
@@ -38,14 +52,18 @@ impl Drop for RunningServer {
 }
 
 /// Serves `router` over TLS with `tls` on a bound listener (bind it with
-/// `TcpListener::bind(addr)`; port 0 picks a free port).
+/// `TcpListener::bind(addr)`; port 0 picks a free port), within `limits`.
 pub fn serve(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     router: Router,
+    limits: ConnectionLimits,
 ) -> std::io::Result<RunningServer> {
     let local_addr = listener.local_addr()?;
     let acceptor = TlsAcceptor::from(tls);
+    let open = Caps::new(Some(limits.max_connections), limits.max_connections_per_ip);
+    let gate = open.clone();
+    let limits = Arc::new(limits);
     let task = tokio::spawn(async move {
         // Owned by this task: aborting it aborts every connection.
         let mut connections = tokio::task::JoinSet::new();
@@ -60,6 +78,15 @@ pub fn serve(
                     continue;
                 }
             };
+            // Over a cap: closed at once, before the handshake costs anything
+            // (a peer sees the connection refused and tries again later).
+            let held = match gate.take(&remote.ip()) {
+                Ok(held) => held,
+                Err(over) => {
+                    tracing::debug!(%remote, ?over, "connection over the cap, closed");
+                    continue;
+                }
+            };
             // Answers are small and written in one go: without this, Nagle's
             // algorithm holds one back until the peer's delayed ACK (40 ms).
             if let Err(e) = tcp.set_nodelay(true) {
@@ -67,9 +94,10 @@ pub fn serve(
             }
             let acceptor = acceptor.clone();
             let router = router.clone();
+            let limits = limits.clone();
             connections.spawn(async move {
-                let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await
-                {
+                let _held = held;
+                let tls = match tokio::time::timeout(limits.handshake, acceptor.accept(tcp)).await {
                     Ok(Ok(tls)) => tls,
                     Ok(Err(e)) => {
                         tracing::debug!(%remote, error = %e, "TLS handshake failed");
@@ -80,24 +108,59 @@ pub fn serve(
                         return;
                     }
                 };
+                let connection = tls.get_ref().1;
+                let h2 = connection.alpn_protocol() == Some(b"h2");
                 let certificates =
-                    PeerCertificates(tls.get_ref().1.peer_certificates().map(|chain| {
+                    PeerCertificates(connection.peer_certificates().map(|chain| {
                         Arc::new(chain.iter().map(|c| c.clone().into_owned()).collect())
                     }));
-                let service =
-                    hyper::service::service_fn(move |mut req: http::Request<Incoming>| {
-                        req.extensions_mut().insert(certificates.clone());
-                        req.extensions_mut().insert(super::RemoteAddr(remote));
-                        router.clone().call(req)
-                    });
+                let watch = Watch::new();
+                let body_timeout = limits.body;
+                let on_request = watch.clone();
+                let service = hyper::service::service_fn(move |req: http::Request<Incoming>| {
+                    let busy = on_request.busy();
+                    let mut req = req.map(|body| TimedBody::new(body, body_timeout));
+                    req.extensions_mut().insert(certificates.clone());
+                    req.extensions_mut().insert(super::RemoteAddr(remote));
+                    let answer = router.clone().call(req);
+                    async move {
+                        let answer = answer.await;
+                        drop(busy);
+                        answer
+                    }
+                });
                 let mut builder = auto::Builder::new(TokioExecutor::new());
-                builder.http1().timer(TokioTimer::new());
+                // The watch times headers (hyper's timer would also close
+                // idle connections at the header timeout).
+                builder
+                    .http1()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(None);
                 builder.http2().timer(TokioTimer::new());
-                if let Err(e) = builder.serve_connection(TokioIo::new(tls), service).await {
-                    tracing::debug!(%remote, error = %e, "connection ended with an error");
+                let served = builder
+                    .serve_connection(TokioIo::new(Watched::new(tls, watch.clone())), service);
+                tokio::pin!(served);
+                let expired = tokio::select! {
+                    ended = served.as_mut() => {
+                        if let Err(e) = ended {
+                            tracing::debug!(%remote, error = %e, "connection ended with an error");
+                        }
+                        return;
+                    }
+                    expired = watch.expired(&limits, h2) => expired,
+                };
+                tracing::debug!(%remote, ?expired, "connection timed out, closed");
+                if h2 && expired == Expired::Idle {
+                    // GOAWAY: the peer learns no request of its was lost.
+                    served.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(GOAWAY_GRACE, served).await;
                 }
             });
         }
     });
-    Ok(RunningServer { local_addr, task })
+    Ok(RunningServer {
+        local_addr,
+        open,
+        task,
+    })
 }
