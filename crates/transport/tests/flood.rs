@@ -37,9 +37,8 @@ const OCTET: &str = "application/octet-stream";
 /// The limit of the layer under test, a second and as a burst. Small
 /// because `cargo test` runs a debug build on two cores, where a request
 /// costs about ten times what it does in release: the flood's absolute rate
-/// stays what the machine can take beside the well-behaved peer, the
-/// ratios are the (`crates/bench/examples/flood.rs` does the same
-/// at the default limits, in release).
+/// stays what the machine can take beside the well-behaved peer; the
+/// ratios are the issue's.
 const LIMIT: u32 = 30;
 /// The well-behaved peer's rate (below its limit).
 const GOOD_PER_SECOND: u32 = 24;
