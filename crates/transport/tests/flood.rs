@@ -8,7 +8,7 @@
 //! `/verification_key` (per-address limit).
 //!
 //! Made to hold on a loaded two-core machine without loosening the bounds:
-//! quiet and flood windows alternate (Q F Q F Q F Q), so whatever else the
+//! quiet and flood windows alternate (Q F Q F ... Q), so whatever else the
 //! machine does falls on both; quiet samples in the 250 ms after a flood
 //! window are left out, so the baseline is not inflated by its tail; every
 //! request is signed before the first window, so the senders spend their
@@ -44,9 +44,10 @@ const LIMIT: u32 = 30;
 const GOOD_PER_SECOND: u32 = 24;
 /// The abusive peer's rate: ten times its limit.
 const FLOOD_PER_SECOND: u32 = 10 * LIMIT;
-const WINDOW: Duration = Duration::from_millis(2_000);
-/// Quiet, flood, quiet, ...: seven windows.
-const WINDOWS: u32 = 7;
+const WINDOW: Duration = Duration::from_millis(1_000);
+/// Quiet, flood, quiet, ...: thirteen windows (many short ones spread
+/// whatever else the machine does evenly over both kinds).
+const WINDOWS: u32 = 13;
 /// Quiet samples this soon after a flood window are not in the baseline.
 const SETTLE: Duration = Duration::from_millis(250);
 
