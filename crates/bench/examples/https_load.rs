@@ -69,6 +69,7 @@ use mimid_core::DsEndpoint;
 use mimid_service::outbox::OutboxConfig;
 use mimid_store::{Durability, Store};
 use mimid_transport::auth::{AuthMode, PeerModes};
+use mimid_transport::connections::ConnectionLimits;
 use mimid_transport::discovery::Authority;
 use mimid_transport::node::{Node, NodeSettings};
 use mimid_transport::ratelimit::{Rate, RateLimits};
@@ -326,6 +327,14 @@ impl Federation {
                         burst: 10_000_000,
                     }),
                     max_keys: 100_000,
+                },
+                // Checked on every connection and request, never reached.
+                connections: ConnectionLimits {
+                    max_connections: 100_000,
+                    max_connections_per_ip: 100_000,
+                    in_flight_per_ip: 100_000,
+                    in_flight_per_provider: 100_000,
+                    ..ConnectionLimits::default()
                 },
                 clock: Arc::new(SystemClock),
             })

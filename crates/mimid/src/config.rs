@@ -72,6 +72,8 @@ pub struct Config {
     pub ops: OpsSettings,
     #[serde(default)]
     pub log: LogSettings,
+    #[serde(default)]
+    pub connections: ConnectionSettings,
 }
 
 /// The operator's side: where metrics and health are served, and how long
@@ -92,6 +94,46 @@ impl Default for OpsSettings {
         OpsSettings {
             listen: None,
             shutdown_grace_seconds: 30,
+        }
+    }
+}
+
+/// Connection timeouts and caps (`docs/operations.md`, "Connections").
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConnectionSettings {
+    /// Longest TLS handshake.
+    pub handshake_seconds: u64,
+    /// Longest time from an HTTP/1.1 request's first byte to the end of its
+    /// headers.
+    pub headers_seconds: u64,
+    /// Longest time from a request's headers to the end of its body.
+    pub body_seconds: u64,
+    /// A connection with no request being handled is closed after this long.
+    pub idle_seconds: u64,
+    /// Open connections, in all.
+    pub max: usize,
+    /// Open connections from one address.
+    pub max_per_ip: usize,
+    /// Requests in flight from one address, until authenticated as a
+    /// provider's.
+    pub in_flight_per_ip: usize,
+    /// Requests in flight of one provider.
+    pub in_flight_per_provider: usize,
+}
+
+impl Default for ConnectionSettings {
+    fn default() -> Self {
+        let d = mimid_transport::connections::ConnectionLimits::default();
+        ConnectionSettings {
+            handshake_seconds: d.handshake.as_secs(),
+            headers_seconds: d.headers.as_secs(),
+            body_seconds: d.body.as_secs(),
+            idle_seconds: d.idle.as_secs(),
+            max: d.max_connections,
+            max_per_ip: d.max_connections_per_ip,
+            in_flight_per_ip: d.in_flight_per_ip,
+            in_flight_per_provider: d.in_flight_per_provider,
         }
     }
 }
@@ -127,7 +169,7 @@ impl Default for LogSettings {
 }
 
 /// The sections of the file, as environment overrides name them.
-const SECTIONS: [&str; 9] = [
+const SECTIONS: [&str; 10] = [
     "provider",
     "tls",
     "federation",
@@ -135,6 +177,7 @@ const SECTIONS: [&str; 9] = [
     "limits",
     "delivery",
     "rate_limits",
+    "connections",
     "ops",
     "log",
 ];
@@ -181,6 +224,23 @@ fn apply_overrides(
         applied.push((format!("{section}.{key}"), name.clone()));
     }
     Ok(applied)
+}
+
+impl ConnectionSettings {
+    /// The server's limits.
+    pub fn to_limits(&self) -> mimid_transport::connections::ConnectionLimits {
+        use std::time::Duration;
+        mimid_transport::connections::ConnectionLimits {
+            handshake: Duration::from_secs(self.handshake_seconds),
+            headers: Duration::from_secs(self.headers_seconds),
+            body: Duration::from_secs(self.body_seconds),
+            idle: Duration::from_secs(self.idle_seconds),
+            max_connections: self.max,
+            max_connections_per_ip: self.max_per_ip,
+            in_flight_per_ip: self.in_flight_per_ip,
+            in_flight_per_provider: self.in_flight_per_provider,
+        }
+    }
 }
 
 /// Rate limits (`docs/operations.md`, "Rate limits"). A rate of zero (both
@@ -552,6 +612,38 @@ impl Config {
         if self.rate_limits.max_keys == 0 {
             return Err(invalid("rate_limits.max_keys", "must be at least 1".into()));
         }
+        let c = &self.connections;
+        for (setting, seconds, max) in [
+            ("connections.handshake_seconds", c.handshake_seconds, 3600),
+            ("connections.headers_seconds", c.headers_seconds, 3600),
+            // A request takes at most 30 s in all (then 503): a longer body
+            // time would never be reached.
+            ("connections.body_seconds", c.body_seconds, 30),
+            ("connections.idle_seconds", c.idle_seconds, 3600),
+        ] {
+            if seconds == 0 || seconds > max {
+                return Err(invalid(setting, format!("must be between 1 and {max}")));
+            }
+        }
+        for (setting, value) in [
+            ("connections.max", c.max),
+            ("connections.max_per_ip", c.max_per_ip),
+            ("connections.in_flight_per_ip", c.in_flight_per_ip),
+            (
+                "connections.in_flight_per_provider",
+                c.in_flight_per_provider,
+            ),
+        ] {
+            if value == 0 {
+                return Err(invalid(setting, "must be at least 1".into()));
+            }
+        }
+        if c.max_per_ip > c.max {
+            return Err(invalid(
+                "connections.max_per_ip",
+                "must not be above connections.max".into(),
+            ));
+        }
         if self.delivery.lanes == 0 || self.delivery.lanes > 1024 {
             return Err(invalid(
                 "delivery.lanes",
@@ -628,6 +720,29 @@ path = "a.db"
         assert_eq!(config.delivery.expiry_seconds, 7 * 24 * 3600);
         assert_eq!(config.delivery.lanes, 8);
         assert!(config.tls.webpki_roots);
+        assert_eq!(
+            config.connections.to_limits(),
+            mimid_transport::connections::ConnectionLimits::default()
+        );
+        let c = &config.connections;
+        assert_eq!(
+            (
+                c.handshake_seconds,
+                c.headers_seconds,
+                c.body_seconds,
+                c.idle_seconds
+            ),
+            (10, 10, 20, 60)
+        );
+        assert_eq!(
+            (
+                c.max,
+                c.max_per_ip,
+                c.in_flight_per_ip,
+                c.in_flight_per_provider
+            ),
+            (4096, 256, 64, 256)
+        );
     }
 
     #[test]
@@ -663,6 +778,23 @@ path = "a.db"
                 format!("{MINIMAL}\n[rate_limits]\nmax_keys = 0\n"),
                 "rate_limits.max_keys",
             ),
+            (
+                format!("{MINIMAL}\n[connections]\nheaders_seconds = 0\n"),
+                "connections.headers_seconds",
+            ),
+            (
+                format!("{MINIMAL}\n[connections]\nbody_seconds = 31\n"),
+                "connections.body_seconds",
+            ),
+            (
+                format!("{MINIMAL}\n[connections]\nin_flight_per_provider = 0\n"),
+                "connections.in_flight_per_provider",
+            ),
+            (
+                format!("{MINIMAL}\n[connections]\nmax = 10\nmax_per_ip = 11\n"),
+                "connections.max_per_ip",
+            ),
+            (format!("{MINIMAL}\n[connections]\nidle = 5\n"), "idle"),
             (format!("{MINIMAL}\nlisten_twice = 1\n"), "listen_twice"),
             (
                 format!("{MINIMAL}\n[ops]\nshutdown_grace_seconds = 7200\n"),

@@ -168,6 +168,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         limits,
         outbox,
         rate_limits: config.rate_limits.to_limits(),
+        connections: config.connections.to_limits(),
         clock: Arc::new(SystemClock),
     };
     match open(&config).await? {

@@ -886,6 +886,7 @@ async fn a_requests_log_names_the_authenticated_peer() {
         limits: mimid_wire::Limits::default(),
         outbox: mimid_service::outbox::OutboxConfig::new(b_domain),
         rate_limits: mimid_transport::ratelimit::RateLimits::default(),
+        connections: mimid_transport::connections::ConnectionLimits::default(),
         clock: Arc::new(SystemClock),
     })
     .await

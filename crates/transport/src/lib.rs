@@ -12,6 +12,8 @@
 //!   fetching.
 //! - [`keys`]: this provider's Ed25519 keys and their file format.
 //! - [`tls`]: loading certificates and building rustls configurations.
+//! - [`connections`], [`ratelimit`]: what a peer may hold of the server
+//!   (connections, requests in flight, time) and how often it may ask.
 //!
 //! Time comes from a [`Clock`], so tests move it instead of sleeping.
 
@@ -19,6 +21,7 @@ pub mod auth;
 pub mod cert_slot;
 pub mod client;
 mod clock;
+pub mod connections;
 pub mod courier;
 pub mod discovery;
 mod error;

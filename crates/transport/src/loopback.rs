@@ -265,6 +265,7 @@ impl Loopback {
                 .get(domain.as_str())
                 .cloned()
                 .unwrap_or_default(),
+            connections: crate::connections::ConnectionLimits::default(),
             clock: Arc::new(SystemClock),
         })
         .await?)

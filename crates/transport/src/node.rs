@@ -60,6 +60,8 @@ pub struct NodeSettings {
     pub outbox: OutboxConfig,
     /// Rate limits of the server.
     pub rate_limits: crate::ratelimit::RateLimits,
+    /// Timeouts and caps of the server's connections and requests.
+    pub connections: crate::connections::ConnectionLimits,
     pub clock: Arc<dyn Clock>,
 }
 
@@ -142,6 +144,7 @@ impl<S: Store> Node<S> {
         server_config.body_limit = s.body_limit;
         server_config.limits = s.limits.clone();
         server_config.rate_limits = s.rate_limits.clone();
+        server_config.connections = s.connections.clone();
         let state = AppState::new(
             service.clone(),
             // One ring for both: a reload reaches the signer and the
@@ -155,7 +158,7 @@ impl<S: Store> Node<S> {
             certificate.clone(),
             s.modes.any_mtls().then(|| s.roots.clone()),
         )?;
-        let server = serve(s.listener, server_tls, router(state))
+        let server = serve(s.listener, server_tls, router(state), s.connections)
             .map_err(|e| NodeError::Server(e.to_string()))?;
 
         let courier = Arc::new(FederationCourier::new(

@@ -13,6 +13,7 @@ use mimid_store::Store;
 
 use super::{AppState, Failure};
 use crate::auth::{Authenticated, PeerCertificates};
+use crate::connections::RequestSlot;
 use crate::error::TransportError;
 
 /// A request body that passed the content-type and size checks.
@@ -66,7 +67,7 @@ async fn read_body(parts: &Parts, body: Body, limit: usize) -> Result<Bytes, Tra
     let mut body = body;
     let mut bytes = bytes::BytesMut::new();
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| TransportError::Malformed(format!("body: {e}")))?;
+        let frame = frame.map_err(body_error)?;
         if let Ok(data) = frame.into_data() {
             if bytes.len().saturating_add(data.len()) > limit {
                 return Err(too_large());
@@ -75,6 +76,17 @@ async fn read_body(parts: &Parts, body: Body, limit: usize) -> Result<Bytes, Tra
         }
     }
     Ok(bytes.freeze())
+}
+
+/// A body that could not be read: too slow (the body timeout, 503 so that
+/// a sender retries), or broken off (400).
+fn body_error(e: axum::Error) -> TransportError {
+    let e = e.into_inner();
+    if e.is::<super::BodyTimedOut>() {
+        TransportError::Timeout
+    } else {
+        TransportError::Malformed(format!("body: {e}"))
+    }
 }
 
 impl<S: Store> FromRequest<Arc<AppState<S>>> for Unsigned {
@@ -118,6 +130,24 @@ impl<S: Store> FromRequest<Arc<AppState<S>>> for Signed {
             .await
             .map_err(|e| Failure::at(path, e))?;
         super::observe::peer(peer.domain());
+        // From here on the request counts as its provider's, not its
+        // address's, in flight (a refused one spends no rate token).
+        if let Some(slot) = parts.extensions.get::<RequestSlot>() {
+            let held = state
+                .in_flight
+                .per_provider
+                .take(peer.domain())
+                .map_err(|_| {
+                    Failure::at(
+                        path,
+                        TransportError::RateLimited {
+                            layer: "in flight per provider",
+                            retry_after: 1,
+                        },
+                    )
+                })?;
+            slot.to_provider(held);
+        }
         crate::ratelimit::take(&state.limiters.per_provider, peer.domain(), "per provider")
             .map_err(|e| Failure::at(path, e))?;
         // The other processes of this provider may have seen it: the

@@ -1,11 +1,13 @@
 //! The HTTPS server: routes, the order of checks, the accept loop.
 //!
-//! A request's way in: TLS (rustls, 1.3 only; the client certificate, if
-//! any, is attached to every request of its connection) → tower layers
-//! (request id, tracing, timeout) → routing (unknown path 404, method 405)
+//! A request's way in: the connection caps, TLS (rustls, 1.3 only; the
+//! client certificate, if any, is attached to every request of its
+//! connection), the connection's timers (`listen`, `watch`) → tower layers
+//! (request id, tracing, the address's rate limit and requests in flight,
+//! timeout) → routing (unknown path 404, method 405)
 //! → the body extractor (content type 415, size 413) → provider
 //! authentication (401, or 503 when the sender's keys cannot be fetched)
-//! → the handler: decode (400), the hub, encode.
+//! → the provider's requests in flight and rate limit (429) → the handler: decode (400), the hub, encode.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,11 +46,13 @@ mod group_operation;
 mod listen;
 pub mod observe;
 mod verification_key;
+mod watch;
 mod welcome_information;
 mod well_known;
 
 pub use extract::{Signed, Unsigned};
 pub use listen::{RunningServer, serve};
+pub use watch::BodyTimedOut;
 
 /// Settings of the server.
 #[derive(Clone, Debug)]
@@ -68,6 +72,9 @@ pub struct ServerConfig {
     pub people: mimid_service::people::PeopleConfig,
     /// Per remote IP and per sending provider.
     pub rate_limits: crate::ratelimit::RateLimits,
+    /// Timeouts and caps of connections and requests in flight (the accept
+    /// loop takes the connection part: `serve`).
+    pub connections: crate::connections::ConnectionLimits,
 }
 
 impl ServerConfig {
@@ -81,6 +88,7 @@ impl ServerConfig {
             auth: AuthConfig::default(),
             people: mimid_service::people::PeopleConfig::default(),
             rate_limits: crate::ratelimit::RateLimits::default(),
+            connections: crate::connections::ConnectionLimits::default(),
         }
     }
 }
@@ -100,6 +108,7 @@ pub struct AppState<S: Store> {
     auth: Authenticator,
     keys: crate::keys::KeyRing,
     limiters: crate::ratelimit::Limiters,
+    in_flight: crate::connections::InFlight,
     config: ServerConfig,
 }
 
@@ -136,6 +145,7 @@ impl<S: Store> AppState<S> {
             auth,
             keys: keys.into(),
             limiters: crate::ratelimit::Limiters::new(&config.rate_limits),
+            in_flight: crate::connections::InFlight::new(&config.connections),
             config,
         })
     }
@@ -319,21 +329,41 @@ async fn timed_out(uri: Uri, error: tower::BoxError) -> Failure {
     }
 }
 
-/// The first check of a MIMI request, before its path, headers or body are
-/// looked at: its remote IP's rate limit (`docs/protocol.md` 3.4). The
-/// client API (the provider's own clients) is not limited here.
+/// The first checks of a MIMI request, before its path, headers or body are
+/// looked at: its remote IP's rate limit (`docs/protocol.md` 3.4), then its
+/// requests in flight (3.5): the request holds one of its address's until
+/// its answer is ready, or until it is authenticated as a provider's
+/// (`Signed` swaps it for one of the provider's). The client API (the
+/// provider's own clients, perhaps many behind one address) is not counted
+/// here.
 async fn per_ip<S: Store>(
     axum::extract::State(state): axum::extract::State<Arc<AppState<S>>>,
-    request: axum::extract::Request,
+    mut request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    if let Some(RemoteAddr(remote)) = request.extensions().get::<RemoteAddr>()
-        && !request.uri().path().starts_with(client_api::PREFIX)
-        && let Err(limited) = crate::ratelimit::take(&state.limiters.per_ip, &remote.ip(), "per IP")
-    {
+    let Some(RemoteAddr(remote)) = request.extensions().get::<RemoteAddr>().copied() else {
+        return next.run(request).await;
+    };
+    if request.uri().path().starts_with(client_api::PREFIX) {
+        return next.run(request).await;
+    }
+    if let Err(limited) = crate::ratelimit::take(&state.limiters.per_ip, &remote.ip(), "per IP") {
         return Failure::at(request.uri().path(), limited).into_response();
     }
-    next.run(request).await
+    let slot = match state.in_flight.per_ip.take(&remote.ip()) {
+        Ok(held) => crate::connections::RequestSlot::ip(held),
+        Err(_) => {
+            let over = TransportError::RateLimited {
+                layer: "in flight per IP",
+                retry_after: 1,
+            };
+            return Failure::at(request.uri().path(), over).into_response();
+        }
+    };
+    request.extensions_mut().insert(slot.clone());
+    let response = next.run(request).await;
+    drop(slot);
+    response
 }
 
 /// The remote address of a request's connection (set by the accept loop).

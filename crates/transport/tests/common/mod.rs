@@ -106,6 +106,9 @@ pub struct Setup {
     pub keys: Option<Vec<ProviderKey>>,
     /// The server's rate limits (default: `RateLimits::default()`).
     pub rate_limits: Option<mimid_transport::ratelimit::RateLimits>,
+    /// The server's connection timeouts and caps (default:
+    /// `ConnectionLimits::default()`).
+    pub connections: Option<mimid_transport::connections::ConnectionLimits>,
 }
 
 impl Setup {
@@ -116,6 +119,7 @@ impl Setup {
             mode,
             keys: None,
             rate_limits: None,
+            connections: None,
         }
     }
 }
@@ -242,6 +246,10 @@ impl Federation {
         if let Some(limits) = &s.rate_limits {
             config.rate_limits = limits.clone();
         }
+        if let Some(limits) = &s.connections {
+            config.connections = limits.clone();
+        }
+        let connections = config.connections.clone();
         let state = AppState::new(
             service.clone(),
             keys.clone(),
@@ -251,7 +259,7 @@ impl Federation {
         );
         let server_tls =
             tls::server_config(chain, key, modes.any_mtls().then(|| roots.clone())).unwrap();
-        let server = serve(listener, server_tls, router(state)).unwrap();
+        let server = serve(listener, server_tls, router(state), connections).unwrap();
         Provider {
             domain: domain(s.domain),
             addr: server.local_addr(),
