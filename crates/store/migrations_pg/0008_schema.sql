@@ -199,3 +199,13 @@ CREATE TABLE outbox_leases (
     owner       text   NOT NULL,
     expires_at  bigint NOT NULL
 );
+
+-- Privacy Pass tokens redeemed (docs/protocol.md 3.5), each accepted once
+-- by whichever process sees it first: the key that signed a token (its
+-- token_key_id, SHA-256 of the key) and the token's nonce.
+CREATE TABLE spent_tokens (
+    token_key_id bytea  NOT NULL,
+    nonce        bytea  NOT NULL,
+    spent_at     bigint NOT NULL,
+    PRIMARY KEY (token_key_id, nonce)
+);

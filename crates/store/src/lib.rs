@@ -901,4 +901,16 @@ pub trait Store: Send + Sync + 'static {
     /// number of dead letters: read when `/metrics` is scraped, so it
     /// must cost an index scan at most.
     fn outbox_stats(&self) -> impl Future<Output = Result<OutboxStats, StoreError>> + Send;
+
+    /// Records a redeemed Privacy Pass token (`docs/protocol.md` 3.5) by
+    /// the key that signed it (its `token_key_id`) and its `nonce`; fails
+    /// with [`StoreError::Conflict`], changing nothing, if that token was
+    /// spent already. Kept in every backend: of the processes sharing a
+    /// store, one spends a token and the others find it spent.
+    fn spend_token(
+        &self,
+        token_key_id: [u8; 32],
+        nonce: [u8; 32],
+        now: u64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 }

@@ -531,6 +531,29 @@ impl Store for PostgresStore {
         Ok(())
     }
 
+    async fn spend_token(
+        &self,
+        token_key_id: [u8; 32],
+        nonce: [u8; 32],
+        now: u64,
+    ) -> Result<(), StoreError> {
+        let spent = sqlx::query(
+            "INSERT INTO spent_tokens (token_key_id, nonce, spent_at) VALUES ($1, $2, $3) \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(&token_key_id[..])
+        .bind(&nonce[..])
+        .bind(to_i64(now, "time")?)
+        .execute(&self.pool)
+        .await
+        .map_err(error)?
+        .rows_affected();
+        if spent == 0 {
+            return Err(StoreError::Conflict);
+        }
+        Ok(())
+    }
+
     async fn prune_nonces(&self, now: u64) -> Result<(), StoreError> {
         sqlx::query("DELETE FROM nonces WHERE expires_at < $1")
             .bind(i64::try_from(now).unwrap_or(i64::MAX))

@@ -161,7 +161,8 @@ fn apply_batch<'a>(
             | Op::AddEnrolment { .. }
             | Op::EnrolClient { .. }
             | Op::ReceiveConnectionRequest(_)
-            | Op::SettleConnectionRequest { .. } => {
+            | Op::SettleConnectionRequest { .. }
+            | Op::SpendToken { .. } => {
                 std::mem::take(&mut sub).apply(conn, script, &mut outcomes)?;
                 let outcome = people::apply(conn, script, &request.op)?;
                 if let Some(slot) = outcomes.get_mut(index) {

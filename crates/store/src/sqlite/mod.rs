@@ -495,6 +495,20 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn spend_token(
+        &self,
+        token_key_id: [u8; 32],
+        nonce: [u8; 32],
+        now: u64,
+    ) -> Result<(), StoreError> {
+        self.submit(Op::SpendToken {
+            token_key_id,
+            nonce,
+            now: to_i64(now, "time")?,
+        })
+        .await
+    }
+
     async fn client_key(&self, client_id: &str) -> Result<Option<Vec<u8>>, StoreError> {
         people::client_key(&self.inline, client_id)
     }

@@ -95,6 +95,24 @@ pub(super) fn apply<'a>(
                 .push("DELETE FROM key_package_claims WHERE created_at <= ")
                 .push_bind(*claimed_before);
         }
+        Op::SpendToken {
+            token_key_id,
+            nonce,
+            now,
+        } => {
+            script
+                .statement()
+                .push("INSERT INTO spent_tokens (token_key_id, nonce, spent_at) VALUES (")
+                .push_bind(&token_key_id[..])
+                .push(", ")
+                .push_bind(&nonce[..])
+                .push(", ")
+                .push_bind(*now)
+                .push(") ON CONFLICT DO NOTHING RETURNING 1");
+            if script.fetch(conn)?.is_empty() {
+                return Ok(Err(StoreError::Conflict));
+            }
+        }
         Op::AddConnection { user_id, peer, now } => {
             script
                 .statement()

@@ -117,6 +117,12 @@ pub(super) enum Op {
         peer: String,
         now: i64,
     },
+    /// Record a redeemed Privacy Pass token (`Conflict` if spent already).
+    SpendToken {
+        token_key_id: [u8; 32],
+        nonce: [u8; 32],
+        now: i64,
+    },
 }
 
 /// A write and where to send its outcome.

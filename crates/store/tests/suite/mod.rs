@@ -59,6 +59,7 @@ macro_rules! store_suite {
             connection_requests_are_remembered_and_settled,
             failed_jobs_are_counted_and_dead_lettered,
             outbox_stats_count_each_destinations_jobs_and_the_dead_letters,
+            privacy_pass_tokens_are_spent_once,
         );
         $crate::suite::store_suite!(@cases $backend; (flavor = "multi_thread", worker_threads = 2);
             group_version_sees_commits_of_another_store,
@@ -71,6 +72,7 @@ macro_rules! store_suite {
             two_stores_spending_one_secret_or_request_spend_it_once,
             a_message_carried_again_while_another_store_completes_its_last_job,
             a_message_referred_to_while_another_store_prunes_or_discards_it,
+            two_stores_spending_one_token_spend_it_once,
         );
     };
     (@cases $backend:expr; $flavor:tt; $($case:ident),* $(,)?) => {
@@ -2254,6 +2256,44 @@ pub async fn failed_jobs_are_counted_and_dead_lettered(backend: &impl Backend) {
     backend.close(store).await;
 }
 
+/// A Privacy Pass token (key id and nonce) is spent once: spent again it
+/// is a conflict, also after the store is closed and opened again; the
+/// same nonce under another key, or another nonce under the same key, is
+/// another token.
+pub async fn privacy_pass_tokens_are_spent_once(backend: &impl Backend) {
+    let store = backend.open().await;
+    store
+        .spend_token([1; 32], [7; 32], 10)
+        .await
+        .expect("spend");
+    assert!(is_conflict(&store.spend_token([1; 32], [7; 32], 11).await));
+    store
+        .spend_token([2; 32], [7; 32], 12)
+        .await
+        .expect("another key");
+    store
+        .spend_token([1; 32], [8; 32], 13)
+        .await
+        .expect("another nonce");
+    // Beyond i64 is refused before anything is written.
+    assert!(!is_conflict(
+        &store.spend_token([3; 32], [3; 32], u64::MAX).await
+    ));
+    backend.close(store).await;
+    let store = backend.open().await;
+    for (key, nonce) in [(1, 7), (2, 7), (1, 8)] {
+        assert!(
+            is_conflict(&store.spend_token([key; 32], [nonce; 32], 20).await),
+            "{key} {nonce}"
+        );
+    }
+    store
+        .spend_token([3; 32], [3; 32], 20)
+        .await
+        .expect("the refused one was not spent");
+    backend.close(store).await;
+}
+
 // ---------------------------------------------------------------------
 // Two stores on one database, as two processes of one provider.
 
@@ -2737,6 +2777,34 @@ pub async fn two_stores_spending_one_secret_or_request_spend_it_once<B: Backend>
         stores[0].users().await.expect("users").len(),
         2 * usize::from(ROUNDS)
     );
+    close_both(backend, stores).await;
+}
+
+/// Of two stores spending one Privacy Pass token at once (a token replayed
+/// to two processes), exactly one accepts it.
+pub async fn two_stores_spending_one_token_spend_it_once<B: Backend>(backend: &B) {
+    const ROUNDS: u8 = 20;
+    let stores = two(backend).await;
+    let mut wins = [0; 2];
+    for round in 0..ROUNDS {
+        let outcomes = together(2, |i| {
+            let store = Arc::clone(&stores[i]);
+            async move { store.spend_token([9; 32], [round; 32], 50).await }
+        })
+        .await;
+        let won = outcomes.iter().filter(|o| o.is_ok()).count();
+        let lost = outcomes.iter().filter(|o| is_conflict(o)).count();
+        assert_eq!((won, lost), (1, 1), "round {round}: {outcomes:?}");
+        if let Some(winner) = outcomes.iter().position(Result::is_ok) {
+            wins[winner] += 1;
+        }
+        for store in &stores {
+            assert!(is_conflict(
+                &store.spend_token([9; 32], [round; 32], 60).await
+            ));
+        }
+    }
+    assert_eq!(wins[0] + wins[1], ROUNDS);
     close_both(backend, stores).await;
 }
 
