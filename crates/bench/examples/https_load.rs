@@ -336,6 +336,7 @@ impl Federation {
                     in_flight_per_provider: 100_000,
                     ..ConnectionLimits::default()
                 },
+                privacy_pass: None,
                 clock: Arc::new(SystemClock),
             })
             .await?;

@@ -74,6 +74,8 @@ pub struct Config {
     pub log: LogSettings,
     #[serde(default)]
     pub connections: ConnectionSettings,
+    #[serde(default)]
+    pub privacy_pass: PrivacyPassSettings,
 }
 
 /// The operator's side: where metrics and health are served, and how long
@@ -240,6 +242,112 @@ impl ConnectionSettings {
             in_flight_per_ip: self.in_flight_per_ip,
             in_flight_per_provider: self.in_flight_per_provider,
         }
+    }
+}
+
+/// Privacy Pass (`docs/operations.md`, "Privacy Pass";
+/// `docs/protocol.md` 3.5). Off by default: no endpoint needs a token.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrivacyPassSettings {
+    /// The paths that need a token (of `docs/protocol.md` 3.2).
+    #[serde(default)]
+    pub endpoints: Vec<String>,
+    /// This provider's issuer key (`mimid privacy-pass keygen`): its
+    /// clients get tokens from it, and its tokens are accepted.
+    pub issuer_key: Option<PathBuf>,
+    /// The name of this provider's issuer in its challenges (default: the
+    /// provider's domain).
+    pub issuer_name: Option<String>,
+    /// Tokens one client may be issued: a rate of zero is no limit.
+    #[serde(default = "default_issuance")]
+    pub issuance: mimid_transport::ratelimit::Rate,
+    /// Other issuers whose tokens are accepted.
+    #[serde(default)]
+    pub issuers: Vec<AcceptedIssuer>,
+}
+
+impl Default for PrivacyPassSettings {
+    fn default() -> Self {
+        PrivacyPassSettings {
+            endpoints: Vec::new(),
+            issuer_key: None,
+            issuer_name: None,
+            issuance: default_issuance(),
+            issuers: Vec::new(),
+        }
+    }
+}
+
+fn default_issuance() -> mimid_transport::ratelimit::Rate {
+    mimid_transport::ratelimit::Rate {
+        per_second: 1,
+        burst: 100,
+    }
+}
+
+/// An issuer whose tokens are accepted.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AcceptedIssuer {
+    /// Its name, as its challenges carry it.
+    pub name: String,
+    /// Its public key: DER SubjectPublicKeyInfo, base64url (what `mimid
+    /// privacy-pass keygen` prints as `token_key`).
+    pub token_key: String,
+}
+
+impl AcceptedIssuer {
+    fn issuer(&self) -> Result<mimid_transport::privacy_pass::Issuer, String> {
+        let key = base64::Engine::decode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            self.token_key.trim_end_matches('='),
+        )
+        .map_err(|e| format!("token_key: not base64url: {e}"))?;
+        mimid_transport::privacy_pass::Issuer::new(&self.name, &key).map_err(|e| e.to_string())
+    }
+}
+
+impl PrivacyPassSettings {
+    /// The guarded endpoints.
+    fn endpoints(&self) -> Result<Vec<mimid_transport::Endpoint>, String> {
+        self.endpoints
+            .iter()
+            .map(|path| {
+                mimid_transport::Endpoint::from_path(path)
+                    .filter(|e| *e != mimid_transport::Endpoint::WellKnown)
+                    .ok_or_else(|| format!("{path:?} is not a MIMI endpoint of this server"))
+            })
+            .collect()
+    }
+
+    /// The server's settings, the issuer key read from its file.
+    pub fn to_settings(
+        &self,
+        domain: &ProviderDomain,
+    ) -> Result<mimid_transport::privacy_pass::PrivacyPassSettings, String> {
+        let issuer = match &self.issuer_key {
+            Some(path) => {
+                let key = mimid_transport::privacy_pass::IssuerKey::load(path)
+                    .map_err(|e| format!("issuer_key: {e}"))?;
+                let name = self
+                    .issuer_name
+                    .clone()
+                    .unwrap_or_else(|| domain.to_string());
+                Some((name, key))
+            }
+            None => None,
+        };
+        Ok(mimid_transport::privacy_pass::PrivacyPassSettings {
+            endpoints: self.endpoints()?,
+            issuer,
+            issuers: self
+                .issuers
+                .iter()
+                .map(AcceptedIssuer::issuer)
+                .collect::<Result<_, _>>()?,
+            issuance: (self.issuance.per_second > 0).then_some(self.issuance),
+        })
     }
 }
 
@@ -644,6 +752,36 @@ impl Config {
                 "must not be above connections.max".into(),
             ));
         }
+        let pp = &self.privacy_pass;
+        let endpoints = pp
+            .endpoints()
+            .map_err(|e| invalid("privacy_pass.endpoints", e))?;
+        if !endpoints.is_empty() && pp.issuer_key.is_none() && pp.issuers.is_empty() {
+            return Err(invalid(
+                "privacy_pass",
+                "endpoints need a token but no issuer is accepted: set issuer_key or issuers"
+                    .into(),
+            ));
+        }
+        if let Some(name) = &pp.issuer_name
+            && pp.issuer_key.is_none()
+        {
+            return Err(invalid(
+                "privacy_pass.issuer_name",
+                format!("{name:?} needs privacy_pass.issuer_key"),
+            ));
+        }
+        if (pp.issuance.per_second == 0) != (pp.issuance.burst == 0) {
+            return Err(invalid(
+                "privacy_pass.issuance",
+                "per_second and burst must both be 0 (no limit) or both at least 1".into(),
+            ));
+        }
+        for (i, issuer) in pp.issuers.iter().enumerate() {
+            issuer
+                .issuer()
+                .map_err(|e| invalid(&format!("privacy_pass.issuers[{i}]"), e))?;
+        }
         if self.delivery.lanes == 0 || self.delivery.lanes > 1024 {
             return Err(invalid(
                 "delivery.lanes",
@@ -675,6 +813,12 @@ impl Config {
                 .provider_keys
                 .iter()
                 .map(|f| ("federation.provider_keys", f)),
+        )
+        .chain(
+            self.privacy_pass
+                .issuer_key
+                .iter()
+                .map(|f| ("privacy_pass.issuer_key", f)),
         ) {
             if !file.is_file() {
                 return Err(invalid(
@@ -720,6 +864,8 @@ path = "a.db"
         assert_eq!(config.delivery.expiry_seconds, 7 * 24 * 3600);
         assert_eq!(config.delivery.lanes, 8);
         assert!(config.tls.webpki_roots);
+        assert!(config.privacy_pass.endpoints.is_empty());
+        assert!(config.privacy_pass.issuer_key.is_none());
         assert_eq!(
             config.connections.to_limits(),
             mimid_transport::connections::ConnectionLimits::default()
@@ -805,6 +951,24 @@ path = "a.db"
                 "log.level",
             ),
             (format!("{MINIMAL}\n[log]\nformat = \"xml\"\n"), "format"),
+            (
+                format!("{MINIMAL}\n[privacy_pass]\nendpoints = [\"/nowhere\"]\n"),
+                "privacy_pass.endpoints",
+            ),
+            (
+                format!("{MINIMAL}\n[privacy_pass]\nendpoints = [\"/connection_request\"]\n"),
+                "privacy_pass",
+            ),
+            (
+                format!("{MINIMAL}\n[privacy_pass]\nissuer_key = \"missing.pem\"\n"),
+                "privacy_pass.issuer_key",
+            ),
+            (
+                format!(
+                    "{MINIMAL}\n[[privacy_pass.issuers]]\nname = \"i.example\"\ntoken_key = \"AAAA\"\n"
+                ),
+                "privacy_pass.issuers[0]",
+            ),
         ];
         for (text, setting) in cases {
             let error = parse(&text).expect_err(setting).to_string();

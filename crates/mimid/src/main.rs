@@ -56,6 +56,21 @@ enum Command {
     DeadLetters(ConfigArgs),
     /// Add, remove or list the provider's users.
     User(UserArgs),
+    /// Privacy Pass tools (docs/operations.md, "Privacy Pass").
+    #[command(subcommand)]
+    PrivacyPass(PrivacyPassCommand),
+}
+
+#[derive(Subcommand)]
+enum PrivacyPassCommand {
+    /// Make a new issuer key file (RSA 2048, PEM; never overwrites a file)
+    /// and print its token_key, which other providers configure to accept
+    /// this issuer's tokens.
+    Keygen {
+        /// Where to write the key file (readable by its owner only).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
 }
 
 #[derive(Args)]
@@ -190,6 +205,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::DeadLetters(args) => {
             let config = config::Config::load(&args.config)?;
             tokio::runtime::Runtime::new()?.block_on(serve::dead_letters(config))
+        }
+        Command::PrivacyPass(PrivacyPassCommand::Keygen { out }) => {
+            let key = mimid_transport::privacy_pass::IssuerKey::generate()?;
+            key.save(&out)?;
+            println!(
+                "token_key {} token_key_id {} written to {}",
+                base64::Engine::encode(
+                    &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+                    key.token_key()
+                ),
+                mimid_wire::hex_string(&key.token_key_id()),
+                out.display()
+            );
+            Ok(())
         }
         Command::User(args) => {
             let config = config::Config::load(&args.config)?;

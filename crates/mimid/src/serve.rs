@@ -150,6 +150,12 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .ds_authority
         .clone()
         .unwrap_or_else(|| domain.to_string());
+    let privacy_pass = config
+        .privacy_pass
+        .to_settings(&domain)
+        .map_err(|e| anyhow::anyhow!("privacy_pass: {e}"))?;
+    let privacy_pass = mimid_transport::privacy_pass::PrivacyPass::new(&privacy_pass, &domain)
+        .context("privacy_pass")?;
     let settings = NodeSettings {
         domain: domain.clone(),
         listener,
@@ -169,6 +175,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         outbox,
         rate_limits: config.rate_limits.to_limits(),
         connections: config.connections.to_limits(),
+        privacy_pass,
         clock: Arc::new(SystemClock),
     };
     match open(&config).await? {

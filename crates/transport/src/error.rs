@@ -53,6 +53,14 @@ pub enum TransportError {
     /// client API: its error, passed on.
     #[error("{provider} refused: {error}")]
     Peer { provider: String, error: DSError },
+    /// 401 `privacy_pass_required`: the endpoint needs a Privacy Pass
+    /// token and the request carries no valid, unspent one; answered with
+    /// `challenge` in `WWW-Authenticate` (`docs/protocol.md` 3.5).
+    #[error("privacy pass: {reason}")]
+    PrivacyPassRequired {
+        reason: String,
+        challenge: http::HeaderValue,
+    },
     /// 500 `internal_error`.
     #[error("internal error: {0}")]
     Internal(String),
@@ -89,6 +97,7 @@ impl TransportError {
             TransportError::RateLimited { .. } => "rate_limited",
             TransportError::Timeout => "timeout",
             TransportError::Peer { .. } => "peer_refused",
+            TransportError::PrivacyPassRequired { .. } => "privacy_pass_required",
             TransportError::Internal(_) => "internal",
         }
     }
@@ -120,7 +129,18 @@ impl TransportError {
             TransportError::RateLimited { retry_after, .. } => DSError::rate_limited(*retry_after),
             TransportError::Timeout => DSError::unavailable(1),
             TransportError::Peer { error, .. } => error.clone(),
+            TransportError::PrivacyPassRequired { reason, .. } => {
+                DSError::text(ErrorCode::PrivacyPassRequired, reason.clone())
+            }
             TransportError::Internal(m) => DSError::text(ErrorCode::InternalError, m.clone()),
+        }
+    }
+
+    /// The `WWW-Authenticate` value the answer carries, if any.
+    pub fn www_authenticate(&self) -> Option<&http::HeaderValue> {
+        match self {
+            TransportError::PrivacyPassRequired { challenge, .. } => Some(challenge),
+            _ => None,
         }
     }
 }

@@ -28,6 +28,7 @@ mod error;
 pub mod keys;
 pub mod loopback;
 pub mod node;
+pub mod privacy_pass;
 pub mod ratelimit;
 pub mod relay;
 pub mod server;

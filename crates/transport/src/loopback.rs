@@ -266,6 +266,7 @@ impl Loopback {
                 .cloned()
                 .unwrap_or_default(),
             connections: crate::connections::ConnectionLimits::default(),
+            privacy_pass: None,
             clock: Arc::new(SystemClock),
         })
         .await?)

@@ -62,6 +62,8 @@ pub struct NodeSettings {
     pub rate_limits: crate::ratelimit::RateLimits,
     /// Timeouts and caps of the server's connections and requests.
     pub connections: crate::connections::ConnectionLimits,
+    /// Privacy Pass (`None`: off).
+    pub privacy_pass: Option<Arc<crate::privacy_pass::PrivacyPass>>,
     pub clock: Arc<dyn Clock>,
 }
 
@@ -145,6 +147,7 @@ impl<S: Store> Node<S> {
         server_config.limits = s.limits.clone();
         server_config.rate_limits = s.rate_limits.clone();
         server_config.connections = s.connections.clone();
+        server_config.privacy_pass = s.privacy_pass.clone();
         let state = AppState::new(
             service.clone(),
             // One ring for both: a reload reaches the signer and the

@@ -65,6 +65,7 @@ error_codes! {
     RateLimited = 28, "rate_limited", 429;
     InternalError = 29, "internal_error", 500;
     Unavailable = 30, "unavailable", 503;
+    PrivacyPassRequired = 31, "privacy_pass_required", 401;
 }
 
 impl serde::Serialize for ErrorCode {

@@ -1,4 +1,5 @@
-//! Extractors: the body (content type 415, size 413) and provider
+//! Extractors: the body (content type 415, size 413), the Privacy Pass
+//! token of a guarded endpoint (401 `privacy_pass_required`) and provider
 //! authentication (401) come before any handler code runs.
 
 use std::sync::Arc;
@@ -11,10 +12,11 @@ use bytes::Bytes;
 use http_body_util::BodyExt as _;
 use mimid_store::Store;
 
-use super::{AppState, Failure};
+use super::{AppState, Endpoint, Failure};
 use crate::auth::{Authenticated, PeerCertificates};
 use crate::connections::RequestSlot;
 use crate::error::TransportError;
+use crate::privacy_pass::Redeemed;
 
 /// A request body that passed the content-type and size checks.
 pub struct Unsigned {
@@ -89,14 +91,51 @@ fn body_error(e: axum::Error) -> TransportError {
     }
 }
 
+/// The Privacy Pass token of a request to a guarded endpoint, verified
+/// but not spent (`docs/protocol.md` 3.1: after the size, before provider
+/// authentication); `None` when the endpoint needs none.
+async fn verify_token<S: Store>(
+    state: &AppState<S>,
+    parts: &Parts,
+) -> Result<Option<Redeemed>, TransportError> {
+    match &state.config.privacy_pass {
+        Some(pp) if pp.guards(Endpoint::from_path(parts.uri.path())) => {
+            pp.verify(&parts.headers).await.map(Some)
+        }
+        _ => Ok(None),
+    }
+}
+
+/// Spends a verified token in the store (refused if it was spent before,
+/// by this process or another sharing the store).
+async fn spend_token<S: Store>(
+    state: &AppState<S>,
+    redeemed: Option<Redeemed>,
+) -> Result<(), TransportError> {
+    match (&state.config.privacy_pass, redeemed) {
+        (Some(pp), Some(redeemed)) => {
+            pp.spend(state.service.store(), redeemed, state.clock.now())
+                .await
+        }
+        _ => Ok(()),
+    }
+}
+
 impl<S: Store> FromRequest<Arc<AppState<S>>> for Unsigned {
     type Rejection = Failure;
 
     async fn from_request(req: Request, state: &Arc<AppState<S>>) -> Result<Self, Failure> {
         let (parts, body) = req.into_parts();
+        let path = parts.uri.path();
         let body = read_body(&parts, body, state.config.body_limit)
             .await
-            .map_err(|e| Failure::at(parts.uri.path(), e))?;
+            .map_err(|e| Failure::at(path, e))?;
+        let token = verify_token(state, &parts)
+            .await
+            .map_err(|e| Failure::at(path, e))?;
+        spend_token(state, token)
+            .await
+            .map_err(|e| Failure::at(path, e))?;
         Ok(Unsigned {
             method: parts.method,
             body,
@@ -111,6 +150,9 @@ impl<S: Store> FromRequest<Arc<AppState<S>>> for Signed {
         let (parts, body) = req.into_parts();
         let path = parts.uri.path();
         let body = read_body(&parts, body, state.config.body_limit)
+            .await
+            .map_err(|e| Failure::at(path, e))?;
+        let token = verify_token(state, &parts)
             .await
             .map_err(|e| Failure::at(path, e))?;
         let certificates = parts
@@ -170,6 +212,11 @@ impl<S: Store> FromRequest<Arc<AppState<S>>> for Signed {
                 Err(e) => return Err(Failure::at(path, TransportError::from(e))),
             }
         }
+        // Spent only now: a request its sender could not authenticate, or
+        // over its provider's limit, keeps its token.
+        spend_token(state, token)
+            .await
+            .map_err(|e| Failure::at(path, e))?;
         Ok(Signed { peer, body })
     }
 }

@@ -75,6 +75,9 @@ pub struct ServerConfig {
     /// Timeouts and caps of connections and requests in flight (the accept
     /// loop takes the connection part: `serve`).
     pub connections: crate::connections::ConnectionLimits,
+    /// Privacy Pass: the endpoints that need a token, the issuers whose
+    /// tokens are accepted, this provider's issuer (`None`: off).
+    pub privacy_pass: Option<Arc<crate::privacy_pass::PrivacyPass>>,
 }
 
 impl ServerConfig {
@@ -89,6 +92,7 @@ impl ServerConfig {
             people: mimid_service::people::PeopleConfig::default(),
             rate_limits: crate::ratelimit::RateLimits::default(),
             connections: crate::connections::ConnectionLimits::default(),
+            privacy_pass: None,
         }
     }
 }
@@ -290,6 +294,9 @@ impl IntoResponse for Failure {
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(OCTET_STREAM));
         if let ErrorDetail::RetryAfter(seconds) = error.detail {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        if let Some(challenge) = self.error.www_authenticate() {
+            headers.insert(header::WWW_AUTHENTICATE, challenge.clone());
         }
         response
     }

@@ -23,6 +23,7 @@ mod connections;
 mod ds;
 mod enrol;
 mod key_packages;
+mod privacy_pass;
 mod queue;
 
 pub(crate) use auth::ClientReplay;
@@ -59,6 +60,14 @@ pub(super) fn routes<S: Store>() -> Router<Arc<AppState<S>>> {
             post(connections::settle::<S>),
         )
         .route(&format!("{PREFIX}/ds/{{endpoint}}"), post(ds::handle::<S>))
+        .route(
+            &format!("{PREFIX}/privacy_pass/token-request"),
+            post(privacy_pass::issue::<S>),
+        )
+        .route(
+            &format!("{PREFIX}/privacy_pass/issuer"),
+            get(privacy_pass::issuer::<S>),
+        )
 }
 
 /// The metric label of a client API path (`None`: not one of its routes).
