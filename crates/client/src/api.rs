@@ -517,6 +517,31 @@ impl ProviderApi {
             .map(|_| ())
     }
 
+    /// Has this client's provider, as a Privacy Pass issuer, sign an RFC
+    /// 9578 `TokenRequest` (type 2, encoded); returns the encoded
+    /// `TokenResponse`, from which the client finalizes its token
+    /// (`docs/protocol.md` 3.5). Refused 404 when the provider is no
+    /// issuer, 429 over the client's issuance limit.
+    pub async fn privacy_pass_token(&self, token_request: &[u8]) -> Result<Vec<u8>, ApiError> {
+        #[derive(serde::Deserialize)]
+        struct Issued {
+            token_response: String,
+        }
+        let body = serde_json::to_vec(&serde_json::json!({
+            "token_request": URL_SAFE_NO_PAD.encode(token_request),
+        }))
+        .map_err(|e| ApiError::Answer(e.to_string()))?;
+        let body = self
+            .signed(
+                reqwest::Method::POST,
+                "/client/v1/privacy_pass/token-request",
+                body,
+            )
+            .await?;
+        let issued: Issued = json(&body)?;
+        unbase64(&issued.token_response)
+    }
+
     /// The connection requests waiting for this client's user.
     pub async fn connection_requests(&self) -> Result<Vec<IncomingConnection>, ApiError> {
         let body = self

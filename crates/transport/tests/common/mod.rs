@@ -109,6 +109,8 @@ pub struct Setup {
     /// The server's connection timeouts and caps (default:
     /// `ConnectionLimits::default()`).
     pub connections: Option<mimid_transport::connections::ConnectionLimits>,
+    /// Privacy Pass (default: off).
+    pub privacy_pass: Option<mimid_transport::privacy_pass::PrivacyPassSettings>,
 }
 
 impl Setup {
@@ -120,6 +122,7 @@ impl Setup {
             keys: None,
             rate_limits: None,
             connections: None,
+            privacy_pass: None,
         }
     }
 }
@@ -250,6 +253,11 @@ impl Federation {
             config.connections = limits.clone();
         }
         let connections = config.connections.clone();
+        if let Some(settings) = &s.privacy_pass {
+            config.privacy_pass =
+                mimid_transport::privacy_pass::PrivacyPass::new(settings, &domain(s.domain))
+                    .unwrap();
+        }
         let state = AppState::new(
             service.clone(),
             keys.clone(),
