@@ -520,7 +520,7 @@ impl ProviderApi {
     /// Has this client's provider, as a Privacy Pass issuer, sign an RFC
     /// 9578 `TokenRequest` (type 2, encoded); returns the encoded
     /// `TokenResponse`, from which the client finalizes its token
-    /// (`docs/protocol.md` 3.5). Refused 404 when the provider is no
+    /// (`docs/protocol.md` 3.6). Refused 404 when the provider is no
     /// issuer, 429 over the client's issuance limit.
     pub async fn privacy_pass_token(&self, token_request: &[u8]) -> Result<Vec<u8>, ApiError> {
         #[derive(serde::Deserialize)]

@@ -246,7 +246,7 @@ impl ConnectionSettings {
 }
 
 /// Privacy Pass (`docs/operations.md`, "Privacy Pass";
-/// `docs/protocol.md` 3.5). Off by default: no endpoint needs a token.
+/// `docs/protocol.md` 3.6). Off by default: no endpoint needs a token.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PrivacyPassSettings {

@@ -1,5 +1,5 @@
 -- mimid store, schema version 9: Privacy Pass tokens redeemed
--- (docs/protocol.md 3.5), each accepted once: the key that signed a token
+-- (docs/protocol.md 3.6), each accepted once: the key that signed a token
 -- (its token_key_id, SHA-256 of the key) and the token's nonce.
 CREATE TABLE spent_tokens (
     token_key_id BLOB    NOT NULL,

@@ -200,7 +200,7 @@ CREATE TABLE outbox_leases (
     expires_at  bigint NOT NULL
 );
 
--- Privacy Pass tokens redeemed (docs/protocol.md 3.5), each accepted once
+-- Privacy Pass tokens redeemed (docs/protocol.md 3.6), each accepted once
 -- by whichever process sees it first: the key that signed a token (its
 -- token_key_id, SHA-256 of the key) and the token's nonce.
 CREATE TABLE spent_tokens (

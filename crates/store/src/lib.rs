@@ -902,7 +902,7 @@ pub trait Store: Send + Sync + 'static {
     /// must cost an index scan at most.
     fn outbox_stats(&self) -> impl Future<Output = Result<OutboxStats, StoreError>> + Send;
 
-    /// Records a redeemed Privacy Pass token (`docs/protocol.md` 3.5) by
+    /// Records a redeemed Privacy Pass token (`docs/protocol.md` 3.6) by
     /// the key that signed it (its `token_key_id`) and its `nonce`; fails
     /// with [`StoreError::Conflict`], changing nothing, if that token was
     /// spent already. Kept in every backend: of the processes sharing a

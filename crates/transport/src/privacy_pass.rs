@@ -1,4 +1,4 @@
-//! Privacy Pass (`docs/protocol.md` 3.5): the RFC 9577 `PrivateToken`
+//! Privacy Pass (`docs/protocol.md` 3.6): the RFC 9577 `PrivateToken`
 //! HTTP authentication scheme with RFC 9578 publicly verifiable tokens
 //! (token type `0x0002`, blind RSA, RSABSSA-SHA384-PSS-Deterministic,
 //! 2048-bit keys), by the `privacypass` crate.

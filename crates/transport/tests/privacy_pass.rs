@@ -1,4 +1,4 @@
-//! Privacy Pass over real HTTPS (`docs/protocol.md` 3.5): a.example
+//! Privacy Pass over real HTTPS (`docs/protocol.md` 3.6): a.example
 //! guards `/verification_key` and `/connection_key_packages`, is an issuer
 //! for its own clients, and accepts the tokens of issuer.example too. A
 //! request without a token is challenged (401 `privacy_pass_required` with

@@ -1,5 +1,5 @@
 //! Privacy Pass issuance for this provider's clients (`docs/client-api.md`,
-//! `docs/protocol.md` 3.5): this provider's issuer signs the RFC 9578
+//! `docs/protocol.md` 3.6): this provider's issuer signs the RFC 9578
 //! `TokenRequest` (type 2) of an authenticated client, within the
 //! client's issuance limit; the client finalizes the token and presents it
 //! to any origin that accepts this issuer.
