@@ -5,9 +5,11 @@
 //! connection), the connection's timers (`listen`, `watch`) → tower layers
 //! (request id, tracing, the address's rate limit and requests in flight,
 //! timeout) → routing (unknown path 404, method 405)
-//! → the body extractor (content type 415, size 413) → provider
-//! authentication (401, or 503 when the sender's keys cannot be fetched)
-//! → the provider's requests in flight and rate limit (429) → the handler: decode (400), the hub, encode.
+//! → the body extractor (content type 415, size 413) → the Privacy Pass
+//! token of a guarded endpoint, verified (401 `privacy_pass_required`) →
+//! provider authentication (401, or 503 when the sender's keys cannot be
+//! fetched) → the provider's requests in flight and rate limit (429) → the
+//! token spent (401) → the handler: decode (400), the hub, encode.
 
 use std::sync::Arc;
 use std::time::Duration;
