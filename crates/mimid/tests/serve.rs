@@ -887,6 +887,7 @@ async fn a_requests_log_names_the_authenticated_peer() {
         outbox: mimid_service::outbox::OutboxConfig::new(b_domain),
         rate_limits: mimid_transport::ratelimit::RateLimits::default(),
         connections: mimid_transport::connections::ConnectionLimits::default(),
+        privacy_pass: None,
         clock: Arc::new(SystemClock),
     })
     .await
