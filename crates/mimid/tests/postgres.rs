@@ -5,7 +5,8 @@
 //! recipient exactly once, a one-time KeyPackage is served once, and a
 //! signed request replayed to the other process is refused. Then one
 //! process is killed with SIGKILL under load and started again, and the
-//! database is restarted under load.
+//! database is restarted under load. With Privacy Pass guarding an
+//! endpoint, a token spent on one process is refused by the other.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
@@ -24,6 +25,10 @@ use mimid_wire::{
     ClientId, ConnectionKeyPackageRequest, DSAuthData, DSRequest, DSRequestBody, DSResponseBody,
     DeliverableMessage, GroupId, GroupIdField, GroupKind, UserId, WelcomeMessage, Wire,
 };
+use privacypass::auth::authenticate::parse_www_authenticate_header;
+use privacypass::auth::authorize::build_authorization_header;
+use privacypass::public_tokens::{PublicKey, TokenRequest, TokenResponse};
+use privacypass::{Deserialize as _, Serialize as _};
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, SanType};
 
 /// The two processes of a.example, and b.example (a peer, on SQLite).
@@ -44,6 +49,8 @@ struct Setup {
     dir: tempfile::TempDir,
     ports: [u16; 3],
     url: String,
+    /// Appended to a.example's configurations.
+    extra: String,
 }
 
 impl Setup {
@@ -78,7 +85,30 @@ impl Setup {
             assert!(status.success());
         }
         let ports = [free_port(A1), free_port(A2), free_port(B)];
-        Setup { dir, ports, url }
+        Setup {
+            dir,
+            ports,
+            url,
+            extra: String::new(),
+        }
+    }
+
+    /// a.example's processes guard `/verification_key` with Privacy Pass,
+    /// with an issuer key of their own (`mimid privacy-pass keygen`).
+    fn with_privacy_pass(mut self) -> Setup {
+        let key = self.path("issuer.pem");
+        let status = Command::new(env!("CARGO_BIN_EXE_mimid"))
+            .args(["privacy-pass", "keygen", "--out"])
+            .arg(&key)
+            .stdout(Stdio::null())
+            .status()
+            .expect("privacy-pass keygen");
+        assert!(status.success());
+        self.extra = format!(
+            "\n[privacy_pass]\nendpoints = [\"/verification_key\"]\nissuer_key = \"{}\"\n",
+            key.display()
+        );
+        self
     }
 
     fn path(&self, name: &str) -> PathBuf {
@@ -109,7 +139,10 @@ impl Setup {
             ),
         };
         let store = if domain == "a.example" {
-            format!("postgres_url = \"{}\"\npostgres_wait_ms = 500", self.url)
+            format!(
+                "postgres_url = \"{}\"\npostgres_wait_ms = 500\n{}",
+                self.url, self.extra
+            )
         } else {
             format!("path = \"{}\"", self.path("b.sqlite").display())
         };
@@ -363,50 +396,7 @@ async fn two_processes_share_one_database() {
             .await
             .expect("connection");
     }
-    let ask = DSRequest {
-        version: 1,
-        request_body: DSRequestBody::RequestGroupId,
-        authentication_data: DSAuthData::Anonymous,
-    };
-    let DSResponseBody::GroupId(GroupIdField(group)) =
-        alice.apis[0].submit(&ask).await.expect("group id")
-    else {
-        panic!("no group id");
-    };
-    let create = alice
-        .mls
-        .create_group(&group, GroupKind::Regular)
-        .expect("create");
-    alice.apis[1].submit(&create).await.expect("create group");
-    let mut packages = Vec::new();
-    for target in [BOB, CAROL] {
-        packages.extend(
-            alice.apis[1]
-                .fetch_key_packages(&user_of(target), false, &[])
-                .await
-                .expect("regular KeyPackages"),
-        );
-    }
-    let add = alice.mls.add(&group, &packages, false).expect("add");
-    alice.apis[0].submit(&add).await.expect("add users");
-    alice.mls.merge_pending_commit(&group).expect("merge");
-    let epoch = alice.mls.epoch_and_tree_hash(&group).expect("epoch").0;
-    for (device, package, via) in [(&mut bob, &packages[0], 0), (&mut carol, &packages[1], 1)] {
-        let welcome = receive(device, via, 1).await.remove(0);
-        let welcome = WelcomeMessage::from_bytes(&welcome).expect("a Welcome");
-        let info = device
-            .mls
-            .welcome_information_request(&group, epoch, package)
-            .expect("request");
-        let DSResponseBody::WelcomeInfo(tree) = device.apis[1 - via]
-            .submit(&info)
-            .await
-            .expect("welcome information")
-        else {
-            panic!("no welcome information");
-        };
-        device.mls.join(&welcome, &tree).expect("join");
-    }
+    let group = new_group(&mut alice, [&mut bob, &mut carol]).await;
     in_sync(&group, &[&alice, &bob, &carol]);
 
     // Bob and Carol commit at the same epoch, each through a different
@@ -559,6 +549,57 @@ async fn two_processes_share_one_database() {
     store.close().await.expect("close");
 }
 
+/// Alice creates a group on a.example and adds the joiners (with the
+/// regular KeyPackages their providers serve her), who join from the
+/// Welcome in their queues; requests go through both processes.
+async fn new_group(alice: &mut Device, joiners: [&mut Device; 2]) -> GroupId {
+    let ask = DSRequest {
+        version: 1,
+        request_body: DSRequestBody::RequestGroupId,
+        authentication_data: DSAuthData::Anonymous,
+    };
+    let DSResponseBody::GroupId(GroupIdField(group)) =
+        alice.apis[0].submit(&ask).await.expect("group id")
+    else {
+        panic!("no group id");
+    };
+    let create = alice
+        .mls
+        .create_group(&group, GroupKind::Regular)
+        .expect("create");
+    alice.apis[1].submit(&create).await.expect("create group");
+    let mut packages = Vec::new();
+    for joiner in &joiners {
+        packages.extend(
+            alice.apis[1]
+                .fetch_key_packages(&joiner.mls.id().user(), false, &[])
+                .await
+                .expect("regular KeyPackages"),
+        );
+    }
+    let add = alice.mls.add(&group, &packages, false).expect("add");
+    alice.apis[0].submit(&add).await.expect("add users");
+    alice.mls.merge_pending_commit(&group).expect("merge");
+    let epoch = alice.mls.epoch_and_tree_hash(&group).expect("epoch").0;
+    for (via, (device, package)) in joiners.into_iter().zip(&packages).enumerate() {
+        let welcome = receive(device, via, 1).await.remove(0);
+        let welcome = WelcomeMessage::from_bytes(&welcome).expect("a Welcome");
+        let info = device
+            .mls
+            .welcome_information_request(&group, epoch, package)
+            .expect("request");
+        let DSResponseBody::WelcomeInfo(tree) = device.apis[1 - via]
+            .submit(&info)
+            .await
+            .expect("welcome information")
+        else {
+            panic!("no welcome information");
+        };
+        device.mls.join(&welcome, &tree).expect("join");
+    }
+    group
+}
+
 /// Every device's epoch and tree hash agree.
 fn in_sync(group: &GroupId, devices: &[&Device]) {
     let states: Vec<_> = devices
@@ -640,50 +681,7 @@ async fn conversation(setup: &Setup, store: &PostgresStore) -> (GroupId, Device,
             .await
             .expect("publish");
     }
-    let ask = DSRequest {
-        version: 1,
-        request_body: DSRequestBody::RequestGroupId,
-        authentication_data: DSAuthData::Anonymous,
-    };
-    let DSResponseBody::GroupId(GroupIdField(group)) =
-        alice.apis[0].submit(&ask).await.expect("group id")
-    else {
-        panic!("no group id");
-    };
-    let create = alice
-        .mls
-        .create_group(&group, GroupKind::Regular)
-        .expect("create");
-    alice.apis[1].submit(&create).await.expect("create group");
-    let mut packages = Vec::new();
-    for target in [BOB, ERIN] {
-        packages.extend(
-            alice.apis[0]
-                .fetch_key_packages(&user_of(target), false, &[])
-                .await
-                .expect("regular KeyPackages"),
-        );
-    }
-    let add = alice.mls.add(&group, &packages, false).expect("add");
-    alice.apis[0].submit(&add).await.expect("add users");
-    alice.mls.merge_pending_commit(&group).expect("merge");
-    let epoch = alice.mls.epoch_and_tree_hash(&group).expect("epoch").0;
-    for (device, package) in [(&mut bob, &packages[0]), (&mut erin, &packages[1])] {
-        let welcome = receive(device, 0, 1).await.remove(0);
-        let welcome = WelcomeMessage::from_bytes(&welcome).expect("a Welcome");
-        let info = device
-            .mls
-            .welcome_information_request(&group, epoch, package)
-            .expect("request");
-        let DSResponseBody::WelcomeInfo(tree) = device.apis[1]
-            .submit(&info)
-            .await
-            .expect("welcome information")
-        else {
-            panic!("no welcome information");
-        };
-        device.mls.join(&welcome, &tree).expect("join");
-    }
+    let group = new_group(&mut alice, [&mut bob, &mut erin]).await;
     in_sync(&group, &[&alice, &bob, &erin]);
     (group, alice, bob, erin)
 }
@@ -869,5 +867,108 @@ async fn a_database_restarted_under_load_is_waited_for() {
     let sent = [(ALICE.to_string(), alice_sent), (BOB.to_string(), bob_sent)];
     check_delivery(&mut [&mut alice, &mut bob, &mut erin], &sent).await;
     in_sync(&group, &[&alice, &bob, &erin]);
+    store.close().await.expect("close");
+}
+
+/// `GET /verification_key` on process `index`: the status and the
+/// `WWW-Authenticate` value.
+async fn get(
+    setup: &Setup,
+    index: usize,
+    token: Option<&reqwest::header::HeaderValue>,
+) -> (u16, Option<reqwest::header::HeaderValue>) {
+    let mut request = setup
+        .http()
+        .get(format!("{}/verification_key", setup.base(index)));
+    if let Some(token) = token {
+        request = request.header("authorization", token);
+    }
+    let response = request.send().await.expect("request");
+    (
+        response.status().as_u16(),
+        response.headers().get("www-authenticate").cloned(),
+    )
+}
+
+/// A token of a.example's issuer, issued through process 0's client API.
+async fn token(
+    api: &ProviderApi,
+    challenge: &reqwest::header::HeaderValue,
+) -> reqwest::header::HeaderValue {
+    let challenges = parse_www_authenticate_header(challenge).expect("challenge");
+    let challenge = challenges.first().expect("a challenge");
+    assert_eq!(challenge.token_challenge().issuer_name(), "a.example");
+    let public_key = PublicKey::from_spki(challenge.token_key()).expect("token-key");
+    let mut rng = blind_rsa_signatures::reexports::rand::rng();
+    let (request, state) = TokenRequest::new(&mut rng, public_key, challenge.token_challenge())
+        .expect("token request");
+    let response = api
+        .privacy_pass_token(&request.tls_serialize_detached().expect("encode"))
+        .await
+        .expect("issued");
+    let token = TokenResponse::tls_deserialize_exact(&response)
+        .expect("token response")
+        .issue_token(&state)
+        .expect("token");
+    build_authorization_header(&token).expect("header").1
+}
+
+/// Privacy Pass: a token spent on one process is refused by the other,
+/// and one token sent to both at once is accepted once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_spent_on_one_process_is_refused_by_the_other() {
+    let cluster = ThrowawayCluster::start(Sync::Off).expect("PostgreSQL");
+    let setup = Setup::new(cluster.url()).with_privacy_pass();
+    let store = PostgresStore::connect(&PostgresOptions::new(cluster.url()))
+        .await
+        .expect("store");
+    let _servers = [setup.start(0), setup.start(1)];
+
+    let user: UserId = "mimi://a.example/u/alice".parse().expect("user");
+    let now = SystemClock.now();
+    store
+        .add_user(user.to_string(), now)
+        .await
+        .expect("add user");
+    let secret = mimid_transport::server::client_api::invite(&store, &user, 3600, now)
+        .await
+        .expect("invite");
+    let api = ProviderApi::enrol(
+        setup.http(),
+        &setup.base(0),
+        "a.example",
+        &secret,
+        &user,
+        "phone",
+        SigningKey::generate().expect("key"),
+    )
+    .await
+    .expect("enrol");
+
+    let (status, challenge) = get(&setup, 1, None).await;
+    assert_eq!(status, 401);
+    let challenge = challenge.expect("WWW-Authenticate");
+    assert_eq!(get(&setup, 0, None).await, (401, Some(challenge.clone())));
+
+    // Spent on one process, refused by the other, both ways round.
+    for (spend, replay) in [(0, 1), (1, 0)] {
+        let token = token(&api, &challenge).await;
+        assert_eq!(get(&setup, spend, Some(&token)).await, (200, None));
+        assert_eq!(
+            get(&setup, replay, Some(&token)).await,
+            (401, Some(challenge.clone())),
+            "spent on {spend}, replayed to {replay}"
+        );
+    }
+
+    // One token sent to both at once: accepted once.
+    for round in 0..5 {
+        let token = token(&api, &challenge).await;
+        let (first, second) =
+            tokio::join!(get(&setup, 0, Some(&token)), get(&setup, 1, Some(&token)));
+        let mut statuses = [first.0, second.0];
+        statuses.sort_unstable();
+        assert_eq!(statuses, [200, 401], "round {round}");
+    }
     store.close().await.expect("close");
 }

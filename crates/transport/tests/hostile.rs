@@ -30,10 +30,7 @@ use mimid_store::Store as _;
 use mimid_transport::auth::AuthMode;
 use mimid_transport::ratelimit::RateLimits;
 use mimid_transport::server::Endpoint;
-use mimid_transport::signature::{
-    PROVIDER_SIGNATURE_HEADER, SENDER_HEADER, SignedRequest, decode_header, encode_header,
-    random_nonce,
-};
+use mimid_transport::signature::{PROVIDER_SIGNATURE_HEADER, SENDER_HEADER, decode_header};
 use mimid_transport::{Clock as _, ProviderKey, tls};
 use mimid_wire::*;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -337,31 +334,6 @@ fn is_qs(endpoint: Endpoint) -> bool {
         endpoint,
         Endpoint::DeliverMessage | Endpoint::ConnectionRequest
     )
-}
-
-/// The `MIMI-Provider-Signature` of `from` for `to`, signed with `key`
-/// (which may be another provider's).
-fn signature(
-    key: &ProviderKey,
-    from: &str,
-    to: &str,
-    method: &str,
-    path: &str,
-    body: &[u8],
-    timestamp: u64,
-) -> String {
-    let sig = SignedRequest {
-        sender: &domain(from),
-        recipient: &domain(to),
-        method,
-        path,
-        body,
-        timestamp,
-        nonce: random_nonce().unwrap(),
-    }
-    .sign(key)
-    .unwrap();
-    encode_header(&sig).unwrap()
 }
 
 // ---------------------------------------------------------------------------
@@ -848,7 +820,7 @@ fn body_case(
     if let Some(signer) = signer {
         headers.push((
             PROVIDER_SIGNATURE_HEADER.to_owned(),
-            signature(
+            sign(
                 &w.key(signer),
                 signer,
                 provider,
@@ -1373,7 +1345,7 @@ async fn bad_requests_get_the_first_failed_checks_answer_and_change_nothing() {
         let method = methods(endpoint)[0];
         let path = endpoint.path();
         let now = w.f.clock.now();
-        let good = || signature(&w.key(signer), signer, provider, method, path, &body, now);
+        let good = || sign(&w.key(signer), signer, provider, method, path, &body, now);
         let mut bad: Vec<BadHeaders> = vec![
             (vec![], vec![], ErrorCode::ProviderAuthenticationFailed),
             (vec![good(), good()], vec![], ErrorCode::MalformedMessage),
@@ -1396,34 +1368,18 @@ async fn bad_requests_get_the_first_failed_checks_answer_and_change_nothing() {
             // Another provider's key under this sender's name; the
             // sender's name on another's key.
             (
-                vec![signature(
-                    &w.key(A),
-                    signer,
-                    provider,
-                    method,
-                    path,
-                    &body,
-                    now,
-                )],
+                vec![sign(&w.key(A), signer, provider, method, path, &body, now)],
                 vec![],
                 ErrorCode::ProviderAuthenticationFailed,
             ),
             (
-                vec![signature(
-                    &w.key(signer),
-                    A,
-                    provider,
-                    method,
-                    path,
-                    &body,
-                    now,
-                )],
+                vec![sign(&w.key(signer), A, provider, method, path, &body, now)],
                 vec![],
                 ErrorCode::ProviderAuthenticationFailed,
             ),
             // A fresh key nobody publishes.
             (
-                vec![signature(
+                vec![sign(
                     &ProviderKey::generate(now - 10, now + 1000).unwrap(),
                     signer,
                     provider,
@@ -1437,20 +1393,12 @@ async fn bad_requests_get_the_first_failed_checks_answer_and_change_nothing() {
             ),
             // Signed for another recipient, path, method, body, time.
             (
-                vec![signature(
-                    &w.key(signer),
-                    signer,
-                    C,
-                    method,
-                    path,
-                    &body,
-                    now,
-                )],
+                vec![sign(&w.key(signer), signer, C, method, path, &body, now)],
                 vec![],
                 ErrorCode::ProviderAuthenticationFailed,
             ),
             (
-                vec![signature(
+                vec![sign(
                     &w.key(signer),
                     signer,
                     provider,
@@ -1463,7 +1411,7 @@ async fn bad_requests_get_the_first_failed_checks_answer_and_change_nothing() {
                 ErrorCode::ProviderAuthenticationFailed,
             ),
             (
-                vec![signature(
+                vec![sign(
                     &w.key(signer),
                     signer,
                     provider,
@@ -1476,7 +1424,7 @@ async fn bad_requests_get_the_first_failed_checks_answer_and_change_nothing() {
                 ErrorCode::ProviderAuthenticationFailed,
             ),
             (
-                vec![signature(
+                vec![sign(
                     &w.key(signer),
                     signer,
                     provider,
@@ -1489,7 +1437,7 @@ async fn bad_requests_get_the_first_failed_checks_answer_and_change_nothing() {
                 ErrorCode::ProviderAuthenticationFailed,
             ),
             (
-                vec![signature(
+                vec![sign(
                     &w.key(signer),
                     signer,
                     provider,
@@ -1502,7 +1450,7 @@ async fn bad_requests_get_the_first_failed_checks_answer_and_change_nothing() {
                 ErrorCode::ProviderAuthenticationFailed,
             ),
             (
-                vec![signature(
+                vec![sign(
                     &w.key(signer),
                     signer,
                     provider,
@@ -1536,15 +1484,7 @@ async fn bad_requests_get_the_first_failed_checks_answer_and_change_nothing() {
             ),
             // A sender whose keys cannot be fetched: 503, never 401.
             (
-                vec![signature(
-                    &w.key(signer),
-                    D,
-                    provider,
-                    method,
-                    path,
-                    &body,
-                    now,
-                )],
+                vec![sign(&w.key(signer), D, provider, method, path, &body, now)],
                 vec![],
                 ErrorCode::Unavailable,
             ),
@@ -1838,7 +1778,7 @@ fn signed_case(
             ("content-type".into(), OCTET.into()),
             (
                 PROVIDER_SIGNATURE_HEADER.into(),
-                signature(
+                sign(
                     &w.key(signer),
                     signer,
                     provider,
@@ -2145,7 +2085,7 @@ async fn bodies_that_decode_but_lie_are_refused_and_change_nothing() {
         fresh.clone(),
         code(ErrorCode::ProviderAuthenticationFailed),
     );
-    forged.headers[1].1 = signature(&w.key(C), B, A, "POST", go.path(), &fresh, w.f.clock.now());
+    forged.headers[1].1 = sign(&w.key(C), B, A, "POST", go.path(), &fresh, w.f.clock.now());
     forged.authenticated = false;
     batch.push(forged);
 

@@ -535,7 +535,11 @@ async fn slow_loris_is_cut_off_and_others_are_served() {
     // loaded two-core machine running the attackers in the same process.
     let slack = Duration::from_millis(1_500);
     let f = Arc::new(Federation::new(&setups(limits.clone())).await);
-    let attackers: Vec<IpAddr> = (10..15).map(ip).collect();
+    // Five addresses mix every kind of slow connection; a sixth sends only
+    // slow bodies, more at once than it may have requests in flight, so
+    // that the in-flight cap is met whichever connections the mixed ones
+    // win under their cap.
+    let attackers: Vec<IpAddr> = (10..16).map(ip).collect();
     let good = client_from(&f, ip(30));
     let ask = |client: reqwest::Client, f: Arc<Federation>| async move {
         let since = Instant::now();
@@ -559,13 +563,17 @@ async fn slow_loris_is_cut_off_and_others_are_served() {
     let started = Instant::now();
     let until = started + 4 * second;
     let mut tasks = tokio::task::JoinSet::new();
-    for &from in &attackers {
-        let kinds = [
-            (Kind::SlowHeaders, 12),
-            (Kind::SlowBody, 8),
-            (Kind::Silent, 4),
-        ];
-        for (kind, n) in kinds {
+    for (index, &from) in attackers.iter().enumerate() {
+        let kinds: &[(Kind, usize)] = if index < 5 {
+            &[
+                (Kind::SlowHeaders, 12),
+                (Kind::SlowBody, 8),
+                (Kind::Silent, 4),
+            ]
+        } else {
+            &[(Kind::SlowBody, 8)]
+        };
+        for &(kind, n) in kinds {
             for _ in 0..n {
                 tasks.spawn(attack(f.clone(), kind, from, until, seen.clone()));
             }
