@@ -52,6 +52,10 @@ pub enum ApiError {
         code: String,
         /// What the provider said.
         message: String,
+        /// The `WWW-Authenticate` value of a refusal that asks for a
+        /// Privacy Pass token (`privacy_pass_required`), if it has one:
+        /// the challenges of the provider that asked.
+        challenge: Option<String>,
     },
     /// The provider's answer is not what the API defines.
     #[error("unexpected answer: {0}")]
@@ -235,6 +239,11 @@ fn unbase64(value: &str) -> Result<Vec<u8>, ApiError> {
 /// The answer's body if it is a success, else the provider's refusal.
 async fn answer(response: reqwest::Response) -> Result<bytes::Bytes, ApiError> {
     let status = response.status().as_u16();
+    let challenge = response
+        .headers()
+        .get(reqwest::header::WWW_AUTHENTICATE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let body = response.bytes().await?;
     if status == 200 {
         return Ok(body);
@@ -244,12 +253,26 @@ async fn answer(response: reqwest::Response) -> Result<bytes::Bytes, ApiError> {
             status,
             code: e.code,
             message: e.message,
+            challenge,
         }),
         Err(_) => Err(ApiError::Refused {
             status,
             code: String::new(),
             message: String::from_utf8_lossy(&body).into_owned(),
+            challenge,
         }),
+    }
+}
+
+/// The challenge of a refusal that asks for a Privacy Pass token.
+fn privacy_pass_challenge(e: &ApiError) -> Option<&str> {
+    match e {
+        ApiError::Refused {
+            code,
+            challenge: Some(challenge),
+            ..
+        } if code == "privacy_pass_required" => Some(challenge),
+        _ => None,
     }
 }
 
@@ -445,20 +468,23 @@ impl ProviderApi {
     /// this client's provider: connection packages (`connection`), or
     /// regular ones, which `target` serves only once it has a connection
     /// with this client's user; `clients` narrows them to those clients.
+    ///
+    /// When `target`'s provider asks for a Privacy Pass token and this
+    /// client's provider is an issuer it accepts, the client gets a token
+    /// from it and asks once more with it ([`ProviderApi::token_for`]).
     pub async fn fetch_key_packages(
         &self,
         target: &UserId,
         connection: bool,
         clients: &[ClientId],
     ) -> Result<Vec<KeyPackage>, ApiError> {
-        let body = serde_json::to_vec(&serde_json::json!({
+        let mut asked = serde_json::json!({
             "target": target.as_str(),
             "kind": if connection { "connection" } else { "regular" },
             "clients": clients.iter().map(|c| c.as_str()).collect::<Vec<_>>(),
-        }))
-        .map_err(|e| ApiError::Answer(e.to_string()))?;
+        });
         let body = self
-            .signed(reqwest::Method::POST, "/client/v1/key_packages/fetch", body)
+            .with_token("/client/v1/key_packages/fetch", &mut asked)
             .await?;
         let fetched: Fetched = json(&body)?;
         fetched
@@ -505,16 +531,99 @@ impl ProviderApi {
         epoch: u64,
         welcome: &[u8],
     ) -> Result<(), ApiError> {
-        let body = serde_json::to_vec(&serde_json::json!({
+        let mut asked = serde_json::json!({
             "target": target.as_str(),
             "group_id": URL_SAFE_NO_PAD.encode(group_id),
             "epoch": epoch,
             "welcome": URL_SAFE_NO_PAD.encode(welcome),
-        }))
-        .map_err(|e| ApiError::Answer(e.to_string()))?;
-        self.signed(reqwest::Method::POST, "/client/v1/connect", body)
+        });
+        self.with_token("/client/v1/connect", &mut asked)
             .await
             .map(|_| ())
+    }
+
+    /// POSTs `asked` to `path`; if the answer asks for a Privacy Pass
+    /// token that this client's provider can issue, POSTs it once more
+    /// with one (`privacy_pass_token`).
+    async fn with_token(
+        &self,
+        path: &str,
+        asked: &mut serde_json::Value,
+    ) -> Result<bytes::Bytes, ApiError> {
+        let body = serde_json::to_vec(asked).map_err(|e| ApiError::Answer(e.to_string()))?;
+        let refusal = match self.signed(reqwest::Method::POST, path, body).await {
+            Ok(body) => return Ok(body),
+            Err(e) => e,
+        };
+        let Some(challenge) = privacy_pass_challenge(&refusal) else {
+            return Err(refusal);
+        };
+        let Some(token) = self.token_for(challenge).await? else {
+            return Err(refusal);
+        };
+        asked["privacy_pass_token"] = URL_SAFE_NO_PAD.encode(token).into();
+        let body = serde_json::to_vec(asked).map_err(|e| ApiError::Answer(e.to_string()))?;
+        self.signed(reqwest::Method::POST, path, body).await
+    }
+
+    /// This client's provider's Privacy Pass issuer: its name and
+    /// `token_key` (DER SubjectPublicKeyInfo). Refused 404 when the
+    /// provider is no issuer.
+    pub async fn privacy_pass_issuer(&self) -> Result<(String, Vec<u8>), ApiError> {
+        #[derive(serde::Deserialize)]
+        struct Issuer {
+            issuer_name: String,
+            token_key: String,
+        }
+        let body = self
+            .signed(
+                reqwest::Method::GET,
+                "/client/v1/privacy_pass/issuer",
+                Vec::new(),
+            )
+            .await?;
+        let issuer: Issuer = json(&body)?;
+        Ok((issuer.issuer_name, unbase64(&issuer.token_key)?))
+    }
+
+    /// A Privacy Pass token (an encoded RFC 9578 token of type 2) for one
+    /// of the challenges in `challenge` (a `WWW-Authenticate` value), made
+    /// with this client's provider as the issuer: the client blinds the
+    /// token request, the provider signs it, the client finalizes it, so
+    /// the provider never sees the token. `None` when the provider is no
+    /// issuer or no challenge names its key.
+    pub async fn token_for(&self, challenge: &str) -> Result<Option<Vec<u8>>, ApiError> {
+        use privacypass::auth::authenticate::parse_www_authenticate_header;
+        use privacypass::public_tokens::{PublicKey, TokenRequest, TokenResponse};
+        use privacypass::{Deserialize as _, Serialize as _};
+        let bad = |what: &str, e: &dyn std::fmt::Display| ApiError::Answer(format!("{what}: {e}"));
+        let (_, token_key) = match self.privacy_pass_issuer().await {
+            Ok(issuer) => issuer,
+            Err(ApiError::Refused { status: 404, .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let value =
+            reqwest::header::HeaderValue::from_str(challenge).map_err(|e| bad("challenge", &e))?;
+        let challenges = parse_www_authenticate_header(&value).map_err(|e| bad("challenge", &e))?;
+        let Some(ours) = challenges.iter().find(|c| c.token_key() == token_key) else {
+            return Ok(None);
+        };
+        let public_key = PublicKey::from_spki(&token_key).map_err(|e| bad("token_key", &e))?;
+        let mut rng = blind_rsa_signatures::reexports::rand::rng();
+        let (request, state) = TokenRequest::new(&mut rng, public_key, ours.token_challenge())
+            .map_err(|e| bad("token request", &e))?;
+        let request = request
+            .tls_serialize_detached()
+            .map_err(|e| bad("token request", &e))?;
+        let response = self.privacy_pass_token(&request).await?;
+        let token = TokenResponse::tls_deserialize_exact(&response)
+            .map_err(|e| bad("token response", &e))?
+            .issue_token(&state)
+            .map_err(|e| bad("token response", &e))?;
+        token
+            .tls_serialize_detached()
+            .map(Some)
+            .map_err(|e| bad("token", &e))
     }
 
     /// Has this client's provider, as a Privacy Pass issuer, sign an RFC

@@ -118,6 +118,9 @@ pub struct Reply {
     pub body: bytes::Bytes,
     /// `Retry-After`, in seconds, when the answer has one.
     pub retry_after: Option<u64>,
+    /// `WWW-Authenticate` (a Privacy Pass challenge), when the answer has
+    /// one.
+    pub challenge: Option<http::HeaderValue>,
 }
 
 /// The transport's HTTPS client.
@@ -228,6 +231,19 @@ impl TransportClient {
         path: &str,
         body: Vec<u8>,
     ) -> Result<Reply, ClientError> {
+        self.post_with_token(recipient, path, body, None).await
+    }
+
+    /// [`TransportClient::post`] with `authorization` (an `Authorization:
+    /// PrivateToken` value of a Privacy Pass token, `docs/protocol.md`
+    /// 3.6) if given: a client's token, carried on its behalf.
+    pub async fn post_with_token(
+        &self,
+        recipient: &ProviderDomain,
+        path: &str,
+        body: Vec<u8>,
+        authorization: Option<http::HeaderValue>,
+    ) -> Result<Reply, ClientError> {
         let authority = self.discover(recipient).await?;
         let mode = self.modes.mode_for(recipient);
         let mut request = self
@@ -250,6 +266,9 @@ impl TransportClient {
         if mode.mtls() {
             request = request.header(SENDER_HEADER, self.domain.as_str());
         }
+        if let Some(authorization) = authorization {
+            request = request.header(http::header::AUTHORIZATION, authorization);
+        }
         let response = request.body(body).send().await?;
         let status = response.status().as_u16();
         let retry_after = response
@@ -257,11 +276,16 @@ impl TransportClient {
             .get(http::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse().ok());
+        let challenge = response
+            .headers()
+            .get(http::header::WWW_AUTHENTICATE)
+            .cloned();
         let body = read_limited(response, self.body_limit).await?;
         Ok(Reply {
             status,
             body,
             retry_after,
+            challenge,
         })
     }
 

@@ -26,7 +26,7 @@ use std::sync::Arc;
 use axum::http::{HeaderMap, HeaderValue, header};
 use blind_rsa_signatures::{Deterministic, KeyPair, PSS, Sha384};
 use privacypass::auth::authenticate::{TokenChallenge, build_www_authenticate_header};
-use privacypass::auth::authorize::parse_authorization_header;
+use privacypass::auth::authorize::{build_authorization_header, parse_authorization_header};
 use privacypass::common::errors::RedeemTokenError;
 use privacypass::public_tokens::server::{
     IssuerKeyStore, IssuerServer, OriginKeyStore, OriginServer,
@@ -289,6 +289,23 @@ struct Accepted {
     issuer: String,
     keys: OriginKeys,
     challenge_digest: [u8; 32],
+}
+
+/// The `Authorization: PrivateToken token=...` value carrying `token` (an
+/// encoded RFC 9578 token of type 2) on a request to another provider: a
+/// client's token that its provider presents for it. Checked to be a token
+/// of type 2, not verified (the receiver does that).
+pub fn authorization(token: &[u8]) -> Result<HeaderValue, TransportError> {
+    let token = PublicToken::tls_deserialize_exact(token)
+        .map_err(|e| TransportError::Malformed(format!("privacy_pass_token: {e}")))?;
+    if token.token_type() != TokenType::Public {
+        return Err(TransportError::Malformed(
+            "privacy_pass_token: not a token of type 2".into(),
+        ));
+    }
+    build_authorization_header(&token)
+        .map(|(_, value)| value)
+        .map_err(|e| TransportError::Malformed(format!("privacy_pass_token: {e}")))
 }
 
 /// A verified token, not spent yet.

@@ -116,19 +116,32 @@ async fn key_packages(
     authorization: Option<&HeaderValue>,
     key: Option<&ProviderKey>,
 ) -> Answer {
+    ask_key_packages(f, ("b.example", "a.example"), ALICE, authorization, key).await
+}
+
+/// `from` asks `to` for `target`'s connection KeyPackages for a user of
+/// its own, signed with `key` (`from`'s own unless another is given), with
+/// `authorization`.
+async fn ask_key_packages(
+    f: &Federation,
+    (from, to): (&str, &str),
+    target: &str,
+    authorization: Option<&HeaderValue>,
+    key: Option<&ProviderKey>,
+) -> Answer {
     let path = "/connection_key_packages";
     let body = ConnectionKeyPackageRequest {
         version: 1,
-        requester: "mimi://b.example/u/bob".parse().unwrap(),
-        target: ALICE.parse().unwrap(),
+        requester: format!("mimi://{from}/u/someone").parse().unwrap(),
+        target: target.parse().unwrap(),
     }
     .to_bytes()
     .unwrap();
-    let key = key.unwrap_or_else(|| f.p("b.example").keys.current());
-    let signature = sign(key, "b.example", "a.example", "POST", path, &body, now());
+    let key = key.unwrap_or_else(|| f.p(from).keys.current());
+    let signature = sign(key, from, to, "POST", path, &body, now());
     let mut request = f
         .raw_client(None)
-        .post(format!("https://{}{path}", f.p("a.example").addr))
+        .post(format!("https://{}{path}", f.p(to).addr))
         .header("content-type", OCTET)
         .header(PROVIDER_SIGNATURE_HEADER, signature)
         .body(body);
@@ -200,27 +213,34 @@ fn garbled(token: &PublicToken, at: usize) -> HeaderValue {
 
 /// A client of a.example's user Alice, enrolled through the client API.
 async fn alice_client(f: &Federation) -> ProviderApi {
-    let a = f.p("a.example");
-    let store = a.service.store();
-    store.add_user(ALICE.into(), now()).await.unwrap();
-    let secret = "alice's secret";
+    enrolled(f, ALICE, "phone").await
+}
+
+/// A client `device` of `user` (made if new), enrolled through its
+/// provider's client API.
+async fn enrolled(f: &Federation, user: &str, device: &str) -> ProviderApi {
+    let user: UserId = user.parse().unwrap();
+    let provider = f.p(user.domain().as_str());
+    let store = provider.service.store();
+    // The user may exist already (another device).
+    let _ = store.add_user(user.to_string(), now()).await;
+    let secret = format!("secret of {user} {device}");
     store
         .add_enrolment(
             Sha256::digest(secret.as_bytes()).into(),
-            ALICE.into(),
+            user.to_string(),
             now() + 3600,
             now(),
         )
         .await
         .unwrap();
-    let alice: UserId = ALICE.parse().unwrap();
     ProviderApi::enrol(
         f.raw_client(None),
-        &format!("https://{}", a.addr),
-        "a.example",
-        secret,
-        &alice,
-        "phone",
+        &format!("https://{}", provider.addr),
+        user.domain().as_str(),
+        &secret,
+        &user,
+        device,
         SigningKey::generate().unwrap(),
     )
     .await
@@ -461,27 +481,151 @@ async fn issuance_is_for_enrolled_clients_within_their_limit() {
 
 /// Another enrolled client of Alice (its own issuance allowance).
 async fn alice_other_device(f: &Federation) -> ProviderApi {
-    let a = f.p("a.example");
-    let secret = "alice's second secret";
-    a.service
-        .store()
-        .add_enrolment(
-            Sha256::digest(secret.as_bytes()).into(),
-            ALICE.into(),
-            now() + 3600,
-            now(),
-        )
+    enrolled(f, ALICE, "laptop").await
+}
+
+/// b.example guards `/connection_key_packages` and `/connection_request`
+/// and accepts a.example's issuer; a.example and c.example are issuers for
+/// their own clients. Alice (a.example) fetches Bob's KeyPackages and asks
+/// him to connect through her provider: her SDK is challenged with
+/// b.example's challenge, passed on by a.example's client API, gets a token
+/// from a.example and asks again with it, which a.example carries to
+/// b.example. Carol (c.example, an issuer b.example does not accept) gets
+/// the challenge and nothing else. A token the SDK made is good at
+/// b.example once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_carries_its_clients_tokens_to_a_peer_that_asks_for_them() {
+    let keys = keys();
+    let issuance = Some(Rate {
+        per_second: 1,
+        burst: 20,
+    });
+    let mut a = Setup::new("a.example", [127, 0, 0, 2], AuthMode::Signature);
+    a.privacy_pass = Some(PrivacyPassSettings {
+        issuer: Some(("a.example".into(), keys.own.clone())),
+        issuance,
+        ..PrivacyPassSettings::default()
+    });
+    let mut b = Setup::new("b.example", [127, 0, 0, 3], AuthMode::Signature);
+    b.privacy_pass = Some(PrivacyPassSettings {
+        endpoints: vec![Endpoint::ConnectionKeyPackages, Endpoint::ConnectionRequest],
+        issuers: vec![Issuer::new("a.example", keys.own.token_key()).unwrap()],
+        ..PrivacyPassSettings::default()
+    });
+    let mut c = Setup::new("c.example", [127, 0, 0, 4], AuthMode::Signature);
+    c.privacy_pass = Some(PrivacyPassSettings {
+        issuer: Some(("c.example".into(), keys.rogue.clone())),
+        issuance,
+        ..PrivacyPassSettings::default()
+    });
+    let f = Federation::new(&[a, b, c]).await;
+    const BOB: &str = "mimi://b.example/u/bob";
+    let bob_api = enrolled(&f, BOB, "phone").await;
+    let bob_mls = mimid_client::MimiClient::new(bob_api.client_id().clone()).unwrap();
+    bob_api
+        .publish_key_packages(&[
+            bob_mls.key_package(true, false).unwrap(),
+            bob_mls.key_package(true, true).unwrap(),
+        ])
         .await
         .unwrap();
-    ProviderApi::enrol(
-        f.raw_client(None),
-        &format!("https://{}", a.addr),
-        "a.example",
-        secret,
-        &ALICE.parse().unwrap(),
-        "laptop",
-        SigningKey::generate().unwrap(),
-    )
-    .await
-    .unwrap()
+    let bob: UserId = BOB.parse().unwrap();
+    let alice_api = alice_client(&f).await;
+    let mut alice = mimid_client::MimiClient::new(alice_api.client_id().clone()).unwrap();
+    let carol_api = enrolled(&f, "mimi://c.example/u/carol", "phone").await;
+
+    // Carol's provider is no issuer b.example accepts: she gets b.example's
+    // challenge (through c.example's client API), naming a.example only.
+    let challenge = match carol_api.fetch_key_packages(&bob, true, &[]).await {
+        Err(ApiError::Refused {
+            status,
+            code,
+            challenge: Some(challenge),
+            ..
+        }) => {
+            assert_eq!((status, code.as_str()), (401, "privacy_pass_required"));
+            challenge
+        }
+        other => panic!("not challenged: {other:?}"),
+    };
+    let offered = challenges(&HeaderValue::from_str(&challenge).unwrap());
+    assert_eq!(offered.len(), 1);
+    assert_eq!(offered[0].0, "a.example");
+    assert_eq!(offered[0].2, keys.own.token_key());
+    assert_eq!(offered[0].1.origin_info(), vec!["b.example".to_owned()]);
+
+    // Alice's SDK gets a token from a.example and fetches with it.
+    let kps = alice_api.fetch_key_packages(&bob, true, &[]).await.unwrap();
+    assert_eq!(kps.len(), 1);
+    // She makes a connection group on a.example and asks Bob to connect:
+    // another token.
+    let (group, welcome) = connection_group(&alice_api, &mut alice, &kps).await;
+    alice_api
+        .connect(&bob, &group.to_mls_bytes(), 1, &welcome)
+        .await
+        .unwrap();
+    let seen = bob_api.connection_requests().await.unwrap();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].sender_user, ALICE.parse::<UserId>().unwrap());
+    // Carol cannot ask him.
+    match carol_api
+        .connect(&bob, &group.to_mls_bytes(), 1, &welcome)
+        .await
+    {
+        Err(ApiError::Refused { status, code, .. }) => {
+            assert_eq!((status, code.as_str()), (401, "privacy_pass_required"))
+        }
+        other => panic!("not challenged: {other:?}"),
+    }
+    assert_eq!(bob_api.connection_requests().await.unwrap().len(), 1);
+
+    // A token the SDK makes for b.example's challenge is good there once.
+    let token = alice_api.token_for(&challenge).await.unwrap().unwrap();
+    let authorization =
+        HeaderValue::from_str(&format!("PrivateToken token={}", URL_SAFE.encode(&token))).unwrap();
+    let ask = || {
+        ask_key_packages(
+            &f,
+            ("a.example", "b.example"),
+            BOB,
+            Some(&authorization),
+            None,
+        )
+    };
+    assert_eq!(ask().await, (200, None, None));
+    let (status, code, again) = ask().await;
+    assert_eq!((status, code), (401, Some(ErrorCode::PrivacyPassRequired)));
+    assert_eq!(again.unwrap().to_str().unwrap(), challenge);
+    // Carol's provider makes her no token for it.
+    assert_eq!(carol_api.token_for(&challenge).await.unwrap(), None);
+}
+
+/// A connection group made through `api` with the clients of `kps` added:
+/// its id and the Welcome.
+async fn connection_group(
+    api: &ProviderApi,
+    mls: &mut mimid_client::MimiClient,
+    kps: &[mimid_wire::KeyPackage],
+) -> (mimid_wire::GroupId, Vec<u8>) {
+    use mimid_wire::{DSAuthData, DSRequest, DSRequestBody, DSResponseBody, GroupIdField};
+    let ask = DSRequest {
+        version: 1,
+        request_body: DSRequestBody::RequestGroupId,
+        authentication_data: DSAuthData::Anonymous,
+    };
+    let DSResponseBody::GroupId(GroupIdField(group)) = api.submit(&ask).await.unwrap() else {
+        panic!("no group id")
+    };
+    let create = mls
+        .create_group(&group, mimid_wire::GroupKind::Connection)
+        .unwrap();
+    api.submit(&create).await.unwrap();
+    let add = mls.add(&group, kps, false).unwrap();
+    api.submit(&add).await.unwrap();
+    mls.merge_pending_commit(&group).unwrap();
+    let DSRequestBody::AddUsers(users) = &add.request_body else {
+        panic!("not add_users")
+    };
+    let welcome = users.welcome_messages[0].as_bytes().to_vec();
+    (group, welcome)
 }

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::Response;
 use mimid_store::{Decision, KeyPackageKind, Store, StoreError};
 use mimid_wire::{
@@ -34,6 +34,9 @@ struct Fetch {
     kind: String,
     #[serde(default)]
     clients: Vec<String>,
+    /// A Privacy Pass token for `target`'s provider (base64url), if it
+    /// asks for one.
+    privacy_pass_token: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -62,6 +65,7 @@ pub(super) async fn fetch<S: Store>(
         .collect::<Result<Vec<_>, _>>()?;
     let requester = request.client.user();
     let domain = &state.config.domain;
+    let token = token_header(asked.privacy_pass_token.as_deref())?;
     let ok = if &target.domain() == domain {
         state
             .people
@@ -77,7 +81,7 @@ pub(super) async fn fetch<S: Store>(
             .await
             .map_err(TransportError::from)?
     } else {
-        remote_key_packages(&state, kind, requester, &target, clients).await?
+        remote_key_packages(&state, kind, requester, &target, clients, token).await?
     };
     let mut key_packages = Vec::with_capacity(ok.key_packages.len());
     for kp in &ok.key_packages {
@@ -103,6 +107,7 @@ async fn remote_key_packages<S: Store>(
     requester: UserId,
     target: &UserId,
     clients: Vec<ClientId>,
+    token: Option<HeaderValue>,
 ) -> Result<KeyPackagesOk, TransportError> {
     let provider = target.domain();
     let (path, body) = match kind {
@@ -129,7 +134,7 @@ async fn remote_key_packages<S: Store>(
     let body = body.map_err(|e| TransportError::Internal(e.to_string()))?;
     let reply = state
         .client
-        .post(&provider, path, body)
+        .post_with_token(&provider, path, body, token)
         .await
         .map_err(|e| unreachable_peer(&provider, e))?;
     let limits = &state.config.limits;
@@ -143,11 +148,40 @@ async fn remote_key_packages<S: Store>(
     };
     match result {
         Ok(KeyPackagesResult::Ok(ok)) if reply.status == 200 && &ok.target == target => Ok(ok),
-        Ok(KeyPackagesResult::Error(error)) => Err(TransportError::Peer {
+        Ok(KeyPackagesResult::Error(error)) => Err(refused(&provider, error, reply)),
+        _ => Err(bad_answer(&provider, reply.status)),
+    }
+}
+
+/// The `Authorization` value of a client's Privacy Pass token, if it sent
+/// one.
+fn token_header(token: Option<&str>) -> Result<Option<HeaderValue>, TransportError> {
+    token
+        .map(|t| crate::privacy_pass::authorization(&unbase64("privacy_pass_token", t)?))
+        .transpose()
+}
+
+/// A peer's refusal, passed on to the client: with the peer's Privacy Pass
+/// challenge when it asks for a token, so that the client can get one
+/// for it and ask again (`docs/client-api.md`).
+fn refused(
+    provider: &mimid_wire::ProviderDomain,
+    error: mimid_wire::DSError,
+    reply: crate::client::Reply,
+) -> TransportError {
+    match reply.challenge {
+        Some(challenge)
+            if reply.status == 401 && error.code == mimid_wire::ErrorCode::PrivacyPassRequired =>
+        {
+            TransportError::PrivacyPassRequired {
+                reason: format!("{provider}: {error}"),
+                challenge,
+            }
+        }
+        _ => TransportError::Peer {
             provider: provider.to_string(),
             error,
-        }),
-        _ => Err(bad_answer(&provider, reply.status)),
+        },
     }
 }
 
@@ -176,6 +210,9 @@ struct Connect {
     epoch: u64,
     /// The Welcome into it (`MLSMessage`), base64url.
     welcome: String,
+    /// A Privacy Pass token for `target`'s provider (base64url), if it
+    /// asks for one.
+    privacy_pass_token: Option<String>,
 }
 
 /// `POST /client/v1/connect`: asks `target` to connect with this client's
@@ -192,6 +229,7 @@ pub(super) async fn connect<S: Store>(
         .map_err(|e| malformed("group_id", e))?;
     let welcome = WelcomeMessage::from_bytes(&unbase64("welcome", &asked.welcome)?)
         .map_err(|e| malformed("welcome", e))?;
+    let token = token_header(asked.privacy_pass_token.as_deref())?;
     let user = request.client.user();
     let provider = target.domain();
     let domain = &state.config.domain;
@@ -220,7 +258,7 @@ pub(super) async fn connect<S: Store>(
             .map_err(|e| TransportError::Internal(e.to_string()))?;
         let reply = state
             .client
-            .post(&provider, "/connection_request", body)
+            .post_with_token(&provider, "/connection_request", body, token)
             .await
             .map_err(|e| unreachable_peer(&provider, e))?;
         match QueueingServiceResponse::decode_exact(&reply.body, &state.config.limits) {
@@ -232,13 +270,7 @@ pub(super) async fn connect<S: Store>(
             Ok(QueueingServiceResponse {
                 result: QueueingServiceResult::Error(error),
                 ..
-            }) => {
-                return Err(TransportError::Peer {
-                    provider: provider.to_string(),
-                    error,
-                }
-                .into());
-            }
+            }) => return Err(refused(&provider, error, reply).into()),
             _ => return Err(bad_answer(&provider, reply.status).into()),
         }
     }

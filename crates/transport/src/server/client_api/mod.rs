@@ -126,6 +126,12 @@ impl IntoResponse for ApiFailure {
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
+        // A peer's Privacy Pass challenge, passed on (connections.rs).
+        if let Some(challenge) = self.0.www_authenticate() {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, challenge.clone());
+        }
         response
     }
 }
