@@ -609,9 +609,13 @@ impl ProviderApi {
             return Ok(None);
         };
         let public_key = PublicKey::from_spki(&token_key).map_err(|e| bad("token_key", &e))?;
-        let mut rng = blind_rsa_signatures::reexports::rand::rng();
-        let (request, state) = TokenRequest::new(&mut rng, public_key, ours.token_challenge())
-            .map_err(|e| bad("token request", &e))?;
+        // The thread's generator is not `Send`: it is dropped before the
+        // request is sent.
+        let (request, state) = {
+            let mut rng = blind_rsa_signatures::reexports::rand::rng();
+            TokenRequest::new(&mut rng, public_key, ours.token_challenge())
+                .map_err(|e| bad("token request", &e))?
+        };
         let request = request
             .tls_serialize_detached()
             .map_err(|e| bad("token request", &e))?;

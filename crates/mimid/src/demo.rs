@@ -3,7 +3,9 @@
 //! through their real well-known endpoints. Users' devices are OpenMLS
 //! clients that talk to their own provider over its HTTPS client API only
 //! (`docs/client-api.md`): they enrol with a secret the operator made,
-//! publish KeyPackages, connect with users on other providers, and hold a
+//! publish KeyPackages, connect with users on other providers (each
+//! provider asks for Privacy Pass tokens on the connection endpoints, which
+//! the devices get from their own provider's issuer), and hold a
 //! conversation across all three: a group hosted on a.example with members
 //! on every provider, messages every way, an update, a new device added, a
 //! new device joining by external commit, a provider that is down for a
@@ -19,14 +21,15 @@ use mimid_client::MimiClient;
 use mimid_client::api::{Decision, ProviderApi, QueuedMessage, SigningKey};
 use mimid_store::Store;
 use mimid_transport::auth::AuthMode;
-use mimid_transport::loopback::Loopback;
+use mimid_transport::loopback::{Loopback, LoopbackOptions};
 use mimid_transport::node::Node;
 use mimid_transport::server::client_api::invite;
 use mimid_transport::{Clock as _, SystemClock};
 use mimid_wire::{
-    ClientId, DSAuthData, DSRequest, DSRequestBody, DSResponseBody, DeleteGroupRequest,
-    DeliverableMessage, ExternalCommitInformationRequest, GroupId, GroupIdField, GroupKind,
-    KeyPackage, RemoveClientsRequest, RemoveUsersRequest, UserId, WelcomeMessage,
+    ClientId, ConnectionKeyPackageRequest, DSAuthData, DSRequest, DSRequestBody, DSResponseBody,
+    DeleteGroupRequest, DeliverableMessage, ExternalCommitInformationRequest, GroupId,
+    GroupIdField, GroupKind, KeyPackage, RemoveClientsRequest, RemoveUsersRequest, UserId,
+    WelcomeMessage, Wire as _,
 };
 
 const DOMAINS: [&str; 3] = ["a.example", "b.example", "c.example"];
@@ -86,7 +89,11 @@ pub async fn run(dir: &Path, mode: AuthMode, hold: bool) -> anyhow::Result<()> {
 
 impl Demo {
     async fn start(dir: &Path, mode: AuthMode) -> anyhow::Result<Demo> {
-        let federation = Loopback::start(dir, &DOMAINS, mode).await?;
+        let options = LoopbackOptions {
+            privacy_pass: true,
+            ..LoopbackOptions::default()
+        };
+        let federation = Loopback::start_with(dir, &DOMAINS, mode, options).await?;
         say(format!(
             "three providers on loopback (127.0.0.2-4, port {}), provider authentication: {}",
             federation.port(),
@@ -96,6 +103,9 @@ impl Demo {
                 AuthMode::Both => "signatures and mutual TLS",
             }
         ));
+        say(
+            "each is a Privacy Pass issuer for its own clients and asks for a token on /connection_key_packages and /connection_request, accepting the others' tokens",
+        );
         let http = federation.client_api_http()?;
         Ok(Demo {
             federation,
@@ -390,6 +400,26 @@ impl Demo {
     /// goes with the request; `device` accepts and joins the group.
     async fn connect(&mut self, who: &'static str, device: &'static str) -> anyhow::Result<()> {
         let target = user_of(device)?;
+        let asker = user_of(who)?;
+        // The target's provider asks for a Privacy Pass token: a request
+        // without one is refused with its challenge.
+        let request = ConnectionKeyPackageRequest {
+            version: mimid_wire::PROTOCOL_VERSION,
+            requester: asker.clone(),
+            target: target.clone(),
+        }
+        .to_bytes()?;
+        let untokened = self
+            .node(asker.domain().as_str())?
+            .client
+            .post(&target.domain(), "/connection_key_packages", request)
+            .await?;
+        ensure!(
+            untokened.status == 401 && untokened.challenge.is_some(),
+            "{} served KeyPackages without a Privacy Pass token (HTTP {})",
+            target.domain(),
+            untokened.status
+        );
         let kps = self
             .api(who)?
             .fetch_key_packages(&target, true, &[])
@@ -417,8 +447,12 @@ impl Demo {
             "{who} asks {target} to connect (a connection group on a.example, {} KeyPackage(s) fetched through a.example)",
             kps.len()
         ));
+        say(format!(
+            "  {} wants a Privacy Pass token for both (401 without one): {who} got each from a.example, blinded",
+            target.domain()
+        ));
         let requests = self.api(device)?.connection_requests().await?;
-        let asked = user_of(who)?;
+        let asked = asker;
         let request = requests
             .iter()
             .find(|r| r.sender_user == asked)

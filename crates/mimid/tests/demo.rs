@@ -1,6 +1,6 @@
 //! The README's run command, as a test: `mimid demo` (three providers on
 //! loopback over real HTTPS, devices on their providers' client API,
-//! connections across providers, a conversation across them using every DS
+//! connections across providers with Privacy Pass tokens, a conversation across them using every DS
 //! operation, a provider down and back, every member checked against the
 //! hub's epoch and tree hash) passes in each provider-authentication mode.
 
@@ -22,6 +22,7 @@ fn demo(auth: &str) {
     for step in [
         "bob/tablet enrols at b.example with a one-time secret",
         "asks mimi://c.example/u/carol to connect",
+        "c.example wants a Privacy Pass token for both (401 without one)",
         "carol/tablet sees the request and accepts it",
         "creates a group",
         "adds mimi://b.example/d/bob/phone and",

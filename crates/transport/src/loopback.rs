@@ -3,7 +3,10 @@
 //! well-known path where a real deployment would), certificate from a
 //! throwaway CA (`rcgen`), provider key and SQLite store, all as files in
 //! a directory. What `mimid demo` and the federation tests run; a provider
-//! can be stopped and started again on its own files.
+//! can be stopped and started again on its own files. With Privacy Pass
+//! on, each provider is an issuer (its key a file too), asks for a token
+//! on `/connection_key_packages` and `/connection_request`, and accepts
+//! the tokens of every issuer of the federation.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -23,6 +26,8 @@ use crate::auth::{AuthMode, PeerModes};
 use crate::clock::{Clock, SystemClock};
 use crate::keys::{ProviderKey, ProviderKeys};
 use crate::node::{Node, NodeSettings};
+use crate::privacy_pass::{Issuer as PPIssuer, IssuerKey, PrivacyPass, PrivacyPassSettings};
+use crate::server::Endpoint;
 use crate::tls;
 
 /// Why a loopback federation could not be set up.
@@ -52,9 +57,20 @@ pub struct Loopback {
     roots: Arc<rustls::RootCertStore>,
     ca_path: PathBuf,
     providers: HashMap<ProviderDomain, Provider>,
-    /// Rate limits by domain (the default for the others).
-    rate_limits: HashMap<String, crate::ratelimit::RateLimits>,
+    options: LoopbackOptions,
 }
+
+/// What a loopback federation runs besides the defaults.
+#[derive(Clone, Debug, Default)]
+pub struct LoopbackOptions {
+    /// Rate limits by domain (the default for the others).
+    pub rate_limits: HashMap<String, crate::ratelimit::RateLimits>,
+    /// Privacy Pass on every provider (see the module doc).
+    pub privacy_pass: bool,
+}
+
+/// A provider's Privacy Pass issuer key, in its directory.
+const ISSUER_KEY_FILE: &str = "privacy-pass.pem";
 
 impl Loopback {
     /// Starts `domains` (at most 250) in `dir`, authenticating each other
@@ -74,6 +90,20 @@ impl Loopback {
         domains: &[&str],
         mode: AuthMode,
         rate_limits: HashMap<String, crate::ratelimit::RateLimits>,
+    ) -> Result<Loopback, LoopbackError> {
+        let options = LoopbackOptions {
+            rate_limits,
+            ..LoopbackOptions::default()
+        };
+        Self::start_with(dir, domains, mode, options).await
+    }
+
+    /// [`Loopback::start`] with `options`.
+    pub async fn start_with(
+        dir: &Path,
+        domains: &[&str],
+        mode: AuthMode,
+        options: LoopbackOptions,
     ) -> Result<Loopback, LoopbackError> {
         let ca_key = KeyPair::generate().map_err(setup)?;
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(setup)?;
@@ -102,7 +132,7 @@ impl Loopback {
             roots,
             ca_path,
             providers: HashMap::new(),
-            rate_limits,
+            options,
         };
         let mut started = Vec::new();
         for ((domain, ip), listener) in domains.iter().zip(&ips).zip(listeners) {
@@ -128,6 +158,12 @@ impl Loopback {
                 .map_err(setup)?
                 .save(&provider_dir.join("provider.key"))
                 .map_err(setup)?;
+            if federation.options.privacy_pass {
+                IssuerKey::generate()
+                    .map_err(setup)?
+                    .save(&provider_dir.join(ISSUER_KEY_FILE))
+                    .map_err(setup)?;
+            }
             federation.domains.push(domain.clone());
             federation.providers.insert(
                 domain.clone(),
@@ -261,15 +297,50 @@ impl Loopback {
             limits: mimid_wire::Limits::default(),
             outbox,
             rate_limits: self
+                .options
                 .rate_limits
                 .get(domain.as_str())
                 .cloned()
                 .unwrap_or_default(),
             connections: crate::connections::ConnectionLimits::default(),
-            privacy_pass: None,
+            privacy_pass: self.privacy_pass(domain)?,
             clock: Arc::new(SystemClock),
         })
         .await?)
+    }
+}
+
+impl Loopback {
+    /// Privacy Pass of `domain` (if on): its own issuer, and every other
+    /// provider's accepted.
+    fn privacy_pass(
+        &self,
+        domain: &ProviderDomain,
+    ) -> Result<Option<Arc<PrivacyPass>>, LoopbackError> {
+        if !self.options.privacy_pass {
+            return Ok(None);
+        }
+        let key = |d: &ProviderDomain| {
+            let p = self
+                .providers
+                .get(d)
+                .ok_or_else(|| setup(format!("no provider {d}")))?;
+            IssuerKey::load(&p.dir.join(ISSUER_KEY_FILE)).map_err(setup)
+        };
+        let mut issuers = Vec::new();
+        for other in self.domains.iter().filter(|d| *d != domain) {
+            issuers.push(PPIssuer::new(other.as_str(), key(other)?.token_key()).map_err(setup)?);
+        }
+        let settings = PrivacyPassSettings {
+            endpoints: vec![Endpoint::ConnectionKeyPackages, Endpoint::ConnectionRequest],
+            issuer: Some((domain.to_string(), key(domain)?)),
+            issuers,
+            issuance: Some(crate::ratelimit::Rate {
+                per_second: 10,
+                burst: 100,
+            }),
+        };
+        PrivacyPass::new(&settings, domain).map_err(setup)
     }
 }
 
