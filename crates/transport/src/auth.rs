@@ -255,6 +255,11 @@ impl Authenticator {
     }
 
     /// Authenticates one request (its body already read in full).
+    ///
+    /// `gate` sees the claimed sender before its signature is checked (the
+    /// costly part) and may refuse it: the server turns a provider whose
+    /// rate limit refused it lately away there, since it would be refused
+    /// after authentication anyway.
     pub async fn authenticate(
         &self,
         method: &str,
@@ -262,6 +267,7 @@ impl Authenticator {
         headers: &HeaderMap,
         certificates: &PeerCertificates,
         body: &[u8],
+        gate: impl FnOnce(&ProviderDomain) -> Result<(), TransportError>,
     ) -> Result<Authenticated, TransportError> {
         let signature = match single_header(headers, PROVIDER_SIGNATURE_HEADER)? {
             Some(v) => {
@@ -299,6 +305,7 @@ impl Authenticator {
         if mode.signature() {
             let signature =
                 signature.ok_or_else(|| fail(format!("no {PROVIDER_SIGNATURE_HEADER} header")))?;
+            gate(&sender)?;
             self.check_signature(&signature, method, path, body).await?;
             let expires = self.clock.now().saturating_add(self.config.replay_window);
             nonce = Some((signature.nonce, expires));

@@ -13,6 +13,7 @@
 //! room is made (`governor` cannot tell a tracked key from a new one
 //! without inserting it).
 
+use std::collections::HashMap;
 use std::hash::Hash;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
@@ -105,6 +106,9 @@ pub struct Limiter<K: Hash + Eq + Clone> {
     max_keys: usize,
     /// When room was last made (one caller at a time makes it).
     pruning: Mutex<Option<std::time::Instant>>,
+    /// Keys refused lately, and when their bucket has a token again: what
+    /// [`Limiter::refusing`] answers without taking anything.
+    refused: Mutex<HashMap<K, std::time::Instant>>,
 }
 
 impl<K: Hash + Eq + Clone> Limiter<K> {
@@ -116,7 +120,33 @@ impl<K: Hash + Eq + Clone> Limiter<K> {
             overflow: RateLimiter::direct(quota),
             max_keys: max_keys.max(1),
             pruning: Mutex::new(None),
+            refused: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// How long `key` still has no token, if a check refused it lately:
+    /// a request of that key would be refused anyway, so it can be turned
+    /// away before work that would be wasted on it (a provider's signature
+    /// check). Takes nothing.
+    pub fn refusing(&self, key: &K) -> Option<Duration> {
+        let refused = self.refused.lock().ok()?;
+        let until = refused.get(key)?;
+        until.checked_duration_since(std::time::Instant::now())
+    }
+
+    /// Remembers that `key` has no token for `wait` (bounded like the
+    /// buckets: expired entries go first, and a full table takes no more).
+    fn note_refused(&self, key: &K, wait: Duration) {
+        let Ok(mut refused) = self.refused.lock() else {
+            return;
+        };
+        let now = std::time::Instant::now();
+        if refused.len() >= self.max_keys {
+            refused.retain(|_, until| *until > now);
+        }
+        if refused.len() < self.max_keys || refused.contains_key(key) {
+            refused.insert(key.clone(), now + wait);
+        }
     }
 
     /// Takes a token for `key`, or says how long until one is there.
@@ -137,7 +167,11 @@ impl<K: Hash + Eq + Clone> Limiter<K> {
             }
         }
         let now = self.keyed.clock().now();
-        self.keyed.check_key(key).map_err(|n| n.wait_time_from(now))
+        self.keyed.check_key(key).map_err(|n| {
+            let wait = n.wait_time_from(now);
+            self.note_refused(key, wait);
+            wait
+        })
     }
 
     /// Keys tracked now.
@@ -147,6 +181,22 @@ impl<K: Hash + Eq + Clone> Limiter<K> {
 
     pub fn is_empty(&self) -> bool {
         self.keyed.is_empty()
+    }
+}
+
+/// The layer's 429 if `limiter` refused `key` lately and its bucket has
+/// no token yet ([`Limiter::refusing`]); takes nothing.
+pub(crate) fn refusing<K: Hash + Eq + Clone>(
+    limiter: &Option<Limiter<K>>,
+    key: &K,
+    layer: &'static str,
+) -> Result<(), TransportError> {
+    match limiter.as_ref().and_then(|l| l.refusing(key)) {
+        Some(wait) => Err(TransportError::RateLimited {
+            layer,
+            retry_after: retry_after(wait),
+        }),
+        None => Ok(()),
     }
 }
 

@@ -184,6 +184,107 @@ async fn a_provider_over_its_limit_gets_429_and_others_are_served() {
     assert_eq!(code, Some(ErrorCode::ProviderAuthenticationFailed));
 }
 
+/// A provider its limit refused is turned away before its signature is
+/// checked until its bucket has a token again (so a flood over the limit
+/// costs no signature checks): a request claiming it is answered 429 even
+/// with a bad signature, and takes nothing from its bucket; once the
+/// bucket has a token, a bad signature is 401 again and the provider is
+/// served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_provider_is_turned_away_before_its_signature_is_checked() {
+    let mut setups = [
+        Setup::new("a.example", [127, 0, 0, 2], AuthMode::Signature),
+        Setup::new("b.example", [127, 0, 0, 3], AuthMode::Signature),
+        Setup::new("c.example", [127, 0, 0, 4], AuthMode::Signature),
+    ];
+    setups[0].rate_limits = Some(limits(
+        None,
+        Some(Rate {
+            per_second: 1,
+            burst: 1,
+        }),
+    ));
+    let f = Federation::new(&setups).await;
+    let http = f.raw_client(None);
+    let body = b"not even a request".to_vec();
+    // Signed as `sender` with `signer`'s key.
+    let signed = |sender: &str, signer: &str| {
+        let key = f.p(signer).keys.current().clone();
+        let header = sign(
+            &key,
+            sender,
+            "a.example",
+            "POST",
+            "/group_operation",
+            &body,
+            f.clock.now(),
+        );
+        [(PROVIDER_SIGNATURE_HEADER, header)]
+    };
+    let code = async |headers: &[(&'static str, String)]| {
+        post(&http, &f, "/group_operation", headers, body.clone())
+            .await
+            .1
+    };
+    // b.example takes its one token, then is refused.
+    assert_eq!(
+        code(&signed("b.example", "b.example")).await,
+        Some(ErrorCode::UnsupportedVersion)
+    );
+    assert_eq!(
+        code(&signed("b.example", "b.example")).await,
+        Some(ErrorCode::RateLimited)
+    );
+    // Meanwhile a bad signature claiming b.example is turned away as b.example
+    // is; claiming c.example (not refused) it fails authentication.
+    assert_eq!(
+        code(&signed("b.example", "c.example")).await,
+        Some(ErrorCode::RateLimited)
+    );
+    assert_eq!(
+        code(&signed("c.example", "b.example")).await,
+        Some(ErrorCode::ProviderAuthenticationFailed)
+    );
+    // Once b.example's bucket has a token again, a bad signature claiming it
+    // is checked (401, taking nothing), and b.example is served.
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    assert_eq!(
+        code(&signed("b.example", "c.example")).await,
+        Some(ErrorCode::ProviderAuthenticationFailed)
+    );
+    assert_eq!(
+        code(&signed("b.example", "b.example")).await,
+        Some(ErrorCode::UnsupportedVersion)
+    );
+}
+
+#[test]
+fn a_limiter_says_whom_it_refuses_without_taking_anything() {
+    let limiter: Limiter<&str> = Limiter::new(
+        Rate {
+            per_second: 2,
+            burst: 1,
+        },
+        10,
+    )
+    .unwrap();
+    assert_eq!(limiter.refusing(&"b"), None);
+    assert!(limiter.check(&"b").is_ok());
+    // A token taken is no refusal.
+    assert_eq!(limiter.refusing(&"b"), None);
+    let wait = limiter.check(&"b").unwrap_err();
+    let refusing = limiter.refusing(&"b").expect("refused lately");
+    assert!(
+        refusing <= wait && refusing > Duration::ZERO,
+        "{refusing:?}"
+    );
+    assert_eq!(limiter.refusing(&"c"), None);
+    std::thread::sleep(wait);
+    assert_eq!(limiter.refusing(&"b"), None);
+    // Asking took nothing: the refill is there.
+    assert!(limiter.check(&"b").is_ok());
+}
+
 #[test]
 fn a_limiter_stays_bounded_under_a_million_keys() {
     let limiter: Limiter<u64> = Limiter::new(

@@ -168,6 +168,13 @@ impl<S: Store> FromRequest<Arc<AppState<S>>> for Signed {
                 &parts.headers,
                 &certificates,
                 &body,
+                |claimed| {
+                    crate::ratelimit::refusing(
+                        &state.limiters.per_provider,
+                        claimed,
+                        "per provider",
+                    )
+                },
             )
             .await
             .map_err(|e| Failure::at(path, e))?;
