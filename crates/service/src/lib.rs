@@ -774,6 +774,8 @@ impl<S: Store> HubService<S> {
             messages,
             jobs,
             local,
+            remember: None,
+            forget_digests_before: None,
             now: ctx.now,
         };
         Ok(Built {

@@ -27,7 +27,9 @@ const MAX_BATCH: usize = 256;
 /// with another process is run again before its requests get the error.
 const ATTEMPTS: u32 = 5;
 
-/// A write for the writer task.
+/// A write for the writer task. Steps are most of what is queued, so they
+/// are kept inline: boxing them would cost an allocation each.
+#[allow(clippy::large_enum_variant)]
 pub(super) enum Op {
     Commit(Step),
     Deliver(Vec<Inbound>),
@@ -114,6 +116,7 @@ pub(super) async fn run(
                         StoreError::Unavailable(m) => StoreError::Unavailable(m.clone()),
                         StoreError::Database(m) => StoreError::Database(m.clone()),
                         StoreError::Conflict => StoreError::Conflict,
+                        StoreError::Repeated => StoreError::Repeated,
                     }));
                 }
             }
@@ -308,6 +311,8 @@ struct Checked {
     reserved_until: Option<i64>,
     snapshot: Option<(i64, i64)>,
     local_epochs: Vec<i64>,
+    /// The epoch of the digest remembered.
+    remember_epoch: Option<i64>,
 }
 
 fn check(step: &Step) -> Result<Checked, StoreError> {
@@ -360,6 +365,10 @@ fn check(step: &Step) -> Result<Checked, StoreError> {
         .iter()
         .map(|l| to_i64(l.epoch, "epoch of a local delivery"))
         .collect::<Result<_, _>>()?;
+    let remember_epoch = step
+        .remember
+        .map(|m| to_i64(m.epoch, "message epoch"))
+        .transpose()?;
     Ok(Checked {
         now,
         next_version,
@@ -367,6 +376,7 @@ fn check(step: &Step) -> Result<Checked, StoreError> {
         reserved_until,
         snapshot,
         local_epochs,
+        remember_epoch,
     })
 }
 
@@ -411,6 +421,12 @@ async fn apply_step<'a>(
     }
 
     let group = step.group_id.as_slice();
+    // A step that writes the slot before its digest is looked at can take
+    // the write back (no step of the hub's does both).
+    let undoable = step.remember.is_some() && !matches!(step.write, GroupWrite::Keep);
+    if undoable {
+        sqlx::query("SAVEPOINT remember").execute(&mut *tx).await?;
+    }
     let expected = match step.expected_version {
         Some(v) => match i64::try_from(v) {
             Ok(v) => Some(v),
@@ -476,7 +492,44 @@ async fn apply_step<'a>(
         }
     };
     if !accepted {
+        if undoable {
+            sqlx::query("RELEASE SAVEPOINT remember")
+                .execute(&mut *tx)
+                .await?;
+        }
         return Ok(Err(StoreError::Conflict));
+    }
+    if let (Some(remember), Some(epoch)) = (&step.remember, checked.remember_epoch) {
+        // A digest another process is inserting right now makes this wait
+        // for that transaction, then find it (or insert it, if that one
+        // rolls back): of the two steps exactly one is applied.
+        let inserted = sqlx::query(
+            "INSERT INTO message_digests (group_id, epoch, digest) VALUES ($1, $2, $3) \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(group)
+        .bind(epoch)
+        .bind(&remember.digest[..])
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if !inserted {
+            if undoable {
+                sqlx::query("ROLLBACK TO SAVEPOINT remember")
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query("RELEASE SAVEPOINT remember")
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            return Ok(Err(StoreError::Repeated));
+        }
+    }
+    if undoable {
+        sqlx::query("RELEASE SAVEPOINT remember")
+            .execute(&mut *tx)
+            .await?;
     }
 
     match &step.write {
@@ -506,6 +559,7 @@ async fn apply_step<'a>(
             for delete in [
                 "DELETE FROM state_pages WHERE group_id = $1",
                 "DELETE FROM snapshots WHERE group_id = $1",
+                "DELETE FROM message_digests WHERE group_id = $1",
             ] {
                 sqlx::query(delete).bind(group).execute(&mut *tx).await?;
             }
@@ -526,6 +580,13 @@ async fn apply_step<'a>(
     }
     if let Some(before) = step.prune_snapshots_before {
         sqlx::query("DELETE FROM snapshots WHERE group_id = $1 AND created_at <= $2")
+            .bind(group)
+            .bind(last_before(before))
+            .execute(&mut *tx)
+            .await?;
+    }
+    if let Some(before) = step.forget_digests_before {
+        sqlx::query("DELETE FROM message_digests WHERE group_id = $1 AND epoch <= $2")
             .bind(group)
             .bind(last_before(before))
             .execute(&mut *tx)

@@ -26,6 +26,9 @@ pub(super) struct Plan<'a> {
 /// SHA-256 of a recipient list: its key in `recipient_sets`.
 type RecipientSetHash = [u8; 32];
 
+/// A row of `message_digests`: (group, epoch, digest).
+pub(super) type DigestKey = (Vec<u8>, i64, [u8; 32]);
+
 /// What the accepted steps do to one group.
 struct GroupPlan<'a> {
     /// The version as left by the accepted steps so far (`None`: absent).
@@ -34,6 +37,48 @@ struct GroupPlan<'a> {
     write: Option<FinalWrite>,
     pages: PagePlan<'a>,
     snapshots: SnapshotPlan<'a>,
+    digests: DigestPlan,
+}
+
+/// The effect of the accepted steps on one group's remembered digests, in
+/// step order: within a step, its digest first, then the group's
+/// deletion, then the forgetting.
+#[derive(Default)]
+struct DigestPlan {
+    /// The group was deleted: every digest stored before the batch goes.
+    cleared: bool,
+    /// Otherwise, stored digests of epochs at or before this go (the
+    /// latest cutoff of the steps, from [`last_before`]).
+    forget_through: Option<i64>,
+    /// Digests remembered by the steps and not forgotten since.
+    added: BTreeSet<(i64, [u8; 32])>,
+}
+
+impl DigestPlan {
+    /// Whether the group has the digest, stored before the batch or
+    /// remembered by its steps.
+    fn has(&self, group_id: &[u8], key: (i64, [u8; 32]), stored: &HashSet<DigestKey>) -> bool {
+        let (epoch, digest) = key;
+        self.added.contains(&key)
+            || (!self.cleared
+                && self.forget_through.is_none_or(|through| epoch > through)
+                && stored.contains(&(group_id.to_vec(), epoch, digest)))
+    }
+
+    fn clear(&mut self) {
+        *self = DigestPlan {
+            cleared: true,
+            ..DigestPlan::default()
+        };
+    }
+
+    /// Forgets the digests of epochs at or before `through`.
+    fn forget(&mut self, through: i64) {
+        if !self.cleared {
+            self.forget_through = Some(self.forget_through.map_or(through, |t| t.max(through)));
+        }
+        self.added.retain(|(epoch, _)| *epoch > through);
+    }
 }
 
 enum FinalWrite {
@@ -139,11 +184,14 @@ struct GroupRow<'a> {
 impl<'a> Plan<'a> {
     /// Evaluates `step` after the steps added before it. On `Err` (a version
     /// conflict, or a step that cannot be stored) the step changes nothing.
+    /// `stored_digests` are those of the steps' digests stored before the
+    /// batch.
     pub(super) fn add(
         &mut self,
         step: &'a Step,
         stored: &HashMap<Vec<u8>, u64>,
         known_messages: &mut HashSet<Vec<u8>>,
+        stored_digests: &HashSet<DigestKey>,
     ) -> Result<(), StoreError> {
         let group = self
             .groups
@@ -153,6 +201,7 @@ impl<'a> Plan<'a> {
                 write: None,
                 pages: PagePlan::default(),
                 snapshots: SnapshotPlan::default(),
+                digests: DigestPlan::default(),
             });
         if group.version != step.expected_version {
             return Err(StoreError::Conflict);
@@ -230,16 +279,34 @@ impl<'a> Plan<'a> {
                 )));
             }
         }
+        let remember = match &step.remember {
+            Some(m) => Some((to_i64(m.epoch, "message epoch")?, m.digest)),
+            None => None,
+        };
+        // A cutoff beyond storable epochs forgets every digest.
+        let forget = step.forget_digests_before.map(last_before);
+        if let Some(key) = remember
+            && group.digests.has(&step.group_id, key, stored_digests)
+        {
+            return Err(StoreError::Repeated);
+        }
 
         group.version = version;
         if let Some(change) = pages {
             change.apply(&mut group.pages);
         }
+        if let Some(key) = remember {
+            group.digests.added.insert(key);
+        }
         if let Some(write) = write {
             if matches!(write, FinalWrite::Delete) {
                 group.snapshots.clear();
+                group.digests.clear();
             }
             group.write = Some(write);
+        }
+        if let Some(through) = forget {
+            group.digests.forget(through);
         }
         if let Some((epoch, created_at, data)) = snapshot {
             group.snapshots.write(epoch, created_at, data);
@@ -281,6 +348,10 @@ impl<'a> Plan<'a> {
         let mut pages: Vec<(&[u8], u32, &[u8])> = Vec::new();
         let mut snapshot_deletes: Vec<SnapshotDelete<'_>> = Vec::new();
         let mut snapshots: Vec<SnapshotRow<'_>> = Vec::new();
+        // (group, through epoch: `None` for all of them), and the rows to
+        // insert.
+        let mut digest_deletes: Vec<(&[u8], Option<i64>)> = Vec::new();
+        let mut digests: Vec<(&[u8], i64, &[u8; 32])> = Vec::new();
         for (&group_id, group) in &self.groups {
             match group.write {
                 None => {}
@@ -327,6 +398,15 @@ impl<'a> Plan<'a> {
                     created_at,
                     data,
                 });
+            }
+            let plan = &group.digests;
+            if plan.cleared {
+                digest_deletes.push((group_id, None));
+            } else if let Some(through) = plan.forget_through {
+                digest_deletes.push((group_id, Some(through)));
+            }
+            for (epoch, digest) in &plan.added {
+                digests.push((group_id, *epoch, digest));
             }
         }
 
@@ -418,6 +498,39 @@ impl<'a> Plan<'a> {
                     .push_bind(s.epoch)
                     .push_bind(s.created_at)
                     .push_bind(s.data);
+            },
+        );
+        for chunk in digest_deletes.chunks(MAX_TERMS_PER_DELETE) {
+            let builder = script.statement();
+            builder.push("DELETE FROM message_digests WHERE ");
+            let mut terms = builder.separated(" OR ");
+            for &(group_id, through) in chunk {
+                match through {
+                    None => {
+                        terms.push("group_id = ").push_bind_unseparated(group_id);
+                    }
+                    Some(through) => {
+                        terms
+                            .push("(group_id = ")
+                            .push_bind_unseparated(group_id)
+                            .push_unseparated(" AND epoch <= ")
+                            .push_bind_unseparated(through)
+                            .push_unseparated(")");
+                    }
+                }
+            }
+        }
+        // None of them is stored (the plan looked), but should one be, it
+        // stays as it is rather than failing the batch.
+        push_values(
+            script,
+            "INSERT INTO message_digests (group_id, epoch, digest) ",
+            " ON CONFLICT DO NOTHING",
+            &digests,
+            |mut row, &(group_id, epoch, digest)| {
+                row.push_bind(group_id)
+                    .push_bind(epoch)
+                    .push_bind(digest.to_vec());
             },
         );
         push_values(
