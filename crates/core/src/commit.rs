@@ -207,6 +207,11 @@ pub(crate) fn run(
         prune_snapshots_before: Some(req.ctx.now.saturating_sub(retention)),
         messages,
         deliveries,
+        app_message: None,
+        // Older epochs' messages are refused from now on (`send_message`).
+        forget_app_messages_before: Some(
+            new_epoch.saturating_sub(req.config.app_message_past_epochs),
+        ),
     })
 }
 
