@@ -435,7 +435,45 @@ async fn apply_step<'a>(
         },
         None => None,
     };
+    // An application message's step (it only adds messages to a group):
+    // the version check and the digest in one statement, so that it costs
+    // no round trip more than a step without a digest.
+    let combined = match (
+        &step.write,
+        expected,
+        &step.remember,
+        checked.remember_epoch,
+    ) {
+        (GroupWrite::Keep, Some(v), Some(remember), Some(epoch)) => Some((v, remember, epoch)),
+        _ => None,
+    };
+    if let Some((v, remember, epoch)) = combined {
+        // A digest another process is inserting right now makes this wait
+        // for that transaction, then find it (or insert it, if that one
+        // rolls back): of the two steps exactly one is applied.
+        let (stored, inserted): (Option<i64>, i64) = sqlx::query_as(
+            "WITH slot AS (SELECT version FROM groups WHERE group_id = $1 FOR SHARE), \
+                  remembered AS (INSERT INTO message_digests (group_id, epoch, digest) \
+                      SELECT $1, $2, $3 FROM slot WHERE version = $4 \
+                      ON CONFLICT DO NOTHING RETURNING 1) \
+             SELECT (SELECT version FROM slot), (SELECT count(*) FROM remembered)",
+        )
+        .bind(group)
+        .bind(epoch)
+        .bind(&remember.digest[..])
+        .bind(v)
+        .fetch_one(&mut *tx)
+        .await?;
+        if stored != Some(v) {
+            return Ok(Err(StoreError::Conflict));
+        }
+        if inserted == 0 {
+            return Ok(Err(StoreError::Repeated));
+        }
+    }
     let accepted = match (&step.write, expected) {
+        // Checked, and the digest remembered, above.
+        _ if combined.is_some() => true,
         (GroupWrite::Put { .. }, None) => {
             sqlx::query(
                 "INSERT INTO groups (group_id, version, state_len, reserved_until, updated_at) \
@@ -499,10 +537,9 @@ async fn apply_step<'a>(
         }
         return Ok(Err(StoreError::Conflict));
     }
-    if let (Some(remember), Some(epoch)) = (&step.remember, checked.remember_epoch) {
-        // A digest another process is inserting right now makes this wait
-        // for that transaction, then find it (or insert it, if that one
-        // rolls back): of the two steps exactly one is applied.
+    if let (None, Some(remember), Some(epoch)) = (combined, &step.remember, checked.remember_epoch)
+    {
+        // As in the combined statement above.
         let inserted = sqlx::query(
             "INSERT INTO message_digests (group_id, epoch, digest) VALUES ($1, $2, $3) \
              ON CONFLICT DO NOTHING",

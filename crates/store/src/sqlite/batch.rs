@@ -7,8 +7,8 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 
 use rusqlite::types::Value;
 
-use super::plan::{DigestKey, Plan};
-use super::script::{LookupRow, MAX_TERMS_PER_DELETE, Script, push_in};
+use super::plan::Plan;
+use super::script::{LookupRow, Script, push_in};
 use super::to_u64;
 use super::writer::{Op, Request};
 use super::{guest, people};
@@ -313,47 +313,16 @@ fn apply_steps<'a>(
             list.push_bind(*message_id);
         },
     );
-    // The digests the steps remember that are stored: one probe of the
-    // primary key each. (An epoch beyond storable ones fails its step.)
-    let remembered: Vec<(&[u8], i64, &[u8; 32])> = steps
-        .iter()
-        .filter_map(|(_, step)| {
-            let m = step.remember.as_ref()?;
-            Some((
-                step.group_id.as_slice(),
-                i64::try_from(m.epoch).ok()?,
-                &m.digest,
-            ))
-        })
-        .collect();
-    for chunk in remembered.chunks(MAX_TERMS_PER_DELETE) {
-        let builder = script.statement();
-        builder.push(&format!(
-            "SELECT {FOUND_DIGEST}, digest, epoch, group_id FROM message_digests WHERE "
-        ));
-        let mut terms = builder.separated(" OR ");
-        for &(group_id, epoch, digest) in chunk {
-            terms
-                .push("(group_id = ")
-                .push_bind_unseparated(group_id)
-                .push_unseparated(" AND epoch = ")
-                .push_bind_unseparated(epoch)
-                .push_unseparated(" AND digest = ")
-                .push_bind_unseparated(&digest[..])
-                .push_unseparated(")");
-        }
-    }
     let Found {
         versions: stored,
         messages: mut known,
-        digests,
         ..
     } = Found::parse(&script.fetch(conn)?)?;
 
     let mut plan = Plan::default();
     let mut local = Vec::new();
     for &(index, step) in steps {
-        let outcome = plan.add(step, &stored, &mut known, &digests);
+        let outcome = plan.add(conn, step, &stored, &mut known)?;
         if outcome.is_ok() {
             local.extend(step.local.iter().map(|l| (l, step.now)));
         }
@@ -376,15 +345,11 @@ struct Found {
     /// Job id to its message id and recipient set (`None` for a job written
     /// before schema version 2).
     jobs: HashMap<i64, (Vec<u8>, Option<Vec<u8>>)>,
-    /// Stored digests of application messages.
-    digests: HashSet<DigestKey>,
 }
 
 const FOUND_VERSION: i64 = 0;
 const FOUND_MESSAGE: i64 = 1;
 const FOUND_JOB: i64 = 2;
-/// A digest (key), its epoch (value) and group (fourth column).
-const FOUND_DIGEST: i64 = 3;
 
 impl Found {
     fn parse(rows: &[LookupRow]) -> Result<Found, String> {
@@ -403,14 +368,6 @@ impl Found {
                 }
                 FOUND_MESSAGE => {
                     found.messages.insert(key.clone());
-                }
-                FOUND_DIGEST => {
-                    let (Some(Value::Blob(group_id)), Ok(digest)) =
-                        (row.get(3), <[u8; 32]>::try_from(key.as_slice()))
-                    else {
-                        return Err(bad());
-                    };
-                    found.digests.insert((group_id.clone(), *value, digest));
                 }
                 _ => {
                     let recipient_set = match row.get(3) {

@@ -19,14 +19,14 @@
 //! * **Set-based batches.** A batch uses a fixed handful of statements,
 //!   whatever its size (see [`Script`](script::Script) and
 //!   [`Plan`](plan::Plan)). One `SELECT` reads the versions of
-//!   all groups of the batch, another which of the digests the steps
-//!   remember are stored; the steps are then evaluated *in memory, in
+//!   all groups of the batch; the steps are then evaluated *in memory, in
 //!   order*, with exactly the outcome of committing each on its own (each
 //!   version check sees the versions left by the steps before it; a group
-//!   may be deleted and created again; snapshots are written and pruned,
-//!   and digests remembered and forgotten, in step order, so the second of
-//!   two steps with one digest is `Repeated`; a job whose message exists
-//!   nowhere fails its step). A step
+//!   may be deleted and created again; snapshots are written and pruned in
+//!   step order; a job whose message exists nowhere fails its step). Only
+//!   application-message digests are written as each step is evaluated,
+//!   one prepared insert each (a repeat is the insert that finds its row,
+//!   so the second of two steps with one digest is `Repeated`). A step
 //!   that conflicts or cannot be stored gets its error and contributes
 //!   nothing; the net effect of the others is written with a few multi-row
 //!   statements (chunked to stay within SQLite's limits). Only a failure of

@@ -26,9 +26,6 @@ pub(super) struct Plan<'a> {
 /// SHA-256 of a recipient list: its key in `recipient_sets`.
 type RecipientSetHash = [u8; 32];
 
-/// A row of `message_digests`: (group, epoch, digest).
-pub(super) type DigestKey = (Vec<u8>, i64, [u8; 32]);
-
 /// What the accepted steps do to one group.
 struct GroupPlan<'a> {
     /// The version as left by the accepted steps so far (`None`: absent).
@@ -37,48 +34,6 @@ struct GroupPlan<'a> {
     write: Option<FinalWrite>,
     pages: PagePlan<'a>,
     snapshots: SnapshotPlan<'a>,
-    digests: DigestPlan,
-}
-
-/// The effect of the accepted steps on one group's remembered digests, in
-/// step order: within a step, its digest first, then the group's
-/// deletion, then the forgetting.
-#[derive(Default)]
-struct DigestPlan {
-    /// The group was deleted: every digest stored before the batch goes.
-    cleared: bool,
-    /// Otherwise, stored digests of epochs at or before this go (the
-    /// latest cutoff of the steps, from [`last_before`]).
-    forget_through: Option<i64>,
-    /// Digests remembered by the steps and not forgotten since.
-    added: BTreeSet<(i64, [u8; 32])>,
-}
-
-impl DigestPlan {
-    /// Whether the group has the digest, stored before the batch or
-    /// remembered by its steps.
-    fn has(&self, group_id: &[u8], key: (i64, [u8; 32]), stored: &HashSet<DigestKey>) -> bool {
-        let (epoch, digest) = key;
-        self.added.contains(&key)
-            || (!self.cleared
-                && self.forget_through.is_none_or(|through| epoch > through)
-                && stored.contains(&(group_id.to_vec(), epoch, digest)))
-    }
-
-    fn clear(&mut self) {
-        *self = DigestPlan {
-            cleared: true,
-            ..DigestPlan::default()
-        };
-    }
-
-    /// Forgets the digests of epochs at or before `through`.
-    fn forget(&mut self, through: i64) {
-        if !self.cleared {
-            self.forget_through = Some(self.forget_through.map_or(through, |t| t.max(through)));
-        }
-        self.added.retain(|(epoch, _)| *epoch > through);
-    }
 }
 
 enum FinalWrite {
@@ -182,16 +137,38 @@ struct GroupRow<'a> {
 }
 
 impl<'a> Plan<'a> {
-    /// Evaluates `step` after the steps added before it. On `Err` (a version
-    /// conflict, or a step that cannot be stored) the step changes nothing.
-    /// `stored_digests` are those of the steps' digests stored before the
-    /// batch.
+    /// Evaluates `step` after the steps added before it. On `Ok(Err(_))` (a
+    /// version conflict, a repeated digest, or a step that cannot be stored)
+    /// the step changes nothing; `Err` is a failure of the database, which
+    /// fails the batch. The step's digests are remembered and forgotten
+    /// on `conn` at once, in step order (see [`digests`]).
     pub(super) fn add(
+        &mut self,
+        conn: &rusqlite::Connection,
+        step: &'a Step,
+        stored: &HashMap<Vec<u8>, u64>,
+        known_messages: &mut HashSet<Vec<u8>>,
+    ) -> Result<Result<(), StoreError>, String> {
+        let mut failed = None;
+        let outcome = self.add_step(step, stored, known_messages, &mut |op| {
+            digests(conn, op).map_err(|e| {
+                let message = format!("batch: {e}");
+                failed = Some(message.clone());
+                StoreError::Database(message)
+            })
+        });
+        match failed {
+            Some(message) => Err(message),
+            None => Ok(outcome),
+        }
+    }
+
+    fn add_step(
         &mut self,
         step: &'a Step,
         stored: &HashMap<Vec<u8>, u64>,
         known_messages: &mut HashSet<Vec<u8>>,
-        stored_digests: &HashSet<DigestKey>,
+        digests: &mut dyn FnMut(DigestOp<'_>) -> Result<bool, StoreError>,
     ) -> Result<(), StoreError> {
         let group = self
             .groups
@@ -201,7 +178,6 @@ impl<'a> Plan<'a> {
                 write: None,
                 pages: PagePlan::default(),
                 snapshots: SnapshotPlan::default(),
-                digests: DigestPlan::default(),
             });
         if group.version != step.expected_version {
             return Err(StoreError::Conflict);
@@ -280,13 +256,15 @@ impl<'a> Plan<'a> {
             }
         }
         let remember = match &step.remember {
-            Some(m) => Some((to_i64(m.epoch, "message epoch")?, m.digest)),
+            Some(m) => Some((to_i64(m.epoch, "message epoch")?, &m.digest)),
             None => None,
         };
         // A cutoff beyond storable epochs forgets every digest.
         let forget = step.forget_digests_before.map(last_before);
-        if let Some(key) = remember
-            && group.digests.has(&step.group_id, key, stored_digests)
+        // The last check, and the first change: nothing refuses the step
+        // after it.
+        if let Some((epoch, digest)) = remember
+            && !digests(DigestOp::Remember(&step.group_id, epoch, digest))?
         {
             return Err(StoreError::Repeated);
         }
@@ -295,18 +273,15 @@ impl<'a> Plan<'a> {
         if let Some(change) = pages {
             change.apply(&mut group.pages);
         }
-        if let Some(key) = remember {
-            group.digests.added.insert(key);
-        }
         if let Some(write) = write {
             if matches!(write, FinalWrite::Delete) {
                 group.snapshots.clear();
-                group.digests.clear();
+                digests(DigestOp::Forget(&step.group_id, None))?;
             }
             group.write = Some(write);
         }
         if let Some(through) = forget {
-            group.digests.forget(through);
+            digests(DigestOp::Forget(&step.group_id, Some(through)))?;
         }
         if let Some((epoch, created_at, data)) = snapshot {
             group.snapshots.write(epoch, created_at, data);
@@ -348,10 +323,6 @@ impl<'a> Plan<'a> {
         let mut pages: Vec<(&[u8], u32, &[u8])> = Vec::new();
         let mut snapshot_deletes: Vec<SnapshotDelete<'_>> = Vec::new();
         let mut snapshots: Vec<SnapshotRow<'_>> = Vec::new();
-        // (group, through epoch: `None` for all of them), and the rows to
-        // insert.
-        let mut digest_deletes: Vec<(&[u8], Option<i64>)> = Vec::new();
-        let mut digests: Vec<(&[u8], i64, &[u8; 32])> = Vec::new();
         for (&group_id, group) in &self.groups {
             match group.write {
                 None => {}
@@ -398,15 +369,6 @@ impl<'a> Plan<'a> {
                     created_at,
                     data,
                 });
-            }
-            let plan = &group.digests;
-            if plan.cleared {
-                digest_deletes.push((group_id, None));
-            } else if let Some(through) = plan.forget_through {
-                digest_deletes.push((group_id, Some(through)));
-            }
-            for (epoch, digest) in &plan.added {
-                digests.push((group_id, *epoch, digest));
             }
         }
 
@@ -500,39 +462,6 @@ impl<'a> Plan<'a> {
                     .push_bind(s.data);
             },
         );
-        for chunk in digest_deletes.chunks(MAX_TERMS_PER_DELETE) {
-            let builder = script.statement();
-            builder.push("DELETE FROM message_digests WHERE ");
-            let mut terms = builder.separated(" OR ");
-            for &(group_id, through) in chunk {
-                match through {
-                    None => {
-                        terms.push("group_id = ").push_bind_unseparated(group_id);
-                    }
-                    Some(through) => {
-                        terms
-                            .push("(group_id = ")
-                            .push_bind_unseparated(group_id)
-                            .push_unseparated(" AND epoch <= ")
-                            .push_bind_unseparated(through)
-                            .push_unseparated(")");
-                    }
-                }
-            }
-        }
-        // None of them is stored (the plan looked), but should one be, it
-        // stays as it is rather than failing the batch.
-        push_values(
-            script,
-            "INSERT INTO message_digests (group_id, epoch, digest) ",
-            " ON CONFLICT DO NOTHING",
-            &digests,
-            |mut row, &(group_id, epoch, digest)| {
-                row.push_bind(group_id)
-                    .push_bind(epoch)
-                    .push_bind(digest.to_vec());
-            },
-        );
         push_values(
             script,
             "INSERT OR IGNORE INTO messages (message_id, group_id, body, created_at) ",
@@ -577,5 +506,42 @@ impl<'a> Plan<'a> {
                     .push_bind(j.created_at);
             },
         );
+    }
+}
+
+/// What a step does to its group's remembered digests.
+pub(super) enum DigestOp<'s> {
+    /// Remember this digest (group, epoch, digest): `false` if the group
+    /// has it already.
+    Remember(&'s [u8], i64, &'s [u8; 32]),
+    /// Forget the group's digests of epochs at or before this one (`None`:
+    /// all of them).
+    Forget(&'s [u8], Option<i64>),
+}
+
+/// Applies a digest operation on the write connection at once, inside the
+/// batch's transaction. Unlike the rest of a step, whose net effect the plan
+/// writes at the end with multi-row statements, digests are written one by
+/// one in step order: a repeat is then one primary-key insert that finds
+/// the row (no lookup beforehand), and the statements are always the same
+/// three, so they stay prepared. Nothing else touches `message_digests`,
+/// so running these before the script's statements changes no outcome.
+fn digests(conn: &rusqlite::Connection, op: DigestOp<'_>) -> rusqlite::Result<bool> {
+    match op {
+        DigestOp::Remember(group_id, epoch, digest) => conn
+            .prepare_cached(
+                "INSERT INTO message_digests (group_id, epoch, digest) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT DO NOTHING",
+            )?
+            .execute(rusqlite::params![group_id, epoch, &digest[..]])
+            .map(|inserted| inserted == 1),
+        DigestOp::Forget(group_id, Some(through)) => conn
+            .prepare_cached("DELETE FROM message_digests WHERE group_id = ?1 AND epoch <= ?2")?
+            .execute(rusqlite::params![group_id, through])
+            .map(|_| true),
+        DigestOp::Forget(group_id, None) => conn
+            .prepare_cached("DELETE FROM message_digests WHERE group_id = ?1")?
+            .execute(rusqlite::params![group_id])
+            .map(|_| true),
     }
 }
