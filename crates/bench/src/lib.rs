@@ -202,7 +202,7 @@ pub fn put_state(group_id: &GroupId, state: Vec<u8>, expected: Option<u64>) -> m
         jobs: Vec::new(),
         local: Vec::new(),
         remember: None,
-        forget_digests_before: None,
+        forget_digests: None,
         now: now(),
     }
 }

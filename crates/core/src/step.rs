@@ -181,9 +181,11 @@ pub struct Outcome {
     /// The application message this step fans out, to be remembered with
     /// it: the step happens only if the group has not got it yet.
     pub app_message: Option<AppMessage>,
-    /// Forget the group's application messages of epochs before this one:
-    /// the hub refuses messages of those epochs from now on anyway.
-    pub forget_app_messages_before: Option<u64>,
+    /// Forget the group's application messages of these epochs: the hub
+    /// refuses messages of them from now on anyway. A commit names the
+    /// one epoch that leaves the accepted window; the epochs before it
+    /// left with earlier commits.
+    pub forget_app_messages: Option<std::ops::Range<u64>>,
 }
 
 impl Outcome {
@@ -196,7 +198,7 @@ impl Outcome {
             messages: Vec::new(),
             deliveries: Vec::new(),
             app_message: None,
-            forget_app_messages_before: None,
+            forget_app_messages: None,
         }
     }
 }

@@ -322,7 +322,7 @@ impl Files {
             jobs: Vec::new(),
             local: Vec::new(),
             remember: None,
-            forget_digests_before: None,
+            forget_digests: None,
             now,
         };
         let put = GroupWrite::Put {

@@ -101,7 +101,7 @@ pub(crate) fn prepare(
         jobs: Vec::new(),
         local: Vec::new(),
         remember: None,
-        forget_digests_before: None,
+        forget_digests: None,
         now,
     };
     Some(Prepared {

@@ -788,7 +788,7 @@ impl<S: Store> HubService<S> {
                 epoch: m.epoch,
                 digest: m.digest,
             }),
-            forget_digests_before: outcome.forget_app_messages_before,
+            forget_digests: outcome.forget_app_messages,
             now: ctx.now,
         };
         Ok(Built {

@@ -647,7 +647,7 @@ async fn commits_stored_ahead_are_delivered_once_or_dropped() {
             jobs: Vec::new(),
             local: Vec::new(),
             remember: None,
-            forget_digests_before: None,
+            forget_digests: None,
             now,
         })
         .await

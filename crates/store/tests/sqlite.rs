@@ -579,9 +579,9 @@ async fn batched_equals_sequential(
 async fn a_batch_of_remembered_messages_equals_its_steps_one_by_one() {
     use Request::Commit;
     let (g, h) = (&b"g"[..], &b"h"[..]);
-    let forgetting = |version, state: &[u8], before| {
+    let forgetting = |version, state: &[u8], epochs| {
         let mut s = step(g, Some(version), put(state));
-        s.forget_digests_before = Some(before);
+        s.forget_digests = Some(epochs);
         Commit(s)
     };
     let mut unstorable = suite::sent(g, 2, 90, 1, 0x90);
@@ -601,11 +601,11 @@ async fn a_batch_of_remembered_messages_equals_its_steps_one_by_one() {
         Commit(suite::sent(g, 1, 12, 2, 0x03)), // repeated in the batch
         Commit(suite::sent(g, 9, 13, 2, 0x04)), // stale: a conflict first
         Commit(suite::sent(h, 1, 14, 2, 0x03)), // another group's
-        forgetting(1, b"g2", 2),                // epoch 1 forgotten
+        forgetting(1, b"g2", 1..2),             // epoch 1 forgotten
         Commit(suite::sent(g, 2, 15, 1, 0x01)), // new again
         Commit(suite::sent(g, 2, 16, 2, 0x02)), // kept: repeated
         Commit(unstorable),
-        forgetting(2, b"g3", u64::MAX),         // every epoch
+        forgetting(2, b"g3", 0..u64::MAX),      // every epoch
         Commit(suite::sent(g, 3, 17, 2, 0x03)), // new again
         Commit(suite::sent(g, 3, 18, 5, 0x05)),
         Commit(step(g, Some(3), GroupWrite::Delete)),

@@ -80,6 +80,6 @@ pub(crate) fn handle(
         messages: vec![body.proposal.as_bytes().to_vec()],
         deliveries,
         app_message: None,
-        forget_app_messages_before: None,
+        forget_app_messages: None,
     })
 }

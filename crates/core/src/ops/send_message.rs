@@ -47,6 +47,6 @@ pub(crate) fn handle(
             epoch,
             digest: Sha256::digest(bytes).into(),
         }),
-        forget_app_messages_before: None,
+        forget_app_messages: None,
     })
 }

@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{QUEUE_CHANNEL, error, last_before, retryable, to_i64};
 use crate::pages::{PageChange, page_count};
-use crate::{GroupWrite, Inbound, QueueBell, STATE_PAGE, Step, StoreError};
+use crate::{GroupWrite, Inbound, QueueBell, STATE_PAGE, Step, StoreError, storable_epochs};
 
 /// At most this many requests share one transaction.
 const MAX_BATCH: usize = 256;
@@ -622,10 +622,11 @@ async fn apply_step<'a>(
             .execute(&mut *tx)
             .await?;
     }
-    if let Some(before) = step.forget_digests_before {
-        sqlx::query("DELETE FROM message_digests WHERE group_id = $1 AND epoch <= $2")
+    if let Some((first, last)) = step.forget_digests.as_ref().and_then(storable_epochs) {
+        sqlx::query("DELETE FROM message_digests WHERE group_id = $1 AND epoch BETWEEN $2 AND $3")
             .bind(group)
-            .bind(last_before(before))
+            .bind(first)
+            .bind(last)
             .execute(&mut *tx)
             .await?;
     }

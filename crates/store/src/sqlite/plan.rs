@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 use super::script::{MAX_TERMS_PER_DELETE, Script, push_in, push_values};
 use super::{last_before, to_i64};
 use crate::pages::{PageChange, PagePlan, page_count};
-use crate::{GroupWrite, Step, StoreError};
+use crate::{GroupWrite, Step, StoreError, storable_epochs};
 
 /// The net effect of the accepted steps of a sub-batch.
 #[derive(Default)]
@@ -259,8 +259,7 @@ impl<'a> Plan<'a> {
             Some(m) => Some((to_i64(m.epoch, "message epoch")?, &m.digest)),
             None => None,
         };
-        // A cutoff beyond storable epochs forgets every digest.
-        let forget = step.forget_digests_before.map(last_before);
+        let forget = step.forget_digests.as_ref().and_then(storable_epochs);
         // The last check, and the first change: nothing refuses the step
         // after it.
         if let Some((epoch, digest)) = remember
@@ -280,8 +279,8 @@ impl<'a> Plan<'a> {
             }
             group.write = Some(write);
         }
-        if let Some(through) = forget {
-            digests(DigestOp::Forget(&step.group_id, Some(through)))?;
+        if let Some(epochs) = forget {
+            digests(DigestOp::Forget(&step.group_id, Some(epochs)))?;
         }
         if let Some((epoch, created_at, data)) = snapshot {
             group.snapshots.write(epoch, created_at, data);
@@ -514,9 +513,9 @@ pub(super) enum DigestOp<'s> {
     /// Remember this digest (group, epoch, digest): `false` if the group
     /// has it already.
     Remember(&'s [u8], i64, &'s [u8; 32]),
-    /// Forget the group's digests of epochs at or before this one (`None`:
-    /// all of them).
-    Forget(&'s [u8], Option<i64>),
+    /// Forget the group's digests of the epochs from the first to the last
+    /// given (`None`: all of them).
+    Forget(&'s [u8], Option<(i64, i64)>),
 }
 
 /// Applies a digest operation on the write connection at once, inside the
@@ -535,9 +534,11 @@ fn digests(conn: &rusqlite::Connection, op: DigestOp<'_>) -> rusqlite::Result<bo
             )?
             .execute(rusqlite::params![group_id, epoch, &digest[..]])
             .map(|inserted| inserted == 1),
-        DigestOp::Forget(group_id, Some(through)) => conn
-            .prepare_cached("DELETE FROM message_digests WHERE group_id = ?1 AND epoch <= ?2")?
-            .execute(rusqlite::params![group_id, through])
+        DigestOp::Forget(group_id, Some((first, last))) => conn
+            .prepare_cached(
+                "DELETE FROM message_digests WHERE group_id = ?1 AND epoch BETWEEN ?2 AND ?3",
+            )?
+            .execute(rusqlite::params![group_id, first, last])
             .map(|_| true),
         DigestOp::Forget(group_id, None) => conn
             .prepare_cached("DELETE FROM message_digests WHERE group_id = ?1")?

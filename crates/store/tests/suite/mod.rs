@@ -106,7 +106,7 @@ pub fn step(group: &[u8], expected_version: Option<u64>, write: GroupWrite) -> S
         jobs: Vec::new(),
         local: Vec::new(),
         remember: None,
-        forget_digests_before: None,
+        forget_digests: None,
         now: 1_000,
     }
 }
@@ -1472,7 +1472,7 @@ pub fn local_step(group: &[u8], expected: Option<u64>, n: u8, recipients: &[&str
             recipients: recipients.iter().map(|c| c.to_string()).collect(),
         }],
         remember: None,
-        forget_digests_before: None,
+        forget_digests: None,
         now: 10,
     }
 }
@@ -3065,7 +3065,7 @@ pub async fn repeated_messages_queued_together_are_applied_once_in_order(backend
     store.commit(sent(g, 1, 1, 1, 0xa1)).await.expect("stored");
 
     let mut commit = step(g, Some(1), put(b"epoch 2"));
-    commit.forget_digests_before = Some(2);
+    commit.forget_digests = Some(1..2);
     let outcomes = queued_together(
         &store,
         vec![
@@ -3131,10 +3131,10 @@ pub async fn repeated_messages_queued_together_are_applied_once_in_order(backend
     backend.close(store).await;
 }
 
-/// A step's `forget_digests_before` forgets the group's digests of older
-/// epochs (a repeat of one is new again) and keeps the others and other
-/// groups'; beyond storable epochs it forgets them all; a deleted group
-/// forgets all of its own.
+/// A step's `forget_digests` forgets the group's digests of those epochs
+/// (a repeat of one is new again) and keeps the others and other groups';
+/// a range reaching beyond storable epochs forgets up to them, one
+/// starting beyond them nothing; a deleted group forgets all of its own.
 pub async fn digests_of_old_epochs_and_of_deleted_groups_are_forgotten(backend: &impl Backend) {
     let store = backend.open().await;
     let (g, h) = (&b"chat"[..], &b"other"[..]);
@@ -3152,23 +3152,23 @@ pub async fn digests_of_old_epochs_and_of_deleted_groups_are_forgotten(backend: 
     }
     store.commit(sent(h, 1, 9, 1, 1)).await.expect("sent");
     let mut commit = step(g, Some(1), put(b"epoch 4"));
-    commit.forget_digests_before = Some(3);
+    commit.forget_digests = Some(2..3);
     store.commit(commit).await.expect("commit");
-    // Epochs 1 and 2 are forgotten, epoch 3 and the other group kept.
+    // Epoch 2 is forgotten; epochs 1 and 3 and the other group are kept.
     let outcomes = [
         store.commit(sent(g, 2, 11, 1, 1)).await,
         store.commit(sent(g, 2, 12, 2, 2)).await,
         store.commit(sent(g, 2, 13, 3, 3)).await,
         store.commit(sent(h, 1, 14, 1, 1)).await,
     ];
-    assert!(outcomes[0].is_ok() && outcomes[1].is_ok(), "{outcomes:?}");
+    assert!(outcomes[1].is_ok(), "{outcomes:?}");
     assert!(
-        is_repeated(&outcomes[2]) && is_repeated(&outcomes[3]),
+        [0, 2, 3].iter().all(|&i| is_repeated(&outcomes[i])),
         "{outcomes:?}"
     );
 
     let mut commit = step(g, Some(2), put(b"epoch 5"));
-    commit.forget_digests_before = Some(u64::MAX);
+    commit.forget_digests = Some(0..u64::MAX);
     store.commit(commit).await.expect("commit");
     for (n, epoch) in [(21, 1), (22, 2), (23, 3)] {
         store
@@ -3176,9 +3176,14 @@ pub async fn digests_of_old_epochs_and_of_deleted_groups_are_forgotten(backend: 
             .await
             .expect("forgotten: new again");
     }
+    let mut commit = step(g, Some(3), put(b"epoch 6"));
+    commit.forget_digests = Some(u64::MAX - 1..u64::MAX);
+    store.commit(commit).await.expect("commit");
+    let kept = store.commit(sent(g, 4, 24, 3, 3)).await;
+    assert!(is_repeated(&kept), "{kept:?}");
 
     store
-        .commit(step(g, Some(3), GroupWrite::Delete))
+        .commit(step(g, Some(4), GroupWrite::Delete))
         .await
         .expect("delete");
     store
