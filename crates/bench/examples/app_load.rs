@@ -19,25 +19,30 @@ fn main() -> Result<(), String> {
         .build()
         .map_err(|e| e.to_string())?;
     let mut fx = HubFixture::new(100, 3)?;
-    let body = fx
-        .group
-        .message_request(1024)
-        .map_err(|e| e.to_string())?
-        .to_bytes()
-        .map_err(|e| e.to_string())?;
+    // Distinct messages: the hub fans out the same bytes once
+    // (`docs/protocol.md` 6.3), so a repeated body would measure repeats.
+    let bodies = (0..count)
+        .map(|_| {
+            fx.group
+                .message_request(1024)
+                .map_err(|e| e.to_string())?
+                .to_bytes()
+                .map_err(|e| e.to_string())
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let cache = std::num::NonZeroUsize::new(64).ok_or("cache")?;
     let svc = Arc::new(rt.block_on(seeded_service(&fx, Durability::Process, dir.path(), cache))?);
-    let body = Arc::new(body);
+    let bodies = Arc::new(bodies);
+    let concurrency = concurrency.max(1);
     let (cpu0, wall0) = (cpu_seconds(), Instant::now());
     rt.block_on(async {
         let mut tasks = Vec::new();
         for t in 0..concurrency {
-            let (svc, body) = (svc.clone(), body.clone());
-            let n = count / concurrency + usize::from(t < count % concurrency);
+            let (svc, bodies) = (svc.clone(), bodies.clone());
             tasks.push(tokio::spawn(async move {
-                for _ in 0..n {
-                    let req = DSRequest::decode_exact(&body, &Limits::default())
+                for body in bodies.iter().skip(t).step_by(concurrency) {
+                    let req = DSRequest::decode_exact(body, &Limits::default())
                         .map_err(|e| e.to_string())?;
                     svc.handle(DsEndpoint::GroupOperation, &req, Origin::Local)
                         .await

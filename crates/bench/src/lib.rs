@@ -201,6 +201,8 @@ pub fn put_state(group_id: &GroupId, state: Vec<u8>, expected: Option<u64>) -> m
         messages: Vec::new(),
         jobs: Vec::new(),
         local: Vec::new(),
+        remember: None,
+        forget_digests: None,
         now: now(),
     }
 }

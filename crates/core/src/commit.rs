@@ -207,7 +207,18 @@ pub(crate) fn run(
         prune_snapshots_before: Some(req.ctx.now.saturating_sub(retention)),
         messages,
         deliveries,
+        app_message: None,
+        forget_app_messages: leaving_window(new_epoch, req.config.app_message_past_epochs),
     })
+}
+
+/// The epoch whose application messages a commit to `new_epoch` makes
+/// refused (`send_message` accepts `past` epochs before the current one):
+/// the one that leaves the window, if any.
+fn leaving_window(new_epoch: u64, past: u64) -> Option<std::ops::Range<u64>> {
+    let oldest = new_epoch.checked_sub(past)?;
+    let left = oldest.checked_sub(1)?;
+    Some(left..oldest)
 }
 
 /// Signed requests at least this large have their client signature checked
@@ -475,4 +486,21 @@ fn check_welcomes(
         )));
     }
     Ok(targets)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::leaving_window;
+
+    /// Each commit forgets the one epoch that leaves the window, so every
+    /// epoch is forgotten once, and none while it is still accepted.
+    #[test]
+    fn a_commit_forgets_the_epoch_leaving_the_window() {
+        assert_eq!(leaving_window(1, 0), Some(0..1));
+        assert_eq!(leaving_window(2, 0), Some(1..2));
+        assert_eq!(leaving_window(3, 1), Some(1..2));
+        assert_eq!(leaving_window(1, 1), None);
+        assert_eq!(leaving_window(0, 0), None);
+        assert_eq!(leaving_window(u64::MAX, 0), Some(u64::MAX - 1..u64::MAX));
+    }
 }

@@ -26,6 +26,6 @@ pub use hub::{Hub, named_group};
 pub use signer::{Ed25519Check, SignatureCheck, SignerKey, Verified, verify_batch, verify_each};
 pub use state::{AddedClient, HubGroup, JoinerSnapshot, MemberInfo};
 pub use step::{
-    Context, Delivery, DeliveryKind, Directory, DsEndpoint, HubConfig, Origin, Outcome, Slot,
-    Target, Write,
+    AppMessage, Context, Delivery, DeliveryKind, Directory, DsEndpoint, HubConfig, Origin, Outcome,
+    Slot, Target, Write,
 };

@@ -155,6 +155,18 @@ pub struct Delivery {
     pub message: usize,
 }
 
+/// An accepted application message, by its epoch and the SHA-256 of its
+/// `MLSMessage` bytes. Clients never send the same bytes twice (each
+/// message has a generation of its own), so the same bytes again are a
+/// retry or a replay: the adapter fans them out only if the group has not
+/// got this digest yet, and answers a repeat as it answered the original
+/// (`docs/protocol.md` 6.3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AppMessage {
+    pub epoch: u64,
+    pub digest: [u8; 32],
+}
+
 /// The result of one accepted step.
 #[derive(Debug)]
 pub struct Outcome {
@@ -166,6 +178,14 @@ pub struct Outcome {
     /// Distinct message bodies (`MLSMessage` bytes) the deliveries refer to.
     pub messages: Vec<Vec<u8>>,
     pub deliveries: Vec<Delivery>,
+    /// The application message this step fans out, to be remembered with
+    /// it: the step happens only if the group has not got it yet.
+    pub app_message: Option<AppMessage>,
+    /// Forget the group's application messages of these epochs: the hub
+    /// refuses messages of them from now on anyway. A commit names the
+    /// one epoch that leaves the accepted window; the epochs before it
+    /// left with earlier commits.
+    pub forget_app_messages: Option<std::ops::Range<u64>>,
 }
 
 impl Outcome {
@@ -177,6 +197,8 @@ impl Outcome {
             prune_snapshots_before: None,
             messages: Vec::new(),
             deliveries: Vec::new(),
+            app_message: None,
+            forget_app_messages: None,
         }
     }
 }

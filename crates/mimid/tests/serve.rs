@@ -321,6 +321,8 @@ impl Files {
             messages: Vec::new(),
             jobs: Vec::new(),
             local: Vec::new(),
+            remember: None,
+            forget_digests: None,
             now,
         };
         let put = GroupWrite::Put {

@@ -100,6 +100,8 @@ pub(crate) fn prepare(
         }],
         jobs: Vec::new(),
         local: Vec::new(),
+        remember: None,
+        forget_digests: None,
         now,
     };
     Some(Prepared {

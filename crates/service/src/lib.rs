@@ -4,7 +4,9 @@
 //! process; the store's version check covers other processes), load the
 //! group from a bounded cache or the store, run [`Hub::handle`], commit the
 //! step (state, joiner snapshot, the message stored once, one delivery job
-//! per destination provider) in one transaction, and only then answer.
+//! per destination provider) in one transaction, and only then answer. An
+//! application message is remembered by its digest in that transaction: the
+//! same message again changes nothing and gets the answer the first got.
 
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
@@ -24,7 +26,8 @@ use mimid_core::{
     SignatureCheck, SignerKey, Slot, Verified, Write,
 };
 use mimid_store::{
-    GroupWrite, LocalDelivery, NewJob, NewMessage, Snapshot, Step, Store, StoreError, StoredGroup,
+    GroupWrite, LocalDelivery, MessageDigest, NewJob, NewMessage, Snapshot, Step, Store,
+    StoreError, StoredGroup,
 };
 use mimid_wire::{ClientId, DSRequest, DSResponseBody, UserId};
 use openmls_rust_crypto::RustCrypto;
@@ -457,6 +460,13 @@ impl<S: Store> HubService<S> {
                     }
                     return Ok(response);
                 }
+                // The group has this application message already: it was
+                // fanned out when first accepted, and this step, which
+                // changed nothing, gets the answer that one got.
+                Err(StoreError::Repeated) => {
+                    tracing::debug!("an application message accepted before, not fanned out again");
+                    return Ok(response);
+                }
                 Err(e) => {
                     // The cache may hold state that never became durable.
                     let _ = self.cache_take(&group_id);
@@ -774,6 +784,11 @@ impl<S: Store> HubService<S> {
             messages,
             jobs,
             local,
+            remember: outcome.app_message.map(|m| MessageDigest {
+                epoch: m.epoch,
+                digest: m.digest,
+            }),
+            forget_digests: outcome.forget_app_messages,
             now: ctx.now,
         };
         Ok(Built {

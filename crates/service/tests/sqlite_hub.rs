@@ -646,6 +646,8 @@ async fn commits_stored_ahead_are_delivered_once_or_dropped() {
             }],
             jobs: Vec::new(),
             local: Vec::new(),
+            remember: None,
+            forget_digests: None,
             now,
         })
         .await
@@ -824,4 +826,140 @@ async fn a_strangers_commit_is_never_stored_ahead() {
         store.message_count().await.unwrap(),
         referenced_messages(store).await
     );
+}
+
+/// Remembered application messages, in the hub's own database.
+fn digest_rows(path: &Path) -> i64 {
+    rusqlite::Connection::open(path)
+        .unwrap()
+        .query_row("SELECT COUNT(*) FROM message_digests", [], |r| r.get(0))
+        .unwrap()
+}
+
+/// What a message of Bob's adds to: Carol's jobs, Alice's queue, stored
+/// messages.
+async fn fanned_out(store: &SqliteStore) -> (usize, usize, u64) {
+    (
+        store.pending_jobs("c.example", 1000).await.unwrap().len(),
+        store.client_queue(ALICE, 0, 1000).await.unwrap().len(),
+        store.message_count().await.unwrap(),
+    )
+}
+
+/// The same `SendMessageRequest` again (a relay retrying after a lost
+/// answer, or a replay under a fresh provider signature), one after the
+/// other or two at once: answered `ok` as the first, fanned out once. With
+/// one past epoch accepted, a commit keeps the message remembered (and
+/// its repeat answered), the next forgets it (and its repeat is refused
+/// as of a past epoch, like any message of that epoch).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_message_is_answered_as_the_first_and_fanned_out_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hub.db");
+    let store = SqliteStore::open(&path, Durability::Process)
+        .await
+        .expect("open store");
+    store
+        .add_client(ALICE.into(), "mimi://a.example/d/alice".into(), 0)
+        .await
+        .expect("directory");
+    let mut config = HubConfig::new("a.example".parse().unwrap());
+    config.app_message_past_epochs = 1;
+    let svc = Arc::new(HubService::new(
+        Hub::new(config),
+        store,
+        ServiceConfig::default(),
+    ));
+    let mut c = conversation(&svc).await;
+    let g = c.group_id.clone();
+    let from_b = provider("b.example");
+    let before = fanned_out(svc.store()).await;
+
+    let hello = c.bob.send_message(&g, b"hello").unwrap();
+    for _ in 0..2 {
+        let answer = svc
+            .handle(DsEndpoint::GroupOperation, &hello, from_b.clone())
+            .await
+            .expect("send");
+        assert_eq!(answer, DSResponseBody::Ok);
+    }
+    let together: Vec<_> = (0..2)
+        .map(|_| {
+            let (svc, hello, from_b) = (svc.clone(), hello.clone(), from_b.clone());
+            tokio::spawn(
+                async move { svc.handle(DsEndpoint::GroupOperation, &hello, from_b).await },
+            )
+        })
+        .collect();
+    for answer in together {
+        assert_eq!(answer.await.unwrap().expect("send"), DSResponseBody::Ok);
+    }
+    let once = fanned_out(svc.store()).await;
+    assert_eq!(once, (before.0 + 1, before.1 + 1, before.2 + 1));
+    assert_eq!(digest_rows(&path), 1);
+
+    // Another message goes through.
+    let again = c.bob.send_message(&g, b"again").unwrap();
+    svc.handle(DsEndpoint::GroupOperation, &again, from_b.clone())
+        .await
+        .expect("send");
+    assert_eq!(fanned_out(svc.store()).await.0, before.0 + 2);
+    assert_eq!(digest_rows(&path), 2);
+    let jobs = svc.store().pending_jobs("c.example", 1000).await.unwrap();
+    let mut texts = Vec::new();
+    for job in &jobs[before.0..] {
+        let body = DeliverMessage::decode_exact(&job.body, &Limits::default()).unwrap();
+        texts.push(c.carol.process(&body.message).unwrap());
+    }
+    assert_eq!(texts, [Some(b"hello".to_vec()), Some(b"again".to_vec())]);
+
+    // Epoch 2: messages of epoch 1 are still accepted, and remembered.
+    let bob_jobs = svc
+        .store()
+        .pending_jobs("b.example", 1000)
+        .await
+        .unwrap()
+        .len();
+    let commit = |alice: &mut MimiClient| alice.update(&g).unwrap();
+    let update = commit(&mut c.alice);
+    svc.handle(DsEndpoint::GroupOperation, &update, Origin::Local)
+        .await
+        .expect("commit");
+    c.alice.merge_pending_commit(&g).unwrap();
+    assert_eq!(digest_rows(&path), 2);
+    let at_epoch_2 = fanned_out(svc.store()).await;
+    let answer = svc
+        .handle(DsEndpoint::GroupOperation, &hello, from_b.clone())
+        .await
+        .expect("a repeat of epoch 1");
+    assert_eq!(answer, DSResponseBody::Ok);
+    assert_eq!(fanned_out(svc.store()).await, at_epoch_2);
+
+    // Epoch 3: epoch 1 is refused, and forgotten.
+    let update = commit(&mut c.alice);
+    svc.handle(DsEndpoint::GroupOperation, &update, Origin::Local)
+        .await
+        .expect("commit");
+    c.alice.merge_pending_commit(&g).unwrap();
+    assert_eq!(digest_rows(&path), 0);
+    let err = svc
+        .handle(DsEndpoint::GroupOperation, &hello, from_b.clone())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ServiceError::Hub(HubError::WrongEpoch { current: 3 })),
+        "{err:?}"
+    );
+    // A message of Bob's at epoch 3 (after the two commits) is remembered.
+    let commits = svc.store().pending_jobs("b.example", 1000).await.unwrap();
+    for job in &commits[bob_jobs..] {
+        let body = DeliverMessage::decode_exact(&job.body, &Limits::default()).unwrap();
+        c.bob.process(&body.message).unwrap();
+    }
+    assert_eq!(c.bob.epoch_and_tree_hash(&g).map(|e| e.0), Some(3));
+    let later = c.bob.send_message(&g, b"later").unwrap();
+    svc.handle(DsEndpoint::GroupOperation, &later, from_b)
+        .await
+        .expect("send");
+    assert_eq!(digest_rows(&path), 1);
 }

@@ -20,14 +20,21 @@ pub use sqlite::{Durability, SqliteStore};
 /// Seconds each write transaction took, by `backend` (a metric).
 pub const TRANSACTION_SECONDS: &str = "mimid_store_transaction_seconds";
 
-/// Errors of the store. `Conflict` is the expected outcome of a lost race;
-/// everything else is an operational failure.
+/// Errors of the store. `Conflict` is the expected outcome of a lost race
+/// and `Repeated` of a repeated message; everything else is an operational
+/// failure.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The group's version was not the expected one (another writer won),
     /// or a slot that had to be absent exists.
     #[error("conflicting write to group")]
     Conflict,
+    /// The step's [`Step::remember`] digest is remembered for its group
+    /// already (by an earlier step, this process's or another's): the
+    /// message was accepted and fanned out before, and this step changed
+    /// nothing.
+    #[error("application message accepted before")]
+    Repeated,
     /// The database failed.
     #[error("database: {0}")]
     Database(String),
@@ -323,13 +330,30 @@ pub struct OutboxStats {
     pub dead_letters: u64,
 }
 
+/// An accepted application message, as a group remembers it: its epoch
+/// and the SHA-256 of its `MLSMessage` bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct MessageDigest {
+    pub epoch: u64,
+    pub digest: [u8; 32],
+}
+
+/// The epochs of `range` a store holding signed 64-bit integers can have,
+/// as the first and last of them (`None`: none).
+pub(crate) fn storable_epochs(range: &std::ops::Range<u64>) -> Option<(i64, i64)> {
+    let first = i64::try_from(range.start).ok()?;
+    let last = i64::try_from(range.end.checked_sub(1)?).unwrap_or(i64::MAX);
+    (first <= last).then_some((first, last))
+}
+
 /// Everything one core step writes, committed atomically.
 ///
 /// A step carrying a value the store cannot hold (SQLite: a time, epoch,
 /// expiry or length beyond `i64::MAX`) fails alone with
 /// [`StoreError::Database`] naming it, and changes nothing. A
 /// `prune_snapshots_before` beyond every storable time is not such a value:
-/// every snapshot of the group was created before it.
+/// every snapshot of the group was created before it; nor is a
+/// `forget_digests` range reaching beyond every storable epoch.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Step {
     pub group_id: Vec<u8>,
@@ -343,6 +367,20 @@ pub struct Step {
     pub jobs: Vec<NewJob>,
     /// Messages for the hub's own clients, queued with the step.
     pub local: Vec<LocalDelivery>,
+    /// Remember this digest for the group, once: if it is remembered
+    /// already, the step fails with [`StoreError::Repeated`] and changes
+    /// nothing (checked after the version check, so a stale step still
+    /// gets [`StoreError::Conflict`]). Of two such steps, in one batch or
+    /// in two processes, exactly one is applied.
+    pub remember: Option<MessageDigest>,
+    /// Forget the group's digests of these epochs. A step's digest is
+    /// remembered first, then the group's deletion (which forgets all its
+    /// digests) and this apply. A commit forgets the epoch that leaves the
+    /// accepted window, not everything below it: a range with no lower
+    /// bound would make PostgreSQL walk the index entries of every epoch
+    /// forgotten before, until vacuum removes them (4 ms a commit after
+    /// 20,000 messages, `docs/performance.md`).
+    pub forget_digests: Option<std::ops::Range<u64>>,
     /// Time of the step (seconds since the Unix epoch), for `created_at`.
     pub now: u64,
 }
@@ -490,7 +528,8 @@ impl Drop for Pending {
 /// durable before its [`Pending`] resolves, must apply queued steps in the
 /// order they were queued, and must reject a step whose `expected_version`
 /// does not match (as left by the steps queued before it) with
-/// [`StoreError::Conflict`], changing nothing.
+/// [`StoreError::Conflict`], and one whose [`Step::remember`] digest the
+/// group has already with [`StoreError::Repeated`], changing nothing.
 pub trait Store: Send + Sync + 'static {
     /// Queues a step. Returns once it is queued (in order after every step
     /// queued before); the [`Pending`] resolves once it is durable. Queueing

@@ -137,3 +137,20 @@ async fn a_message_queued_by_one_store_rings_the_bell_of_the_other() {
     postgres.close(storing).await;
     postgres.close(listening).await;
 }
+
+/// Forgotten digests leave no rows: after the suite's commits and
+/// deletion, only the two digests still remembered are stored.
+#[tokio::test]
+async fn forgotten_digests_leave_no_rows() {
+    let postgres = Postgres::new().await;
+    suite::digests_of_old_epochs_and_of_deleted_groups_are_forgotten(&postgres).await;
+    let mut conn = sqlx::PgConnection::connect(&postgres.url)
+        .await
+        .expect("connect");
+    let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM message_digests")
+        .fetch_one(&mut conn)
+        .await
+        .expect("count");
+    assert_eq!(rows, 2);
+    conn.close().await.expect("close");
+}

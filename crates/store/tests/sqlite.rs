@@ -155,6 +155,61 @@ async fn steps_of_one_batch_are_sequential() {
     assert_eq!(group(&*store, b"other").await, None);
 }
 
+/// Two steps of one application message in one transaction (two identical
+/// requests of one group commit): one is applied, the other reported, and
+/// the transaction's other steps are not held back; one digest row each.
+#[tokio::test(flavor = "current_thread")]
+async fn a_repeat_in_the_same_transaction_is_applied_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = db_path(&dir);
+    let store = Arc::new(open(&path, Durability::PowerLoss).await);
+    let g = b"chat";
+    store
+        .commit(step(g, None, put(b"s")))
+        .await
+        .expect("create");
+    let steps = vec![
+        suite::sent(g, 1, 1, 1, 0xd1),
+        suite::sent(g, 1, 2, 1, 0xd1),
+        suite::sent(g, 1, 3, 1, 0xd2),
+        suite::sent(g, 1, 4, 2, 0xd1),
+    ];
+    let before = store.transactions_committed();
+    // On the current-thread runtime the tasks run in spawn order, and all
+    // queue their step before the writer applies any.
+    let tasks: Vec<_> = steps
+        .into_iter()
+        .map(|s| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move { store.commit(s).await })
+        })
+        .collect();
+    let mut results = Vec::new();
+    for task in tasks {
+        results.push(task.await.expect("task"));
+    }
+    assert_eq!(store.transactions_committed() - before, 1);
+    assert!(results[0].is_ok(), "{results:?}");
+    assert!(suite::is_repeated(&results[1]), "{results:?}");
+    assert!(results[2].is_ok() && results[3].is_ok(), "{results:?}");
+    let mut conn = raw(&path).await;
+    assert_eq!(count(&mut conn, "message_digests").await, 3);
+    assert_eq!(count(&mut conn, "messages").await, 3);
+    assert_eq!(count(&mut conn, "jobs").await, 3);
+    conn.close().await.expect("close raw");
+}
+
+/// Forgotten digests leave no rows: after the suite's commits and
+/// deletion, only the two digests still remembered are stored.
+#[tokio::test]
+async fn forgotten_digests_leave_no_rows() {
+    let sqlite = Sqlite::new(Durability::Process);
+    suite::digests_of_old_epochs_and_of_deleted_groups_are_forgotten(&sqlite).await;
+    let mut conn = raw(&sqlite.path).await;
+    assert_eq!(count(&mut conn, "message_digests").await, 2);
+    conn.close().await.expect("close raw");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_commits_share_transactions() {
     const GROUPS: usize = 200;
@@ -346,6 +401,7 @@ fn kind(result: &Result<(), StoreError>) -> &'static str {
     match result {
         Ok(()) => "ok",
         Err(StoreError::Conflict) => "conflict",
+        Err(StoreError::Repeated) => "repeated",
         Err(StoreError::Database(_)) => "database",
         Err(StoreError::Unavailable(_)) => "unavailable",
     }
@@ -359,6 +415,7 @@ type SnapshotRow = (Vec<u8>, i64, i64, Vec<u8>);
 type MessageRow = (Vec<u8>, Vec<u8>, Vec<u8>, i64);
 type JobRow = (i64, String, Vec<u8>, Vec<u8>, i64, i64);
 type RecipientSetRow = (Vec<u8>, Vec<u8>);
+type DigestRow = (Vec<u8>, i64, Vec<u8>);
 
 /// Every row of every table, in a fixed order (a job with its full
 /// recipient list, wherever it is stored).
@@ -370,6 +427,7 @@ struct Dump {
     messages: Vec<MessageRow>,
     jobs: Vec<JobRow>,
     recipient_sets: Vec<RecipientSetRow>,
+    digests: Vec<DigestRow>,
 }
 
 async fn dump(path: &Path) -> Dump {
@@ -429,6 +487,12 @@ async fn dump(path: &Path) -> Dump {
             .fetch_all(&mut conn)
             .await
             .expect("recipient_sets"),
+        digests: sqlx::query_as(
+            "SELECT group_id, epoch, digest FROM message_digests ORDER BY group_id, epoch, digest",
+        )
+        .fetch_all(&mut conn)
+        .await
+        .expect("message_digests"),
     };
     conn.close().await.expect("close raw");
     dump
@@ -505,6 +569,63 @@ async fn batched_equals_sequential(
     assert_eq!(batched_outcomes, sequential_outcomes);
     assert_eq!(batched_rows, sequential_rows);
     (batched_outcomes, batched_rows)
+}
+
+/// Application messages remembered, repeated, forgotten by commits (one
+/// beyond storable epochs), stale and unstorable, and a group deleted and
+/// created again, in one batch with another group interleaved: exactly the
+/// outcome of committing one by one, digest rows included.
+#[tokio::test(flavor = "current_thread")]
+async fn a_batch_of_remembered_messages_equals_its_steps_one_by_one() {
+    use Request::Commit;
+    let (g, h) = (&b"g"[..], &b"h"[..]);
+    let forgetting = |version, state: &[u8], epochs| {
+        let mut s = step(g, Some(version), put(state));
+        s.forget_digests = Some(epochs);
+        Commit(s)
+    };
+    let mut unstorable = suite::sent(g, 2, 90, 1, 0x90);
+    if let Some(m) = &mut unstorable.remember {
+        m.epoch = u64::MAX;
+    }
+    let setup = [
+        Commit(step(g, None, put(b"g1"))),
+        Commit(step(h, None, put(b"h1"))),
+        Commit(suite::sent(g, 1, 1, 1, 0x01)),
+        Commit(suite::sent(g, 1, 2, 2, 0x02)),
+        Commit(suite::sent(h, 1, 3, 1, 0x01)),
+    ];
+    let batch = [
+        Commit(suite::sent(g, 1, 10, 1, 0x01)), // stored: repeated
+        Commit(suite::sent(g, 1, 11, 2, 0x03)),
+        Commit(suite::sent(g, 1, 12, 2, 0x03)), // repeated in the batch
+        Commit(suite::sent(g, 9, 13, 2, 0x04)), // stale: a conflict first
+        Commit(suite::sent(h, 1, 14, 2, 0x03)), // another group's
+        forgetting(1, b"g2", 1..2),             // epoch 1 forgotten
+        Commit(suite::sent(g, 2, 15, 1, 0x01)), // new again
+        Commit(suite::sent(g, 2, 16, 2, 0x02)), // kept: repeated
+        Commit(unstorable),
+        forgetting(2, b"g3", 0..u64::MAX),      // every epoch
+        Commit(suite::sent(g, 3, 17, 2, 0x03)), // new again
+        Commit(suite::sent(g, 3, 18, 5, 0x05)),
+        Commit(step(g, Some(3), GroupWrite::Delete)),
+        Commit(step(g, None, put(b"g-reborn"))),
+        Commit(suite::sent(g, 1, 19, 5, 0x05)), // new in the new group
+        Commit(suite::sent(h, 1, 20, 1, 0x01)), // still h's: repeated
+    ];
+    let (outcomes, rows) = batched_equals_sequential(&setup, &batch).await;
+    assert_eq!(
+        outcomes,
+        [
+            "repeated", "ok", "repeated", "conflict", "ok", "ok", "ok", "repeated", "database",
+            "ok", "ok", "ok", "ok", "ok", "ok", "repeated"
+        ]
+    );
+    let row = |group: &[u8], epoch: i64, digest: u8| (group.to_vec(), epoch, vec![digest; 32]);
+    assert_eq!(
+        rows.digests,
+        [row(g, 5, 0x05), row(h, 1, 0x01), row(h, 2, 0x03)]
+    );
 }
 
 /// One group created, written to, deleted, created again and written to in

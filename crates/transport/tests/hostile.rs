@@ -1798,14 +1798,9 @@ fn signed_case(
 /// Bodies that decode but lie: the wrong group, epoch or hub, someone
 /// else's client or provider signature, another provider's users, a
 /// replay of an accepted request (exact: 401; the body again under a new
-/// signature: 409, or for a delivery the first answer again with nothing
-/// queued twice). Each gets its documented refusal, and nothing changes.
-///
-/// Not here: an application message's body sent again by its own relayer
-/// under a new provider signature is accepted and fanned out again (the
-/// hub cannot decrypt it and `docs/protocol.md` 6.2 checks the epoch of
-/// handshake messages only; an MLS member refuses a used generation). That
-/// is a gap of the protocol, reported on issue 12, not a refusal.
+/// signature: 409 for a commit, or for an application message and a
+/// delivery the first answer again with nothing fanned out or queued
+/// twice). Each gets its documented answer, and nothing changes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bodies_that_decode_but_lie_are_refused_and_change_nothing() {
     let started = Instant::now();
@@ -1911,6 +1906,18 @@ async fn bodies_that_decode_but_lie_are_refused_and_change_nothing() {
             Expect::Exactly(DSError::wrong_epoch(epoch)),
         ));
     }
+    // The application message again under a new signature (its relay
+    // retrying after a lost answer, or a replay): answered as the first
+    // time, fanned out once (`docs/protocol.md` 6.3).
+    batch.push(signed_case(
+        &w,
+        "replay",
+        B,
+        A,
+        go,
+        message.clone(),
+        Expect::Ok,
+    ));
     // The delivery again under a new signature: answered as the first
     // time, nothing queued twice (7, idempotence); the same message id
     // with another message: 409.

@@ -79,5 +79,7 @@ pub(crate) fn handle(
         prune_snapshots_before: None,
         messages: vec![body.proposal.as_bytes().to_vec()],
         deliveries,
+        app_message: None,
+        forget_app_messages: None,
     })
 }

@@ -1,15 +1,17 @@
 //! `ds_send_message`: an application message (PrivateMessage) for every
 //! other member. The hub reads only group id, epoch and content type; the
-//! sender is the leaf that signed the request.
+//! sender is the leaf that signed the request. The outcome names the
+//! message's digest, so that the adapter fans out the same bytes only once.
 
 use mimid_wire::{DSResponseBody, SendMessageRequest};
 use openmls::prelude::{ContentType, MlsMessageBodyIn};
+use sha2::{Digest, Sha256};
 
 use crate::auth;
 use crate::error::HubError;
 use crate::fanout;
 use crate::state::HubGroup;
-use crate::step::{Outcome, Req, Write};
+use crate::step::{AppMessage, Outcome, Req, Write};
 
 pub(crate) fn handle(
     req: &Req,
@@ -33,12 +35,18 @@ pub(crate) fn handle(
     if epoch > current || epoch < oldest {
         return Err(HubError::WrongEpoch { current });
     }
+    let bytes = body.application_message.as_bytes();
     Ok(Outcome {
         response: DSResponseBody::Ok,
         write: Write::None,
         snapshot: None,
         prune_snapshots_before: None,
-        messages: vec![body.application_message.as_bytes().to_vec()],
+        messages: vec![bytes.to_vec()],
         deliveries: fanout::to_members_except(group, Some(sender), req.group_id, epoch, 0),
+        app_message: Some(AppMessage {
+            epoch,
+            digest: Sha256::digest(bytes).into(),
+        }),
+        forget_app_messages: None,
     })
 }

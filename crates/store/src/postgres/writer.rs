@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{QUEUE_CHANNEL, error, last_before, retryable, to_i64};
 use crate::pages::{PageChange, page_count};
-use crate::{GroupWrite, Inbound, QueueBell, STATE_PAGE, Step, StoreError};
+use crate::{GroupWrite, Inbound, QueueBell, STATE_PAGE, Step, StoreError, storable_epochs};
 
 /// At most this many requests share one transaction.
 const MAX_BATCH: usize = 256;
@@ -27,7 +27,9 @@ const MAX_BATCH: usize = 256;
 /// with another process is run again before its requests get the error.
 const ATTEMPTS: u32 = 5;
 
-/// A write for the writer task.
+/// A write for the writer task. Steps are most of what is queued, so they
+/// are kept inline: boxing them would cost an allocation each.
+#[allow(clippy::large_enum_variant)]
 pub(super) enum Op {
     Commit(Step),
     Deliver(Vec<Inbound>),
@@ -114,6 +116,7 @@ pub(super) async fn run(
                         StoreError::Unavailable(m) => StoreError::Unavailable(m.clone()),
                         StoreError::Database(m) => StoreError::Database(m.clone()),
                         StoreError::Conflict => StoreError::Conflict,
+                        StoreError::Repeated => StoreError::Repeated,
                     }));
                 }
             }
@@ -308,6 +311,8 @@ struct Checked {
     reserved_until: Option<i64>,
     snapshot: Option<(i64, i64)>,
     local_epochs: Vec<i64>,
+    /// The epoch of the digest remembered.
+    remember_epoch: Option<i64>,
 }
 
 fn check(step: &Step) -> Result<Checked, StoreError> {
@@ -360,6 +365,10 @@ fn check(step: &Step) -> Result<Checked, StoreError> {
         .iter()
         .map(|l| to_i64(l.epoch, "epoch of a local delivery"))
         .collect::<Result<_, _>>()?;
+    let remember_epoch = step
+        .remember
+        .map(|m| to_i64(m.epoch, "message epoch"))
+        .transpose()?;
     Ok(Checked {
         now,
         next_version,
@@ -367,6 +376,7 @@ fn check(step: &Step) -> Result<Checked, StoreError> {
         reserved_until,
         snapshot,
         local_epochs,
+        remember_epoch,
     })
 }
 
@@ -411,6 +421,12 @@ async fn apply_step<'a>(
     }
 
     let group = step.group_id.as_slice();
+    // A step that writes the slot before its digest is looked at can take
+    // the write back (no step of the hub's does both).
+    let undoable = step.remember.is_some() && !matches!(step.write, GroupWrite::Keep);
+    if undoable {
+        sqlx::query("SAVEPOINT remember").execute(&mut *tx).await?;
+    }
     let expected = match step.expected_version {
         Some(v) => match i64::try_from(v) {
             Ok(v) => Some(v),
@@ -419,7 +435,45 @@ async fn apply_step<'a>(
         },
         None => None,
     };
+    // An application message's step (it only adds messages to a group):
+    // the version check and the digest in one statement, so that it costs
+    // no round trip more than a step without a digest.
+    let combined = match (
+        &step.write,
+        expected,
+        &step.remember,
+        checked.remember_epoch,
+    ) {
+        (GroupWrite::Keep, Some(v), Some(remember), Some(epoch)) => Some((v, remember, epoch)),
+        _ => None,
+    };
+    if let Some((v, remember, epoch)) = combined {
+        // A digest another process is inserting right now makes this wait
+        // for that transaction, then find it (or insert it, if that one
+        // rolls back): of the two steps exactly one is applied.
+        let (stored, inserted): (Option<i64>, i64) = sqlx::query_as(
+            "WITH slot AS (SELECT version FROM groups WHERE group_id = $1 FOR SHARE), \
+                  remembered AS (INSERT INTO message_digests (group_id, epoch, digest) \
+                      SELECT $1, $2, $3 FROM slot WHERE version = $4 \
+                      ON CONFLICT DO NOTHING RETURNING 1) \
+             SELECT (SELECT version FROM slot), (SELECT count(*) FROM remembered)",
+        )
+        .bind(group)
+        .bind(epoch)
+        .bind(&remember.digest[..])
+        .bind(v)
+        .fetch_one(&mut *tx)
+        .await?;
+        if stored != Some(v) {
+            return Ok(Err(StoreError::Conflict));
+        }
+        if inserted == 0 {
+            return Ok(Err(StoreError::Repeated));
+        }
+    }
     let accepted = match (&step.write, expected) {
+        // Checked, and the digest remembered, above.
+        _ if combined.is_some() => true,
         (GroupWrite::Put { .. }, None) => {
             sqlx::query(
                 "INSERT INTO groups (group_id, version, state_len, reserved_until, updated_at) \
@@ -476,7 +530,43 @@ async fn apply_step<'a>(
         }
     };
     if !accepted {
+        if undoable {
+            sqlx::query("RELEASE SAVEPOINT remember")
+                .execute(&mut *tx)
+                .await?;
+        }
         return Ok(Err(StoreError::Conflict));
+    }
+    if let (None, Some(remember), Some(epoch)) = (combined, &step.remember, checked.remember_epoch)
+    {
+        // As in the combined statement above.
+        let inserted = sqlx::query(
+            "INSERT INTO message_digests (group_id, epoch, digest) VALUES ($1, $2, $3) \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(group)
+        .bind(epoch)
+        .bind(&remember.digest[..])
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if !inserted {
+            if undoable {
+                sqlx::query("ROLLBACK TO SAVEPOINT remember")
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query("RELEASE SAVEPOINT remember")
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            return Ok(Err(StoreError::Repeated));
+        }
+    }
+    if undoable {
+        sqlx::query("RELEASE SAVEPOINT remember")
+            .execute(&mut *tx)
+            .await?;
     }
 
     match &step.write {
@@ -506,6 +596,7 @@ async fn apply_step<'a>(
             for delete in [
                 "DELETE FROM state_pages WHERE group_id = $1",
                 "DELETE FROM snapshots WHERE group_id = $1",
+                "DELETE FROM message_digests WHERE group_id = $1",
             ] {
                 sqlx::query(delete).bind(group).execute(&mut *tx).await?;
             }
@@ -528,6 +619,14 @@ async fn apply_step<'a>(
         sqlx::query("DELETE FROM snapshots WHERE group_id = $1 AND created_at <= $2")
             .bind(group)
             .bind(last_before(before))
+            .execute(&mut *tx)
+            .await?;
+    }
+    if let Some((first, last)) = step.forget_digests.as_ref().and_then(storable_epochs) {
+        sqlx::query("DELETE FROM message_digests WHERE group_id = $1 AND epoch BETWEEN $2 AND $3")
+            .bind(group)
+            .bind(first)
+            .bind(last)
             .execute(&mut *tx)
             .await?;
     }

@@ -322,7 +322,7 @@ fn apply_steps<'a>(
     let mut plan = Plan::default();
     let mut local = Vec::new();
     for &(index, step) in steps {
-        let outcome = plan.add(step, &stored, &mut known);
+        let outcome = plan.add(conn, step, &stored, &mut known)?;
         if outcome.is_ok() {
             local.extend(step.local.iter().map(|l| (l, step.now)));
         }

@@ -23,7 +23,10 @@
 //!   order*, with exactly the outcome of committing each on its own (each
 //!   version check sees the versions left by the steps before it; a group
 //!   may be deleted and created again; snapshots are written and pruned in
-//!   step order; a job whose message exists nowhere fails its step). A step
+//!   step order; a job whose message exists nowhere fails its step). Only
+//!   application-message digests are written as each step is evaluated,
+//!   one prepared insert each (a repeat is the insert that finds its row,
+//!   so the second of two steps with one digest is `Repeated`). A step
 //!   that conflicts or cannot be stored gets its error and contributes
 //!   nothing; the net effect of the others is written with a few multi-row
 //!   statements (chunked to stay within SQLite's limits). Only a failure of

@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 use super::script::{MAX_TERMS_PER_DELETE, Script, push_in, push_values};
 use super::{last_before, to_i64};
 use crate::pages::{PageChange, PagePlan, page_count};
-use crate::{GroupWrite, Step, StoreError};
+use crate::{GroupWrite, Step, StoreError, storable_epochs};
 
 /// The net effect of the accepted steps of a sub-batch.
 #[derive(Default)]
@@ -137,13 +137,38 @@ struct GroupRow<'a> {
 }
 
 impl<'a> Plan<'a> {
-    /// Evaluates `step` after the steps added before it. On `Err` (a version
-    /// conflict, or a step that cannot be stored) the step changes nothing.
+    /// Evaluates `step` after the steps added before it. On `Ok(Err(_))` (a
+    /// version conflict, a repeated digest, or a step that cannot be stored)
+    /// the step changes nothing; `Err` is a failure of the database, which
+    /// fails the batch. The step's digests are remembered and forgotten
+    /// on `conn` at once, in step order (see [`digests`]).
     pub(super) fn add(
+        &mut self,
+        conn: &rusqlite::Connection,
+        step: &'a Step,
+        stored: &HashMap<Vec<u8>, u64>,
+        known_messages: &mut HashSet<Vec<u8>>,
+    ) -> Result<Result<(), StoreError>, String> {
+        let mut failed = None;
+        let outcome = self.add_step(step, stored, known_messages, &mut |op| {
+            digests(conn, op).map_err(|e| {
+                let message = format!("batch: {e}");
+                failed = Some(message.clone());
+                StoreError::Database(message)
+            })
+        });
+        match failed {
+            Some(message) => Err(message),
+            None => Ok(outcome),
+        }
+    }
+
+    fn add_step(
         &mut self,
         step: &'a Step,
         stored: &HashMap<Vec<u8>, u64>,
         known_messages: &mut HashSet<Vec<u8>>,
+        digests: &mut dyn FnMut(DigestOp<'_>) -> Result<bool, StoreError>,
     ) -> Result<(), StoreError> {
         let group = self
             .groups
@@ -230,6 +255,18 @@ impl<'a> Plan<'a> {
                 )));
             }
         }
+        let remember = match &step.remember {
+            Some(m) => Some((to_i64(m.epoch, "message epoch")?, &m.digest)),
+            None => None,
+        };
+        let forget = step.forget_digests.as_ref().and_then(storable_epochs);
+        // The last check, and the first change: nothing refuses the step
+        // after it.
+        if let Some((epoch, digest)) = remember
+            && !digests(DigestOp::Remember(&step.group_id, epoch, digest))?
+        {
+            return Err(StoreError::Repeated);
+        }
 
         group.version = version;
         if let Some(change) = pages {
@@ -238,8 +275,12 @@ impl<'a> Plan<'a> {
         if let Some(write) = write {
             if matches!(write, FinalWrite::Delete) {
                 group.snapshots.clear();
+                digests(DigestOp::Forget(&step.group_id, None))?;
             }
             group.write = Some(write);
+        }
+        if let Some(epochs) = forget {
+            digests(DigestOp::Forget(&step.group_id, Some(epochs)))?;
         }
         if let Some((epoch, created_at, data)) = snapshot {
             group.snapshots.write(epoch, created_at, data);
@@ -464,5 +505,44 @@ impl<'a> Plan<'a> {
                     .push_bind(j.created_at);
             },
         );
+    }
+}
+
+/// What a step does to its group's remembered digests.
+pub(super) enum DigestOp<'s> {
+    /// Remember this digest (group, epoch, digest): `false` if the group
+    /// has it already.
+    Remember(&'s [u8], i64, &'s [u8; 32]),
+    /// Forget the group's digests of the epochs from the first to the last
+    /// given (`None`: all of them).
+    Forget(&'s [u8], Option<(i64, i64)>),
+}
+
+/// Applies a digest operation on the write connection at once, inside the
+/// batch's transaction. Unlike the rest of a step, whose net effect the plan
+/// writes at the end with multi-row statements, digests are written one by
+/// one in step order: a repeat is then one primary-key insert that finds
+/// the row (no lookup beforehand), and the statements are always the same
+/// three, so they stay prepared. Nothing else touches `message_digests`,
+/// so running these before the script's statements changes no outcome.
+fn digests(conn: &rusqlite::Connection, op: DigestOp<'_>) -> rusqlite::Result<bool> {
+    match op {
+        DigestOp::Remember(group_id, epoch, digest) => conn
+            .prepare_cached(
+                "INSERT INTO message_digests (group_id, epoch, digest) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT DO NOTHING",
+            )?
+            .execute(rusqlite::params![group_id, epoch, &digest[..]])
+            .map(|inserted| inserted == 1),
+        DigestOp::Forget(group_id, Some((first, last))) => conn
+            .prepare_cached(
+                "DELETE FROM message_digests WHERE group_id = ?1 AND epoch BETWEEN ?2 AND ?3",
+            )?
+            .execute(rusqlite::params![group_id, first, last])
+            .map(|_| true),
+        DigestOp::Forget(group_id, None) => conn
+            .prepare_cached("DELETE FROM message_digests WHERE group_id = ?1")?
+            .execute(rusqlite::params![group_id])
+            .map(|_| true),
     }
 }

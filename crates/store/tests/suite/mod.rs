@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use mimid_store::{
     Decision, DestinationBacklog, GroupWrite, Inbound, InboundConnectionRequest, KeyPackageKind,
-    KeyPackageStock, LocalDelivery, NewJob, NewMessage, OutboxStats, PublishedKeyPackage,
-    STATE_PAGE, Snapshot, Step, Store, StoreError, StoredGroup,
+    KeyPackageStock, LocalDelivery, MessageDigest, NewJob, NewMessage, OutboxStats,
+    PublishedKeyPackage, STATE_PAGE, Snapshot, Step, Store, StoreError, StoredGroup,
 };
 
 /// A database of one backend, fresh for each case.
@@ -60,6 +60,9 @@ macro_rules! store_suite {
             failed_jobs_are_counted_and_dead_lettered,
             outbox_stats_count_each_destinations_jobs_and_the_dead_letters,
             privacy_pass_tokens_are_spent_once,
+            a_repeated_message_changes_nothing_and_is_reported,
+            repeated_messages_queued_together_are_applied_once_in_order,
+            digests_of_old_epochs_and_of_deleted_groups_are_forgotten,
         );
         $crate::suite::store_suite!(@cases $backend; (flavor = "multi_thread", worker_threads = 2);
             group_version_sees_commits_of_another_store,
@@ -73,6 +76,7 @@ macro_rules! store_suite {
             a_message_carried_again_while_another_store_completes_its_last_job,
             a_message_referred_to_while_another_store_prunes_or_discards_it,
             two_stores_spending_one_token_spend_it_once,
+            two_stores_remembering_one_message_apply_it_once,
         );
     };
     (@cases $backend:expr; $flavor:tt; $($case:ident),* $(,)?) => {
@@ -101,6 +105,8 @@ pub fn step(group: &[u8], expected_version: Option<u64>, write: GroupWrite) -> S
         messages: Vec::new(),
         jobs: Vec::new(),
         local: Vec::new(),
+        remember: None,
+        forget_digests: None,
         now: 1_000,
     }
 }
@@ -1465,6 +1471,8 @@ pub fn local_step(group: &[u8], expected: Option<u64>, n: u8, recipients: &[&str
             message: format!("message {n}").into_bytes(),
             recipients: recipients.iter().map(|c| c.to_string()).collect(),
         }],
+        remember: None,
+        forget_digests: None,
         now: 10,
     }
 }
@@ -2931,5 +2939,309 @@ pub async fn a_message_referred_to_while_another_store_prunes_or_discards_it<B: 
         assert_eq!(message_count(&*stores[1]).await, 0, "round {round}");
     }
     println!("{kept} of {ROUNDS} steps came before the pruning");
+    close_both(backend, stores).await;
+}
+
+// ---------------------------------------------------------------------
+// Application messages remembered by digest.
+
+/// An application message `n` of group `group` (at store version
+/// `version`) remembered as `digest` of `epoch`: a stored message with a
+/// job for x.example, and a copy queued for Bob.
+pub fn sent(group: &[u8], version: u64, n: u8, epoch: u64, digest: u8) -> Step {
+    let mut s = with_mail(
+        local_step(group, Some(version), n, &[BOB]),
+        vec![message(n, &format!("message {n}"))],
+        vec![job("x.example", n, "r")],
+    );
+    s.remember = Some(MessageDigest {
+        epoch,
+        digest: [digest; 32],
+    });
+    s
+}
+
+pub fn is_repeated(result: &Result<(), StoreError>) -> bool {
+    matches!(result, Err(StoreError::Repeated))
+}
+
+/// What a step of an application message adds to: stored messages, jobs,
+/// Bob's queue, the inbox, and the group's version.
+async fn fanned_out(store: &impl Store, group: &[u8]) -> (u64, usize, usize, u64, Option<u64>) {
+    (
+        message_count(store).await,
+        job_count(store).await,
+        store
+            .client_queue(BOB, 0, 10_000)
+            .await
+            .expect("client_queue")
+            .len(),
+        inbox_count(store).await,
+        version(store, group).await,
+    )
+}
+
+/// Queues `steps` back to back (mostly one batch), then waits for each.
+async fn queued_together(store: &impl Store, steps: Vec<Step>) -> Vec<Result<(), StoreError>> {
+    let mut pending = Vec::new();
+    for step in steps {
+        pending.push(store.enqueue(step).await.expect("enqueue"));
+    }
+    let mut outcomes = Vec::new();
+    for p in pending {
+        outcomes.push(p.await);
+    }
+    outcomes
+}
+
+/// A step remembering a digest its group has already fails with
+/// `Repeated` and stores nothing of its own (message, job, queue entry),
+/// across a reopen too; a stale one is a conflict first; another
+/// message, or the same digest in another group, goes through.
+pub async fn a_repeated_message_changes_nothing_and_is_reported(backend: &impl Backend) {
+    let mut store = backend.open().await;
+    store
+        .add_client(BOB.into(), "bob".into(), 0)
+        .await
+        .expect("add_client");
+    let g = b"chat";
+    store
+        .commit(step(g, None, put(b"s")))
+        .await
+        .expect("create");
+    store.commit(sent(g, 1, 1, 1, 0xd1)).await.expect("first");
+    let once = fanned_out(&store, g).await;
+    assert_eq!(once, (1, 1, 1, 1, Some(1)));
+
+    let again = store.commit(sent(g, 1, 2, 1, 0xd1)).await;
+    assert!(is_repeated(&again), "{again:?}");
+    assert_eq!(fanned_out(&store, g).await, once);
+    let stale = store.commit(sent(g, 7, 3, 1, 0xd1)).await;
+    assert!(is_conflict(&stale), "{stale:?}");
+
+    store
+        .commit(sent(g, 1, 4, 1, 0xd2))
+        .await
+        .expect("another message");
+    let twice = fanned_out(&store, g).await;
+    assert_eq!(twice, (2, 2, 2, 2, Some(1)));
+
+    backend.close(store).await;
+    store = backend.open().await;
+    for (n, digest) in [(5, 0xd1), (6, 0xd2)] {
+        let again = store.commit(sent(g, 1, n, 1, digest)).await;
+        assert!(is_repeated(&again), "after reopening: {again:?}");
+    }
+    assert_eq!(fanned_out(&store, g).await, twice);
+
+    let h = b"other chat";
+    store
+        .commit(step(h, None, put(b"s")))
+        .await
+        .expect("create");
+    store
+        .commit(sent(h, 1, 7, 1, 0xd1))
+        .await
+        .expect("the same digest in another group");
+    assert_eq!(message_count(&store).await, 3);
+    backend.close(store).await;
+}
+
+/// Steps queued together are applied as one after the other: of two with
+/// one digest the first is applied and the second reported; a digest
+/// forgotten, or its group deleted and created again, by a step before is
+/// taken as new.
+pub async fn repeated_messages_queued_together_are_applied_once_in_order(backend: &impl Backend) {
+    let store = backend.open().await;
+    store
+        .add_client(BOB.into(), "bob".into(), 0)
+        .await
+        .expect("add_client");
+    let g = b"chat";
+    store
+        .commit(step(g, None, put(b"s")))
+        .await
+        .expect("create");
+    store.commit(sent(g, 1, 1, 1, 0xa1)).await.expect("stored");
+
+    let mut commit = step(g, Some(1), put(b"epoch 2"));
+    commit.forget_digests = Some(1..2);
+    let outcomes = queued_together(
+        &store,
+        vec![
+            sent(g, 1, 2, 1, 0xa1), // stored before: repeated
+            sent(g, 1, 3, 1, 0xb1), // new
+            sent(g, 1, 4, 1, 0xb1), // repeated within the batch
+            commit,                 // forgets epoch 1
+            sent(g, 2, 5, 1, 0xa1), // forgotten: new
+            sent(g, 2, 6, 1, 0xb1), // forgotten: new
+            sent(g, 2, 7, 1, 0xb1), // repeated
+            step(g, Some(2), GroupWrite::Delete),
+            step(g, None, put(b"again")),
+            sent(g, 1, 8, 1, 0xb1), // a new group's: new
+            sent(g, 1, 9, 1, 0xb1), // repeated
+        ],
+    )
+    .await;
+    let shape: Vec<&str> = outcomes
+        .iter()
+        .map(|o| match o {
+            Ok(()) => "ok",
+            Err(StoreError::Repeated) => "repeated",
+            Err(_) => "failed",
+        })
+        .collect();
+    assert_eq!(
+        shape,
+        [
+            "repeated", "ok", "repeated", "ok", "ok", "ok", "repeated", "ok", "ok", "ok",
+            "repeated"
+        ],
+        "{outcomes:?}"
+    );
+    // Messages 1, 3, 5, 6 and 8 (their jobs keep them past the deletion).
+    let bodies: Vec<Vec<u8>> = store
+        .pending_jobs("x.example", 100)
+        .await
+        .expect("jobs")
+        .into_iter()
+        .map(|j| j.body)
+        .collect();
+    let expected: Vec<Vec<u8>> = [1, 3, 5, 6, 8]
+        .iter()
+        .map(|n| format!("message {n}").into_bytes())
+        .collect();
+    assert_eq!(bodies, expected);
+    assert_eq!(
+        store
+            .client_queue(BOB, 0, 100)
+            .await
+            .expect("client_queue")
+            .len(),
+        5
+    );
+    // What the batch left remembered: the new group's digest only.
+    let outcomes = queued_together(
+        &store,
+        vec![sent(g, 1, 10, 1, 0xb1), sent(g, 1, 11, 1, 0xa1)],
+    )
+    .await;
+    assert!(is_repeated(&outcomes[0]), "{outcomes:?}");
+    assert!(outcomes[1].is_ok(), "{outcomes:?}");
+    backend.close(store).await;
+}
+
+/// A step's `forget_digests` forgets the group's digests of those epochs
+/// (a repeat of one is new again) and keeps the others and other groups';
+/// a range reaching beyond storable epochs forgets up to them, one
+/// starting beyond them nothing; a deleted group forgets all of its own.
+pub async fn digests_of_old_epochs_and_of_deleted_groups_are_forgotten(backend: &impl Backend) {
+    let store = backend.open().await;
+    let (g, h) = (&b"chat"[..], &b"other"[..]);
+    for group in [g, h] {
+        store
+            .commit(step(group, None, put(b"s")))
+            .await
+            .expect("create");
+    }
+    for epoch in 1..=3u8 {
+        store
+            .commit(sent(g, 1, epoch, u64::from(epoch), epoch))
+            .await
+            .expect("sent");
+    }
+    store.commit(sent(h, 1, 9, 1, 1)).await.expect("sent");
+    let mut commit = step(g, Some(1), put(b"epoch 4"));
+    commit.forget_digests = Some(2..3);
+    store.commit(commit).await.expect("commit");
+    // Epoch 2 is forgotten; epochs 1 and 3 and the other group are kept.
+    let outcomes = [
+        store.commit(sent(g, 2, 11, 1, 1)).await,
+        store.commit(sent(g, 2, 12, 2, 2)).await,
+        store.commit(sent(g, 2, 13, 3, 3)).await,
+        store.commit(sent(h, 1, 14, 1, 1)).await,
+    ];
+    assert!(outcomes[1].is_ok(), "{outcomes:?}");
+    assert!(
+        [0, 2, 3].iter().all(|&i| is_repeated(&outcomes[i])),
+        "{outcomes:?}"
+    );
+
+    let mut commit = step(g, Some(2), put(b"epoch 5"));
+    commit.forget_digests = Some(0..u64::MAX);
+    store.commit(commit).await.expect("commit");
+    for (n, epoch) in [(21, 1), (22, 2), (23, 3)] {
+        store
+            .commit(sent(g, 3, n, epoch, epoch as u8))
+            .await
+            .expect("forgotten: new again");
+    }
+    let mut commit = step(g, Some(3), put(b"epoch 6"));
+    commit.forget_digests = Some(u64::MAX - 1..u64::MAX);
+    store.commit(commit).await.expect("commit");
+    let kept = store.commit(sent(g, 4, 24, 3, 3)).await;
+    assert!(is_repeated(&kept), "{kept:?}");
+
+    store
+        .commit(step(g, Some(4), GroupWrite::Delete))
+        .await
+        .expect("delete");
+    store
+        .commit(step(g, None, put(b"s")))
+        .await
+        .expect("create again");
+    store
+        .commit(sent(g, 1, 31, 3, 3))
+        .await
+        .expect("the deleted group's digest is forgotten");
+    let kept = store.commit(sent(h, 1, 32, 1, 1)).await;
+    assert!(is_repeated(&kept), "{kept:?}");
+    backend.close(store).await;
+}
+
+/// Two stores on one database stepping one message at once (two
+/// processes taking a retried request each): exactly one applies it, the
+/// other reports the repeat; each message is stored, sent and queued once.
+pub async fn two_stores_remembering_one_message_apply_it_once<B: Backend>(backend: &B) {
+    const ROUNDS: u8 = 20;
+    let stores = two(backend).await;
+    stores[0]
+        .add_client(BOB.into(), "bob".into(), 0)
+        .await
+        .expect("add_client");
+    let g = b"chat";
+    stores[0]
+        .commit(step(g, None, put(b"s")))
+        .await
+        .expect("create");
+    let mut wins = [0; 2];
+    for round in 0..ROUNDS {
+        let outcomes = together(2, |i| {
+            let store = Arc::clone(&stores[i]);
+            let s = sent(g, 1, round * 2 + i as u8, 1, round);
+            async move { store.commit(s).await }
+        })
+        .await;
+        let won = outcomes.iter().filter(|o| o.is_ok()).count();
+        let repeated = outcomes.iter().filter(|o| is_repeated(o)).count();
+        assert_eq!((won, repeated), (1, 1), "round {round}: {outcomes:?}");
+        if let Some(winner) = outcomes.iter().position(Result::is_ok) {
+            wins[winner] += 1;
+        }
+    }
+    let rounds = usize::from(ROUNDS);
+    for store in &stores {
+        assert_eq!(
+            fanned_out(&**store, g).await,
+            (
+                u64::from(ROUNDS),
+                rounds,
+                rounds,
+                u64::from(ROUNDS),
+                Some(1)
+            )
+        );
+    }
+    assert_eq!(wins[0] + wins[1], ROUNDS);
     close_both(backend, stores).await;
 }
