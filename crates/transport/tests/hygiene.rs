@@ -512,7 +512,8 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 /// The slow-loris test. Five attacking addresses each keep 24 connection
 /// slots busy for four seconds: 12 send a request's headers a byte every
 /// 50 ms (never ending), 8 send headers at once and the body a byte every
-/// 50 ms, 4 connect and send nothing; each reconnects when closed.
+/// 50 ms, 4 connect and send nothing; each reconnects when closed. A sixth
+/// keeps 6 slow bodies and 2 silent connections.
 /// Meanwhile a well-behaved peer on its own address asks every 20 ms on
 /// its connection, and every 250 ms on a new one. The server allows 10
 /// connections an address, 64 in all, and one second for a handshake,
@@ -535,10 +536,12 @@ async fn slow_loris_is_cut_off_and_others_are_served() {
     // loaded two-core machine running the attackers in the same process.
     let slack = Duration::from_millis(1_500);
     let f = Arc::new(Federation::new(&setups(limits.clone())).await);
-    // Five addresses mix every kind of slow connection; a sixth sends only
-    // slow bodies, more at once than it may have requests in flight, so
-    // that the in-flight cap is met whichever connections the mixed ones
-    // win under their cap.
+    // Five addresses mix every kind of slow connection; a sixth, under its
+    // cap, sends slow bodies, more at once than it may have requests in
+    // flight, and keeps two silent connections, so that the in-flight cap
+    // and the handshake timeout are both met whichever connections the
+    // mixed ones win under their cap (a silent one of theirs is often
+    // refused).
     let attackers: Vec<IpAddr> = (10..16).map(ip).collect();
     let good = client_from(&f, ip(30));
     let ask = |client: reqwest::Client, f: Arc<Federation>| async move {
@@ -571,7 +574,7 @@ async fn slow_loris_is_cut_off_and_others_are_served() {
                 (Kind::Silent, 4),
             ]
         } else {
-            &[(Kind::SlowBody, 8)]
+            &[(Kind::SlowBody, 6), (Kind::Silent, 2)]
         };
         for &(kind, n) in kinds {
             for _ in 0..n {
