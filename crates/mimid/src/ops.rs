@@ -71,6 +71,10 @@ fn describe() {
         mimid_service::outbox::DEAD_LETTERED,
         "Jobs moved to the dead letters since the start, by destination."
     );
+    metrics::describe_counter!(
+        mimid_service::REPEATED,
+        "Application messages a group had accepted already, answered and not fanned out again."
+    );
     metrics::describe_gauge!(OUTBOX_JOBS, "Delivery jobs waiting, by destination.");
     metrics::describe_gauge!(
         OUTBOX_OLDEST,

@@ -33,6 +33,11 @@ use mimid_wire::{ClientId, DSRequest, DSResponseBody, UserId};
 use openmls_rust_crypto::RustCrypto;
 use openmls_traits::random::OpenMlsRand;
 
+/// Counter of application messages a group had accepted already (a relay's
+/// retry after a lost answer, or a replay), answered as the first and not
+/// fanned out again. A steady rate from one peer is worth a look.
+pub const REPEATED: &str = "mimid_repeated_messages_total";
+
 /// Why a request got no hub answer.
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
@@ -465,6 +470,7 @@ impl<S: Store> HubService<S> {
                 // changed nothing, gets the answer that one got.
                 Err(StoreError::Repeated) => {
                     tracing::debug!("an application message accepted before, not fanned out again");
+                    metrics::counter!(REPEATED).increment(1);
                     return Ok(response);
                 }
                 Err(e) => {

@@ -846,6 +846,24 @@ async fn fanned_out(store: &SqliteStore) -> (usize, usize, u64) {
     )
 }
 
+/// The value of `mimid_repeated_messages_total` in this process's
+/// Prometheus rendering (the recorder installed on first use).
+fn repeats_counted() -> f64 {
+    static HANDLE: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> =
+        std::sync::OnceLock::new();
+    let handle = HANDLE.get_or_init(|| {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        metrics::set_global_recorder(recorder).expect("the only recorder of this test binary");
+        handle
+    });
+    handle
+        .render()
+        .lines()
+        .find_map(|l| l.strip_prefix(mimid_service::REPEATED)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
 /// The same `SendMessageRequest` again (a relay retrying after a lost
 /// answer, or a replay under a fresh provider signature), one after the
 /// other or two at once: answered `ok` as the first, fanned out once. With
@@ -874,6 +892,7 @@ async fn a_repeated_message_is_answered_as_the_first_and_fanned_out_once() {
     let g = c.group_id.clone();
     let from_b = provider("b.example");
     let before = fanned_out(svc.store()).await;
+    let repeats_before = repeats_counted();
 
     let hello = c.bob.send_message(&g, b"hello").unwrap();
     for _ in 0..2 {
@@ -897,6 +916,8 @@ async fn a_repeated_message_is_answered_as_the_first_and_fanned_out_once() {
     let once = fanned_out(svc.store()).await;
     assert_eq!(once, (before.0 + 1, before.1 + 1, before.2 + 1));
     assert_eq!(digest_rows(&path), 1);
+    // Three repeats, each counted for the operator.
+    assert_eq!(repeats_counted() - repeats_before, 3.0);
 
     // Another message goes through.
     let again = c.bob.send_message(&g, b"again").unwrap();
@@ -934,6 +955,7 @@ async fn a_repeated_message_is_answered_as_the_first_and_fanned_out_once() {
         .expect("a repeat of epoch 1");
     assert_eq!(answer, DSResponseBody::Ok);
     assert_eq!(fanned_out(svc.store()).await, at_epoch_2);
+    assert_eq!(repeats_counted() - repeats_before, 4.0);
 
     // Epoch 3: epoch 1 is refused, and forgotten.
     let update = commit(&mut c.alice);
