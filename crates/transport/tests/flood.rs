@@ -14,8 +14,9 @@
 //! request is signed before the first window, so the senders spend their
 //! time sending; each sender has a runtime (thread) of its own, the server
 //! another; the flood is paced at exactly ten times the limit (a
-//! hundredth of a second's worth every 10 ms), not unbounded. The two tests
-//! run one at a time.
+//! hundredth of a second's worth every 10 ms), not unbounded; the abusive
+//! sender's thread runs at the lowest priority, since a real one would
+//! build its requests on its own machine. The two tests run one at a time.
 
 mod common;
 
