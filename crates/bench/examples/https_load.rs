@@ -41,6 +41,13 @@
 //! with a body of the response's size. The load generator does the same
 //! work for both (in signature mode it signs every request for the bare
 //! endpoint too, which ignores the header), so the ratio compares servers.
+//! Between the two, the same workers send the real requests to the
+//! authenticated floor: the bare endpoint plus what no DS of the seed can
+//! skip, by mimid's own code (the provider authenticated by the transport's
+//! `Authenticator`, the body decoded, the client signature checked, both
+//! signatures in batches), and nothing else. mimid / floor is what the
+//! DS's own work (group state, durable storage, fan-out and the deliveries
+//! made meanwhile) leaves of the rate authentication allows.
 //!
 //! The servers run on one tokio runtime (threads `srv`, 2 workers), the
 //! load generator on another (threads `gen`, 2 workers); CPU time is read
@@ -66,9 +73,11 @@ use http_body_util::{BodyExt as _, Full};
 use mimid_bench::{cpu_seconds, memory_kib};
 use mimid_client::MimiClient;
 use mimid_core::DsEndpoint;
+use mimid_core::{HubGroup, SignatureCheck, SignerKey};
+use mimid_service::BatchVerifier;
 use mimid_service::outbox::OutboxConfig;
 use mimid_store::{Durability, Store};
-use mimid_transport::auth::{AuthMode, PeerModes};
+use mimid_transport::auth::{AuthConfig, AuthMode, Authenticator, PeerCertificates, PeerModes};
 use mimid_transport::connections::ConnectionLimits;
 use mimid_transport::discovery::Authority;
 use mimid_transport::node::{Node, NodeSettings};
@@ -99,6 +108,9 @@ const QUIET: usize = 20;
 
 /// The bare endpoint gets this many times `requests`.
 const BARE_FACTOR: usize = 4;
+
+/// The authenticated floor gets this many times `requests`.
+const FLOOR_FACTOR: usize = 2;
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -728,6 +740,154 @@ async fn bare_server(
     Ok((addr, task))
 }
 
+/// What every request to a DS of the seed costs before the DS does any of
+/// its own work: the authenticated endpoint ("floor"). Like the bare
+/// endpoint, plus the checks no conforming DS can skip, made by mimid's own
+/// code: the sending provider authenticated by the transport's
+/// [`Authenticator`] (the provider signature, its timestamp window and
+/// replay cache, or the client certificate's name), the body decoded as a
+/// `DSRequest`, and its client signature checked against the signer's key,
+/// both signatures in batches on a `BatchVerifier` of its own as mimid
+/// does. No group state, no store, no fan-out.
+struct Floor {
+    auth: Authenticator,
+    verifier: Arc<BatchVerifier>,
+    /// The senders' keys by group and leaf index, from the hub's stored
+    /// groups.
+    signers: HashMap<(Vec<u8>, u32), SignerKey>,
+    answer: Bytes,
+}
+
+impl Floor {
+    async fn check(
+        &self,
+        headers: &http::HeaderMap,
+        certificates: &PeerCertificates,
+        body: &[u8],
+    ) -> anyhow::Result<()> {
+        self.auth
+            .authenticate("POST", PATH, headers, certificates, body, |_| Ok(()))
+            .await?;
+        let request = DSRequest::decode_exact(body, &Limits::default())?;
+        let group = mimid_core::named_group(&request.request_body)?.context("no group")?;
+        let index = mimid_core::claimed_signer(&request).context("no client signature")?;
+        let key = self
+            .signers
+            .get(&(group.to_mls_bytes(), index))
+            .context("unknown signer")?;
+        let check = SignatureCheck::new(&request, key).context("no batchable signature")?;
+        self.verifier
+            .verify(check)
+            .await
+            .context("bad client signature")?;
+        Ok(())
+    }
+}
+
+async fn floor_server(
+    fed: &Federation,
+    convs: &[Conversation],
+    response: Bytes,
+) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    use tower::Service as _;
+    let mut signers = HashMap::new();
+    for conv in convs {
+        let stored = fed.nodes[HUB]
+            .service
+            .store()
+            .load_group(&conv.group.to_mls_bytes())
+            .await?
+            .context("the hub has no group")?;
+        let group = HubGroup::from_bytes(&stored.state)?;
+        for sender in &conv.senders {
+            let index = sender
+                .leaf_index(&conv.group)
+                .context("a sender is no member")?;
+            let key = group.signer_key(index).context("no leaf")??;
+            signers.insert((conv.group.to_mls_bytes(), index), key);
+        }
+    }
+    let verifier = Arc::new(BatchVerifier::start()?);
+    let auth = Authenticator::new(
+        AuthConfig {
+            modes: PeerModes {
+                default: fed.mode,
+                peers: HashMap::new(),
+            },
+            ..AuthConfig::default()
+        },
+        DOMAINS[HUB].parse()?,
+        Limits::default(),
+        Arc::new(SystemClock),
+        fed.nodes[HUB].client.clone(),
+        Some(verifier.clone()),
+    );
+    let floor = Arc::new(Floor {
+        auth,
+        verifier,
+        signers,
+        answer: response,
+    });
+    let router = axum::Router::new().route(
+        PATH,
+        axum::routing::post(
+            move |certificates: axum::Extension<PeerCertificates>,
+                  headers: http::HeaderMap,
+                  body: Bytes| {
+                let floor = floor.clone();
+                async move {
+                    match floor.check(&headers, &certificates.0, &body).await {
+                        Ok(()) => (
+                            http::StatusCode::OK,
+                            [(http::header::CONTENT_TYPE, "application/octet-stream")],
+                            floor.answer.clone(),
+                        ),
+                        Err(e) => (
+                            http::StatusCode::UNAUTHORIZED,
+                            [(http::header::CONTENT_TYPE, "text/plain")],
+                            Bytes::from(e.to_string()),
+                        ),
+                    }
+                }
+            },
+        ),
+    );
+    let leaf = fed.pki.leaf(&["ds.a.example".into()], ip(0))?;
+    let client_roots = fed.mode.mtls().then(|| fed.pki.roots.clone());
+    let acceptor =
+        tokio_rustls::TlsAcceptor::from(tls::server_config(leaf.0, leaf.1, client_roots)?);
+    let listener = tokio::net::TcpListener::bind(SocketAddr::new(ip(0), 0)).await?;
+    let addr = listener.local_addr()?;
+    let task = tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, router) = (acceptor.clone(), router.clone());
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let certificates = PeerCertificates::verified(
+                    tls.get_ref()
+                        .1
+                        .peer_certificates()
+                        .map(|chain| chain.iter().map(|c| c.clone().into_owned()).collect()),
+                );
+                let service = hyper::service::service_fn(
+                    move |mut req: http::Request<hyper::body::Incoming>| {
+                        req.extensions_mut().insert(certificates.clone());
+                        router.clone().call(req)
+                    },
+                );
+                let _ = hyper_util::server::conn::auto::Builder::new(
+                    hyper_util::rt::TokioExecutor::new(),
+                )
+                .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                .await;
+            });
+        }
+    });
+    Ok((addr, task))
+}
+
 // ---------------------------------------------------------------------------
 // The load generator.
 
@@ -1193,6 +1353,34 @@ fn load_mode(
         let bare_name = format!("bare axum+rustls (as {mode:?})");
         print_run(&bare_name, &bare, bare_count);
 
+        // The floor: the real requests, twice over (it keeps nothing; the
+        // provider signature's nonce is fresh on every send).
+        let answer = DSResponse {
+            protocol_version: 1,
+            response_body: DSResponseBody::Ok,
+        }
+        .to_bytes()?;
+        let (floor_addr, floor_task) =
+            server_rt.block_on(floor_server(&fed, &convs, Bytes::from(answer)))?;
+        let floor_count = FLOOR_FACTOR * o.requests;
+        let floor_bodies: Vec<Bytes> = requests
+            .bodies
+            .iter()
+            .take(count)
+            .cycle()
+            .take(floor_count + o.connections * WARMUP_PER_CONNECTION)
+            .cloned()
+            .collect();
+        let floor = gen_rt.block_on(drive(
+            target(&fed, floor_addr, true)?,
+            Arc::new(floor_bodies),
+            o.connections,
+            None,
+        ))?;
+        floor_task.abort();
+        let floor_name = format!("floor: authentication only (as {mode:?})");
+        print_run(&floor_name, &floor, floor_count);
+
         // mimid: first a few messages one at a time (the pipeline's
         // latency without load), then the load.
         let sent_at: SentAt = Arc::new((0..count + QUIET).map(|_| OnceLock::new()).collect());
@@ -1373,6 +1561,11 @@ fn load_mode(
             requests: bare_count,
         });
         rows.push(Row {
+            name: floor_name,
+            run: floor,
+            requests: floor_count,
+        });
+        rows.push(Row {
             name: mimid_name,
             run,
             requests: o.requests,
@@ -1382,21 +1575,27 @@ fn load_mode(
 
     println!();
     println!(
-        "| run | requests/s | p50 ms | p99 ms | CPU µs/request (server) | CPU µs/request (generator) | mimid / bare |"
+        "| run | requests/s | p50 ms | p99 ms | CPU µs/request (server) | CPU µs/request (generator) | / bare | / floor |"
     );
-    println!("|---|---|---|---|---|---|---|");
-    let mut bare_rate = f64::NAN;
+    println!("|---|---|---|---|---|---|---|---|");
+    let (mut bare_rate, mut floor_rate) = (f64::NAN, f64::NAN);
     for r in &rows {
         let rate = r.requests as f64 / r.run.wall;
         let gen_cpu = r.run.cpu.generator();
-        let ratio = if r.name.starts_with("bare") {
+        let (ratio, to_floor) = if r.name.starts_with("bare") {
             bare_rate = rate;
-            String::from("")
+            (String::new(), String::new())
+        } else if r.name.starts_with("floor") {
+            floor_rate = rate;
+            (format!("{:.2}", rate / bare_rate), String::new())
         } else {
-            format!("{:.2}", rate / bare_rate)
+            (
+                format!("{:.2}", rate / bare_rate),
+                format!("{:.2}", rate / floor_rate),
+            )
         };
         println!(
-            "| {} | {rate:.0} | {:.2} | {:.2} | {:.0} | {:.0} | {ratio} |",
+            "| {} | {rate:.0} | {:.2} | {:.2} | {:.0} | {:.0} | {ratio} | {to_floor} |",
             r.name,
             percentile(&r.run.latencies_us, 0.5),
             percentile(&r.run.latencies_us, 0.99),

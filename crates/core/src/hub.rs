@@ -186,7 +186,6 @@ fn check_auth_type(request: &DSRequest) -> Result<(), HubError> {
     }
 }
 
-/// The group id inside an MLS message, as a MIMI `GroupId`.
 /// The group a DS request names, from its body or its embedded MLS
 /// message; `None` for `ds_request_group_id`, which asks a hub for a new
 /// one. A provider relays its clients' requests to the hub named here (its
@@ -210,6 +209,7 @@ pub fn named_group(body: &DSRequestBody) -> Result<Option<GroupId>, HubError> {
     }))
 }
 
+/// The group id inside an MLS message, as a MIMI `GroupId`.
 fn group_id_of(message: &MlsMessageBodyIn) -> Result<GroupId, HubError> {
     let bytes = match message {
         MlsMessageBodyIn::PublicMessage(m) => m.group_id().as_slice(),

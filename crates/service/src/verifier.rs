@@ -87,7 +87,7 @@ impl BatchVerifier {
 
     /// `None` if the client signature did not verify (or the check was
     /// lost): the step then checks it itself.
-    pub(crate) async fn verify(&self, check: SignatureCheck) -> Option<Verified> {
+    pub async fn verify(&self, check: SignatureCheck) -> Option<Verified> {
         let (index, check) = check.into_parts();
         match self.verify_ed25519(check).await? {
             (check, true) => Some(SignatureCheck::verified(index, check)),

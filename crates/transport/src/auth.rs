@@ -118,6 +118,13 @@ impl Authenticated {
 pub struct PeerCertificates(pub(crate) Option<Arc<Vec<CertificateDer<'static>>>>);
 
 impl PeerCertificates {
+    /// The chain a TLS handshake verified against the trust anchors (an
+    /// accept loop of one's own sets it on each request of the
+    /// connection; [`Authenticator`] checks only the name it carries).
+    pub fn verified(chain: Option<Vec<CertificateDer<'static>>>) -> Self {
+        PeerCertificates(chain.map(Arc::new))
+    }
+
     fn leaf(&self) -> Option<&CertificateDer<'static>> {
         self.0.as_ref().and_then(|chain| chain.first())
     }

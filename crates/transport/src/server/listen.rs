@@ -143,10 +143,11 @@ pub fn serve(
                 };
                 let connection = tls.get_ref().1;
                 let h2 = connection.alpn_protocol() == Some(b"h2");
-                let certificates =
-                    PeerCertificates(connection.peer_certificates().map(|chain| {
-                        Arc::new(chain.iter().map(|c| c.clone().into_owned()).collect())
-                    }));
+                let certificates = PeerCertificates::verified(
+                    connection
+                        .peer_certificates()
+                        .map(|chain| chain.iter().map(|c| c.clone().into_owned()).collect()),
+                );
                 let watch = Watch::new();
                 let body_timeout = limits.body;
                 let on_request = watch.clone();
