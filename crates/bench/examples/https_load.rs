@@ -700,7 +700,6 @@ async fn bare_server(
     leaf: Leaf,
     response_len: usize,
 ) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
-    use tower::Service as _;
     let answer = Bytes::from(vec![0u8; response_len]);
     let router = axum::Router::new().route(
         PATH,
@@ -715,29 +714,7 @@ async fn bare_server(
             }
         }),
     );
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls::server_config(leaf.0, leaf.1, None)?);
-    let listener = tokio::net::TcpListener::bind(SocketAddr::new(ip(0), 0)).await?;
-    let addr = listener.local_addr()?;
-    let task = tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            let (acceptor, router) = (acceptor.clone(), router.clone());
-            tokio::spawn(async move {
-                let Ok(tls) = acceptor.accept(tcp).await else {
-                    return;
-                };
-                let service =
-                    hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                        router.clone().call(req)
-                    });
-                let _ = hyper_util::server::conn::auto::Builder::new(
-                    hyper_util::rt::TokioExecutor::new(),
-                )
-                .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
-                .await;
-            });
-        }
-    });
-    Ok((addr, task))
+    serve_tls(tls::server_config(leaf.0, leaf.1, None)?, router).await
 }
 
 /// What every request to a DS of the seed costs before the DS does any of
@@ -789,7 +766,6 @@ async fn floor_server(
     convs: &[Conversation],
     response: Bytes,
 ) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
-    use tower::Service as _;
     let mut signers = HashMap::new();
     for conv in convs {
         let stored = fed.nodes[HUB]
@@ -831,12 +807,13 @@ async fn floor_server(
     let router = axum::Router::new().route(
         PATH,
         axum::routing::post(
-            move |certificates: axum::Extension<PeerCertificates>,
+            move |certificates: Option<axum::Extension<PeerCertificates>>,
                   headers: http::HeaderMap,
                   body: Bytes| {
                 let floor = floor.clone();
                 async move {
-                    match floor.check(&headers, &certificates.0, &body).await {
+                    let certificates = certificates.map(|c| c.0).unwrap_or_default();
+                    match floor.check(&headers, &certificates, &body).await {
                         Ok(()) => (
                             http::StatusCode::OK,
                             [(http::header::CONTENT_TYPE, "application/octet-stream")],
@@ -854,8 +831,19 @@ async fn floor_server(
     );
     let leaf = fed.pki.leaf(&["ds.a.example".into()], ip(0))?;
     let client_roots = fed.mode.mtls().then(|| fed.pki.roots.clone());
-    let acceptor =
-        tokio_rustls::TlsAcceptor::from(tls::server_config(leaf.0, leaf.1, client_roots)?);
+    serve_tls(tls::server_config(leaf.0, leaf.1, client_roots)?, router).await
+}
+
+/// Serves `router` over TLS (HTTP/1.1 or h2 by ALPN) on a fresh port of
+/// 127.0.0.1, as a plain tokio-rustls and hyper-util accept loop; each
+/// request of a connection whose client presented a certificate carries
+/// the chain (`PeerCertificates`).
+async fn serve_tls(
+    config: Arc<rustls::ServerConfig>,
+    router: axum::Router,
+) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    use tower::Service as _;
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
     let listener = tokio::net::TcpListener::bind(SocketAddr::new(ip(0), 0)).await?;
     let addr = listener.local_addr()?;
     let task = tokio::spawn(async move {
@@ -865,15 +853,16 @@ async fn floor_server(
                 let Ok(tls) = acceptor.accept(tcp).await else {
                     return;
                 };
-                let certificates = PeerCertificates::verified(
-                    tls.get_ref()
-                        .1
-                        .peer_certificates()
-                        .map(|chain| chain.iter().map(|c| c.clone().into_owned()).collect()),
-                );
+                let certificates = tls.get_ref().1.peer_certificates().map(|chain| {
+                    PeerCertificates::verified(Some(
+                        chain.iter().map(|c| c.clone().into_owned()).collect(),
+                    ))
+                });
                 let service = hyper::service::service_fn(
                     move |mut req: http::Request<hyper::body::Incoming>| {
-                        req.extensions_mut().insert(certificates.clone());
+                        if let Some(certificates) = &certificates {
+                            req.extensions_mut().insert(certificates.clone());
+                        }
                         router.clone().call(req)
                     },
                 );
