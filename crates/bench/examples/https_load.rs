@@ -72,8 +72,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full};
 use mimid_bench::{cpu_seconds, memory_kib};
 use mimid_client::MimiClient;
-use mimid_core::DsEndpoint;
-use mimid_core::{HubGroup, SignatureCheck, SignerKey};
+use mimid_core::{DsEndpoint, HubGroup, SignatureCheck, SignerKey};
 use mimid_service::BatchVerifier;
 use mimid_service::outbox::OutboxConfig;
 use mimid_store::{Durability, Store};
@@ -835,7 +834,7 @@ async fn floor_server(
 }
 
 /// Serves `router` over TLS (HTTP/1.1 or h2 by ALPN) on a fresh port of
-/// 127.0.0.1, as a plain tokio-rustls and hyper-util accept loop; each
+/// a.example's address, as a plain tokio-rustls and hyper-util accept loop; each
 /// request of a connection whose client presented a certificate carries
 /// the chain (`PeerCertificates`).
 async fn serve_tls(
