@@ -1313,12 +1313,14 @@ fn load_mode(
 
         // The bare endpoint first, with the response size of a
         // send_message answer (DSResponse ok: 3 bytes).
-        let response_len = DSResponse {
-            protocol_version: 1,
-            response_body: DSResponseBody::Ok,
-        }
-        .to_bytes()?
-        .len();
+        let ok_answer = Bytes::from(
+            DSResponse {
+                protocol_version: 1,
+                response_body: DSResponseBody::Ok,
+            }
+            .to_bytes()?,
+        );
+        let response_len = ok_answer.len();
         let _guard = server_rt.enter();
         let (bare_addr, bare_task) = server_rt.block_on(bare_server(
             fed.pki.leaf(&["ds.a.example".into()], ip(0))?,
@@ -1343,13 +1345,8 @@ fn load_mode(
 
         // The floor: the real requests, twice over (it keeps nothing; the
         // provider signature's nonce is fresh on every send).
-        let answer = DSResponse {
-            protocol_version: 1,
-            response_body: DSResponseBody::Ok,
-        }
-        .to_bytes()?;
         let (floor_addr, floor_task) =
-            server_rt.block_on(floor_server(&fed, &convs, Bytes::from(answer)))?;
+            server_rt.block_on(floor_server(&fed, &convs, ok_answer.clone()))?;
         let floor_count = FLOOR_FACTOR * o.requests;
         let floor_bodies: Vec<Bytes> = requests
             .bodies
